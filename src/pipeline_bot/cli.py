@@ -1,0 +1,237 @@
+"""The `pipeline-bot` command line: a front end that translates arguments and renders results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pipeline_bot import __version__
+from pipeline_bot.errors import ConfigError, PipelineBotError
+from pipeline_bot.models import SEVERITY_ORDER, Analysis
+
+app = typer.Typer(
+    name="pipeline-bot",
+    help="Take a change from commit to production safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
+)
+config_app = typer.Typer(help="Check or describe .github/pipeline-bot.yml.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+EXIT_OK, EXIT_THRESHOLD, EXIT_BAD_INPUT = 0, 1, 2
+LEVEL_STYLE = {"low": "green", "medium": "yellow", "high": "dark_orange", "critical": "bold red"}
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+class Level(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+def _fail(exc: PipelineBotError) -> NoReturn:
+    typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pipeline-bot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Take a change from commit to production safely."""
+
+
+@app.command()
+def analyze(
+    repo: Annotated[Path, typer.Option(help="A folder in the git repository to analyse.")] = Path(),
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Base ref, exclusive. Default: merge-base with the default branch, else HEAD~1."
+        ),
+    ] = None,
+    head: Annotated[str, typer.Option(help="Head ref, inclusive.")] = "HEAD",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Configuration file. Default: the repository's .github/pipeline-bot.yml."
+        ),
+    ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment to fit the strategy to. Default: the last in promotion order."
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.text,
+    fail_on: Annotated[
+        Level | None, typer.Option(help="Exit 1 when the risk level is this or worse.")
+    ] = None,
+) -> None:
+    """Analyse a range of commits: risk, findings, affected services and a deploy strategy."""
+    from pipeline_bot.integrations.git import GitSource
+    from pipeline_bot.settings import get_settings
+    from pipeline_bot.tools import ToolContext, build_registry
+
+    settings = get_settings()
+    ctx = ToolContext(
+        source=GitSource(git=settings.git_binary, history_commits=settings.history_commits)
+    )
+    arguments = {
+        "repository": str(repo),
+        "base": base,
+        "head": head,
+        "config": str(config) if config else None,
+        "environment": environment,
+    }
+    try:
+        result = build_registry().call("analyze_changes", arguments, ctx)
+    except PipelineBotError as exc:
+        _fail(exc)
+    assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
+    _render(result, output)
+    if fail_on and SEVERITY_ORDER[result.risk.level] >= SEVERITY_ORDER[fail_on.value]:
+        typer.echo(
+            f"risk level {result.risk.level} is at or above --fail-on {fail_on.value}", err=True
+        )
+        raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _render(result: Analysis, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    elif output is OutputFormat.markdown:
+        from pipeline_bot.core.report import analysis_markdown
+
+        sys.stdout.write(analysis_markdown(result))
+    else:
+        _render_text(result, Console(highlight=False, soft_wrap=True))
+
+
+def _render_text(a: Analysis, console: Console) -> None:
+    from pipeline_bot.core.report import location, short, strategy_plan
+
+    s, r, st = a.stats, a.risk, a.strategy
+    console.print(
+        Text.assemble(
+            ("pipeline-bot analysis ", "bold"),
+            f"{short(a.base)}..{short(a.head)}  ",
+            f"{s.commits} commit(s), {s.files} file(s), +{s.additions} -{s.deletions}",
+            f", {s.excluded_files} excluded" if s.excluded_files else "",
+        )
+    )
+    console.print(
+        Text.assemble("Risk: ", (f"{r.level.upper()} {r.score}/100", LEVEL_STYLE[r.level]))
+    )
+    for factor in r.factors:
+        paths = ", ".join(factor.paths[:3]) + (
+            f" (+{factor.count - 3} more)" if factor.count > 3 and factor.paths else ""
+        )
+        console.print(
+            Text(
+                f"  +{factor.weight:<3} {factor.rule:<20} {factor.reason}"
+                + (f": {paths}" if paths else "")
+            )
+        )
+    console.print(Text.assemble("Strategy for ", (st.environment, "bold"), ": ", (st.name, "bold")))
+    for reason in st.reasons:
+        console.print(Text(f"  - {reason}"))
+    if st.name != "none":
+        console.print(Text(f"  plan: {strategy_plan(st)}"))
+    if a.affected_services:
+        console.print(Text("Affected services: " + ", ".join(a.affected_services)))
+    if a.findings:
+        table = Table(
+            "severity",
+            "where",
+            "rule",
+            "message",
+            title=f"Findings ({len(a.findings)})",
+            title_justify="left",
+            show_edge=False,
+            box=None,
+            pad_edge=False,
+        )
+        for f in a.findings[:40]:
+            table.add_row(
+                Text(f.severity, LEVEL_STYLE.get(f.severity, "")), location(f), f.rule, f.message
+            )
+        console.print(table)
+        if len(a.findings) > 40:
+            console.print(Text(f"... and {len(a.findings) - 40} more (use --format json)"))
+    else:
+        console.print("Findings: none")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of .github/pipeline-bot.yml (for editors and CI checks)."""
+    from pipeline_bot.repo_config import config_json_schema
+
+    sys.stdout.write(json.dumps(config_json_schema(), indent=2) + "\n")
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="File to check. Default: .github/pipeline-bot.yml of the repository in --repo."
+        ),
+    ] = None,
+    repo: Annotated[Path, typer.Option(help="Repository whose config to check.")] = Path(),
+) -> None:
+    """Check a configuration file and report every problem with its field and line."""
+    from pipeline_bot.repo_config import find_config_file, load_repo_config
+
+    path = file or find_config_file(repo)
+    if path is None:
+        typer.echo(
+            f"error: no .github/pipeline-bot.yml in {repo}; without one, pipeline-bot "
+            "uses its defaults (`pipeline-bot config schema` shows the format)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        cfg = load_repo_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(problem.render(str(path)), err=True)
+        typer.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    typer.echo(
+        f"{path}: valid ({len(cfg.environments)} environment(s), "
+        f"{len(cfg.services)} service(s), {len(cfg.risk.rules)} risk rule(s))"
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,320 @@
+"""What a path is: docs, a test, a migration, a manifest, a lockfile ... by name and location."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pipeline_bot.core.globs import PathMatcher
+from pipeline_bot.models import FileChange
+
+
+class Kind(StrEnum):
+    DOCS = "docs"
+    TEST = "test"
+    MIGRATION = "migration"
+    KUBERNETES = "kubernetes-manifest"
+    HELM = "helm-chart"
+    TERRAFORM = "terraform"
+    DOCKERFILE = "dockerfile"
+    CI = "ci-workflow"
+    DEPENDENCY = "dependency-manifest"
+    LOCKFILE = "lockfile"
+    REPO_META = "repo-meta"
+    CODE = "code"
+    OTHER = "other"
+
+
+NOT_DEPLOYABLE = frozenset({Kind.DOCS, Kind.TEST, Kind.CI, Kind.REPO_META})
+
+# First match wins, so the specific kinds come before the broad ones.
+_KIND_GLOBS: tuple[tuple[Kind, tuple[str, ...]], ...] = (
+    (
+        Kind.CI,
+        (
+            ".github/workflows/**",
+            ".github/actions/**",
+            ".gitlab-ci.yml",
+            ".circleci/**",
+            "Jenkinsfile",
+            "azure-pipelines.yml",
+            ".buildkite/**",
+            ".drone.yml",
+        ),
+    ),
+    (
+        Kind.LOCKFILE,
+        (
+            "package-lock.json",
+            "npm-shrinkwrap.json",
+            "yarn.lock",
+            "pnpm-lock.yaml",
+            "poetry.lock",
+            "uv.lock",
+            "Pipfile.lock",
+            "pdm.lock",
+            "go.sum",
+            "Cargo.lock",
+            "Gemfile.lock",
+            "composer.lock",
+            "mix.lock",
+            "packages.lock.json",
+        ),
+    ),
+    (
+        Kind.DEPENDENCY,
+        (
+            "package.json",
+            "requirements*.txt",
+            "requirements/*.txt",
+            "pyproject.toml",
+            "setup.py",
+            "setup.cfg",
+            "Pipfile",
+            "go.mod",
+            "Cargo.toml",
+            "Gemfile",
+            "*.gemspec",
+            "pom.xml",
+            "build.gradle",
+            "build.gradle.kts",
+            "composer.json",
+            "*.csproj",
+            "mix.exs",
+            "deno.json",
+        ),
+    ),
+    (
+        Kind.MIGRATION,
+        (
+            "**/migrations/**",
+            "**/migration/**",
+            "**/migrate/**",
+            "**/alembic/versions/**",
+            "**/flyway/**",
+            "**/liquibase/**",
+            "*.sql",
+        ),
+    ),
+    (
+        Kind.TEST,
+        (
+            "**/tests/**",
+            "**/test/**",
+            "**/__tests__/**",
+            "**/spec/**",
+            "**/specs/**",
+            "**/testdata/**",
+            "**/e2e/**",
+            "test_*.py",
+            "*_test.py",
+            "conftest.py",
+            "*_test.go",
+            "*.test.[jt]s",
+            "*.test.[jt]sx",
+            "*.spec.[jt]s",
+            "*.spec.[jt]sx",
+            "*Test.java",
+            "*Tests.java",
+            "*Test.kt",
+            "*Tests.cs",
+            "*_spec.rb",
+            "*_test.rb",
+        ),
+    ),
+    (Kind.HELM, ("Chart.yaml", "**/charts/**", "**/helm/**", "values*.yaml")),
+    (Kind.TERRAFORM, ("*.tf", "*.tfvars", "*.tf.json", "terragrunt.hcl", "**/terraform/**")),
+    (
+        Kind.DOCKERFILE,
+        (
+            "Dockerfile",
+            "Dockerfile.*",
+            "*.Dockerfile",
+            "*.dockerfile",
+            "Containerfile",
+            "docker-compose*.yml",
+            "docker-compose*.yaml",
+            "compose.yml",
+            "compose.yaml",
+            ".dockerignore",
+        ),
+    ),
+    (
+        Kind.KUBERNETES,
+        (
+            "**/k8s/**",
+            "**/kubernetes/**",
+            "**/manifests/**",
+            "**/kustomize/**",
+            "kustomization.yaml",
+            "kustomization.yml",
+            "skaffold.yaml",
+        ),
+    ),
+    (
+        Kind.DOCS,
+        (
+            "**/docs/**",
+            "**/doc/**",
+            "*.md",
+            "*.markdown",
+            "*.rst",
+            "*.adoc",
+            "*.txt",
+            "LICENSE*",
+            "COPYING*",
+            "NOTICE*",
+            "AUTHORS*",
+            "CHANGELOG*",
+            "CHANGES*",
+            "mkdocs.yml",
+            ".readthedocs.y*ml",
+        ),
+    ),
+    (
+        Kind.REPO_META,
+        (
+            ".gitignore",
+            ".gitattributes",
+            ".editorconfig",
+            "CODEOWNERS",
+            ".github/ISSUE_TEMPLATE/**",
+            ".github/PULL_REQUEST_TEMPLATE*",
+            ".github/dependabot.yml",
+            ".github/FUNDING.yml",
+            ".pre-commit-config.yaml",
+            ".vscode/**",
+            ".idea/**",
+        ),
+    ),
+)
+_MATCHERS = tuple((kind, PathMatcher(globs)) for kind, globs in _KIND_GLOBS)
+
+_CODE_SUFFIXES = frozenset(
+    [
+        "py",
+        "pyi",
+        "go",
+        "js",
+        "mjs",
+        "cjs",
+        "ts",
+        "tsx",
+        "jsx",
+        "java",
+        "kt",
+        "kts",
+        "scala",
+        "rb",
+        "rs",
+        "c",
+        "cc",
+        "cpp",
+        "cxx",
+        "h",
+        "hpp",
+        "cs",
+        "php",
+        "swift",
+        "m",
+        "mm",
+        "ex",
+        "exs",
+        "erl",
+        "clj",
+        "fs",
+        "vb",
+        "lua",
+        "pl",
+        "r",
+        "dart",
+        "sh",
+        "bash",
+        "zsh",
+        "ps1",
+        "groovy",
+        "sql",
+        "vue",
+        "svelte",
+    ]
+)
+_KUBE_KINDS = frozenset(
+    [
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Pod",
+        "Service",
+        "Ingress",
+        "ConfigMap",
+        "Secret",
+        "Job",
+        "CronJob",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Namespace",
+        "PersistentVolumeClaim",
+        "Kustomization",
+        "Rollout",
+        "CustomResourceDefinition",
+        "Gateway",
+        "HTTPRoute",
+    ]
+)
+_AUTH = re.compile(
+    r"(?:^|[/_.-])(?:auth|authn|authz|authenticat\w*|authori[sz]\w*|oauth2?|oidc|saml|sso|jwt|"
+    r"security|crypto|cryptography|encryption|permissions?|login|logout|signin|signup|"
+    r"sessions?|passwords?|rbac|iam|acl|credentials?|csrf|secrets?)(?:[/_.-]|$)",
+    re.IGNORECASE,
+)
+_KEY_FILE = PathMatcher(
+    (
+        "*.pem",
+        "*.key",
+        "*.p12",
+        "*.pfx",
+        "id_rsa",
+        "id_ecdsa",
+        "id_ed25519",
+        "*.jks",
+        ".env",
+        ".env.*",
+    )
+)
+
+
+def kind_of(change: FileChange) -> Kind:
+    """The one kind a changed file counts as; content signals refine what the path says."""
+    path = change.path
+    for kind, matcher in _MATCHERS:
+        if matcher(path):
+            if kind is Kind.MIGRATION and path.endswith((".md", ".txt")):
+                return Kind.DOCS
+            return kind
+    if path.endswith((".yaml", ".yml", ".json")) and _KUBE_KINDS.intersection(
+        change.signals.kube_kinds
+    ):
+        return Kind.KUBERNETES
+    if suffix(path) in _CODE_SUFFIXES:
+        return Kind.CODE
+    return Kind.OTHER
+
+
+def suffix(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name.lstrip(".") else ""
+
+
+def is_auth_sensitive(path: str) -> bool:
+    return bool(_AUTH.search(path))
+
+
+def is_key_file(path: str) -> bool:
+    return _KEY_FILE(path)

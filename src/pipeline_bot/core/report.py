@@ -1,0 +1,106 @@
+"""Analysis -> markdown (job summaries, PR comments, check runs) and plain-text pieces."""
+
+from __future__ import annotations
+
+from pipeline_bot.models import Analysis, Finding, Strategy
+
+MARKDOWN_FINDINGS = 50
+EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+
+
+def location(f: Finding) -> str:
+    if not f.path:
+        return "(commit message)"
+    if f.start_line is None:
+        return f.path
+    if f.end_line is None or f.end_line == f.start_line:
+        return f"{f.path}:{f.start_line}"
+    return f"{f.path}:{f.start_line}-{f.end_line}"
+
+
+def duration(seconds: int) -> str:
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+def strategy_plan(strategy: Strategy) -> str:
+    """One line describing how the rollout proceeds."""
+    p = strategy.parameters
+    if strategy.name == "canary":
+        steps = " → ".join(f"{s.weight}% ({duration(s.pause_seconds)})" for s in p.steps)
+        tail = "100% after a person promotes it" if p.manual_promotion else "100%"
+        return f"{p.replicas} replicas; canary steps {steps} → {tail}"
+    if strategy.name == "blue-green":
+        keep = duration(p.keep_previous_seconds or 0)
+        switch = "a person promotes" if p.manual_promotion else "checks pass"
+        return f"{p.replicas} replicas; switch when {switch}; keep the old colour {keep}"
+    if strategy.name == "rolling":
+        return f"{p.replicas} replicas; maxSurge {p.max_surge}, maxUnavailable {p.max_unavailable}"
+    return "nothing to deploy"
+
+
+def short(sha: str) -> str:
+    return sha[:12]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def analysis_markdown(a: Analysis) -> str:
+    r, s = a.risk, a.stats
+    lines = [
+        f"## {EMOJI[r.level]} pipeline-bot: **{r.level}** risk ({r.score}/100)",
+        "",
+        f"`{short(a.base)}..{short(a.head)}` · {s.commits} commit{'s' * (s.commits != 1)} · "
+        f"{s.files} file{'s' * (s.files != 1)} · +{s.additions} -{s.deletions}"
+        + (f" · {s.excluded_files} excluded" if s.excluded_files else ""),
+        "",
+        "### Why this risk",
+    ]
+    if r.factors:
+        lines += ["", "| Weight | Factor | Details |", "|---:|---|---|"]
+        for f in r.factors:
+            paths = ", ".join(f"`{_cell(p)}`" for p in f.paths[:3])
+            more = f" and {f.count - 3} more" if f.paths and f.count > 3 else ""
+            detail = _cell(f.reason) + (f": {paths}{more}" if paths else "")
+            lines.append(f"| +{f.weight} | {f.rule} | {detail} |")
+    else:
+        lines += ["", "No risk factors: nothing in this change raised the score."]
+    st = a.strategy
+    lines += ["", f"### Strategy for `{st.environment}`: **{st.name}**", ""]
+    lines += [f"- {_cell(reason)}" for reason in st.reasons]
+    if st.name != "none":
+        lines += ["", f"Plan: {strategy_plan(st)}."]
+        if st.parameters.checkpoints:
+            lines += [
+                "",
+                "Checkpoints: "
+                + "; ".join(
+                    f"`{c.metric}` {c.condition} ({c.when})" for c in st.parameters.checkpoints
+                ),
+            ]
+    if a.affected_services:
+        lines += ["", "### Affected services", "", ", ".join(f"`{x}`" for x in a.affected_services)]
+    lines += _findings_markdown(a.findings)
+    return "\n".join(lines) + "\n"
+
+
+def _findings_markdown(findings: list[Finding]) -> list[str]:
+    if not findings:
+        return ["", "### Findings", "", "None."]
+    out = [
+        "",
+        f"### Findings ({len(findings)})",
+        "",
+        "| Severity | Where | Rule | Message |",
+        "|---|---|---|---|",
+    ]
+    for f in findings[:MARKDOWN_FINDINGS]:
+        out.append(f"| {f.severity} | `{_cell(location(f))}` | {f.rule} | {_cell(f.message)} |")
+    if len(findings) > MARKDOWN_FINDINGS:
+        out += ["", f"…and {len(findings) - MARKDOWN_FINDINGS} more (see the JSON output)."]
+    return out

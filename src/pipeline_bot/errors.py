@@ -1,0 +1,123 @@
+"""One rooted exception tree; every error carries data and a message meant for a user.
+
+Tree::
+
+    PipelineBotError                 message: str (one line, safe to show a user)
+    ├── ConfigError                  .source, .problems: list[ConfigProblem]
+    ├── UnknownEnvironmentError      .environment, .known
+    ├── GitError                     .repo, .hint
+    │   ├── NotARepositoryError
+    │   ├── UnknownRefError          .ref
+    │   └── ShallowHistoryError      .ref
+    ├── ToolError                    .tool
+    │   ├── UnknownToolError
+    │   └── ToolInputError           .problems: list[str]
+    └── IntegrationError             .service (github, kubernetes, prometheus, llm ...)
+
+Front ends (CLI, Action, App, MCP server) are the only places that catch `PipelineBotError`
+as a whole; they turn it into an exit code, an HTTP status or an MCP tool error. Messages never
+contain secrets: callers build them from names, paths and refs, never from tokens or file content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PipelineBotError(Exception):
+    """Root of every error pipeline-bot raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration file: where it is and what was expected."""
+
+    field: str
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line else source
+        return f"{where}: {self.field or '(top level)'}: {self.message}"
+
+
+class ConfigError(PipelineBotError):
+    """A configuration file (or value) that cannot be used, with every problem found."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        count = len(problems)
+        first = problems[0].render(source) if problems else source
+        more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+        super().__init__(f"invalid configuration: {first}{more}")
+
+
+class UnknownEnvironmentError(PipelineBotError):
+    """A command named an environment the repository configuration does not define."""
+
+    def __init__(self, environment: str, known: list[str]) -> None:
+        self.environment = environment
+        self.known = known
+        names = ", ".join(known) or "none configured"
+        super().__init__(f"unknown environment {environment!r}; known environments: {names}")
+
+
+class GitError(PipelineBotError):
+    """git could not give us what we asked for; `hint` says what the user can do."""
+
+    def __init__(self, message: str, *, repo: str = "", hint: str = "") -> None:
+        self.repo = repo
+        self.hint = hint
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class NotARepositoryError(GitError):
+    """The path is not inside a git work tree."""
+
+
+class UnknownRefError(GitError):
+    """A ref, branch or SHA does not resolve to a commit in the repository."""
+
+    def __init__(self, message: str, *, ref: str, repo: str = "", hint: str = "") -> None:
+        self.ref = ref
+        super().__init__(message, repo=repo, hint=hint)
+
+
+class ShallowHistoryError(UnknownRefError):
+    """The commit needed is missing because the clone is shallow."""
+
+
+class ToolError(PipelineBotError):
+    """A registry tool failed or was called wrongly."""
+
+    def __init__(self, message: str, *, tool: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class UnknownToolError(ToolError):
+    """No tool of that name is registered."""
+
+
+class ToolInputError(ToolError):
+    """The arguments do not match the tool's input schema."""
+
+    def __init__(self, message: str, *, tool: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(message, tool=tool)
+
+
+class IntegrationError(PipelineBotError):
+    """An outside service (GitHub, Kubernetes, Prometheus, an LLM) failed."""
+
+    def __init__(self, message: str, *, service: str) -> None:
+        self.service = service
+        super().__init__(message)

@@ -1,0 +1,1 @@
+"""Thin adapters to the outside world; each implements a Protocol from `ports`."""

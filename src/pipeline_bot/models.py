@@ -1,0 +1,273 @@
+"""Pydantic models shared by every layer: the change, its analysis, and deploy requests/results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+RiskLevel = Literal["low", "medium", "high", "critical"]
+StrategyName = Literal["none", "rolling", "blue-green", "canary"]
+
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DevOpsContext(_Model):
+    """Where a change is headed: the project, environment and the pipeline stage it is in."""
+
+    project_name: str
+    environment: str
+    branch: str | None = None
+    commit_hash: str | None = None
+    pipeline_stage: str = "analyze"
+    resources: dict[str, str | int | float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the change
+
+
+class Commit(_Model):
+    sha: str
+    author: str
+    email: str
+    timestamp: datetime
+    message: str
+
+
+class FileStatus(StrEnum):
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    RENAMED = "renamed"
+    COPIED = "copied"
+    TYPE_CHANGED = "type_changed"
+
+
+class Hunk(_Model):
+    """One hunk's line ranges: `old_*` in the base version, `new_*` in the head version."""
+
+    old_start: int
+    old_lines: int
+    new_start: int
+    new_lines: int
+
+
+class SecretHit(_Model):
+    """Where a secret-like string was added. The string itself is never kept."""
+
+    line: int
+    kind: str
+
+
+class ContentSignals(_Model):
+    """What a scan of the patch text found; the text itself is dropped after the scan."""
+
+    secrets: list[SecretHit] = Field(default_factory=list)
+    removed_tests: int = 0
+    added_tests: int = 0
+    removed_test_lines: list[int] = Field(default_factory=list)
+    kube_kinds: list[str] = Field(default_factory=list)
+    generated_marker: bool = False
+
+
+class FileChange(_Model):
+    path: str
+    old_path: str | None = None
+    status: FileStatus
+    additions: int = 0
+    deletions: int = 0
+    binary: bool = False
+    old_mode: str | None = None
+    new_mode: str | None = None
+    hunks: list[Hunk] = Field(default_factory=list)
+    signals: ContentSignals = Field(default_factory=ContentSignals)
+
+
+class ChangeSet(_Model):
+    """A range of commits and the files it changes (base exclusive, head inclusive)."""
+
+    repository: str
+    base: str
+    head: str
+    commits: list[Commit] = Field(default_factory=list)
+    files: list[FileChange] = Field(default_factory=list)
+
+
+class FileHistory(_Model):
+    """What the repository's history says about one touched file before the change."""
+
+    changes: int = 0
+    authors: list[str] = Field(default_factory=list)
+    last_changed: datetime | None = None
+
+
+class History(_Model):
+    """History before the change's base, as far back as it was read."""
+
+    available: bool = True
+    note: str = ""
+    commits_read: int = 0
+    unique_commits: int = Field(0, description="earlier commits that touched any changed file")
+    files: dict[str, FileHistory] = Field(default_factory=dict)
+    author_commits: dict[str, int] = Field(default_factory=dict)
+    head_time: datetime | None = None
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+class Finding(_Model):
+    """Something a reviewer should look at; becomes an annotation on `path` lines start..end."""
+
+    path: str | None
+    start_line: int | None = None
+    end_line: int | None = None
+    severity: Severity
+    rule: str
+    message: str
+
+
+class RiskFactor(_Model):
+    """One reason the score is what it is; `weight` points were added for it."""
+
+    rule: str
+    weight: int
+    reason: str
+    paths: list[str] = Field(default_factory=list)
+    count: int = 0
+
+
+class Risk(_Model):
+    score: int = Field(ge=0, le=100)
+    level: RiskLevel
+    factors: list[RiskFactor] = Field(default_factory=list)
+
+
+class ChangeStats(_Model):
+    files: int
+    additions: int
+    deletions: int
+    commits: int
+    binary_files: int = 0
+    excluded_files: int = 0
+
+
+class ChangeMetrics(_Model):
+    """Just-in-time defect prediction metrics (Kamei et al. 2013) for the change."""
+
+    subsystems: int = Field(description="NS: distinct top-level directories touched")
+    directories: int = Field(description="ND: distinct directories touched")
+    files: int = Field(description="NF: files touched")
+    entropy: float = Field(description="Entropy: spread of modified lines across files, 0-1")
+    lines_added: int = Field(description="LA")
+    lines_deleted: int = Field(description="LD")
+    is_fix: bool = Field(description="FIX: a commit message says it fixes something")
+    history_available: bool = True
+    history_note: str = ""
+    developers: int | None = Field(None, description="NDEV: authors who changed these files before")
+    age_days: float | None = Field(None, description="AGE: mean days since the files last changed")
+    prior_changes: int | None = Field(None, description="NUC: earlier commits to these files")
+    author_experience: int | None = Field(
+        None, description="EXP: earlier commits by the change's author"
+    )
+
+
+class CanaryStep(_Model):
+    weight: int = Field(ge=1, le=100, description="percent of replicas on the new version")
+    pause_seconds: int = Field(ge=0)
+
+
+class Checkpoint(_Model):
+    metric: str
+    condition: str
+    when: str
+
+
+class StrategyParameters(_Model):
+    replicas: int = Field(ge=1)
+    steps: list[CanaryStep] = Field(default_factory=list)
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    max_surge: str | None = None
+    max_unavailable: str | None = None
+    keep_previous_seconds: int | None = None
+    manual_promotion: bool = False
+
+
+class Strategy(_Model):
+    name: StrategyName
+    environment: str
+    reasons: list[str]
+    parameters: StrategyParameters
+
+
+class Analysis(_Model):
+    """What the change is, how risky it is, and how to ship it to `strategy.environment`."""
+
+    repository: str
+    base: str
+    head: str
+    commits: list[Commit]
+    risk: Risk
+    strategy: Strategy
+    findings: list[Finding]
+    affected_services: list[str]
+    stats: ChangeStats
+    metrics: ChangeMetrics
+
+
+# --------------------------------------------------------------------------- deploys
+
+
+class PipelineStage(StrEnum):
+    ANALYZE = "analyze"
+    BUILD = "build"
+    DEPLOY = "deploy"
+    VERIFY = "verify"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+class PipelineState(_Model):
+    """Where one change stands on its way to an environment."""
+
+    deploy_id: str | None = None
+    environment: str
+    stage: PipelineStage
+    status: Literal["pending", "running", "succeeded", "failed", "rolled_back", "paused"]
+    message: str = ""
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class DeployRequest(_Model):
+    app: str
+    environment: str
+    image: str
+    commit_sha: str
+    namespace: str | None = None
+    strategy: StrategyName | Literal["auto"] = "auto"
+    replicas: int | None = Field(None, ge=1)
+    manifests: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+    requested_by: str | None = None
+
+
+class DeployResult(_Model):
+    deploy_id: str
+    environment: str
+    app: str
+    strategy: StrategyName
+    status: Literal["succeeded", "failed", "rolled_back", "paused"]
+    message: str
+    rolled_back: bool = False
+    started_at: datetime
+    finished_at: datetime | None = None

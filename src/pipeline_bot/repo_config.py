@@ -1,0 +1,278 @@
+"""Schema of `.github/pipeline-bot.yml`: environments, services, risk rules and gates.
+
+`load_repo_config()` reads the file (or gives the defaults when there is none) and reports every
+problem with its field path, its line, and what was expected. `config_json_schema()` is the JSON
+Schema that editors use to complete and check the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline_bot.errors import ConfigError, ConfigProblem, UnknownEnvironmentError
+from pipeline_bot.models import Severity, StrategyName
+
+CONFIG_PATHS = (".github/pipeline-bot.yml", ".github/pipeline-bot.yaml")
+Permission = Literal["read", "triage", "write", "maintain", "admin"]
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_NAME_HELP = (
+    "lowercase letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid name: use {_NAME_HELP}")
+    return value
+
+
+class Environment(_Strict):
+    """A place the change can be deployed to."""
+
+    name: str = Field(description="Name used in commands, e.g. `/deploy staging`.")
+    namespace: str | None = Field(None, description="Kubernetes namespace; defaults to the name.")
+    kube_context: str | None = Field(None, description="kubeconfig context to deploy with.")
+    order: int = Field(0, ge=0, description="Promotion order: lower environments deploy first.")
+    auto_deploy: list[str] = Field(
+        default_factory=list, description="Branches whose pushes deploy here without a command."
+    )
+    required_permission: Permission = Field(
+        "write", description="Least repository permission a user needs to deploy here."
+    )
+    production: bool | None = Field(
+        None, description="Treat as production; defaults to true for 'production' or 'prod'."
+    )
+    strategy: StrategyName | Literal["auto"] = Field(
+        "auto", description="Force a strategy, or `auto` to fit it to the change's risk."
+    )
+    replicas: int = Field(2, ge=1, description="Replicas the strategy plans for.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @property
+    def is_production(self) -> bool:
+        if self.production is not None:
+            return self.production
+        return self.name in ("production", "prod")
+
+
+class Service(_Strict):
+    """Something deployable, and the paths whose changes affect it."""
+
+    name: str
+    paths: list[str] = Field(min_length=1, description="Globs (`**` spans directories).")
+    manifests: list[str] = Field(default_factory=list, description="Manifest files or globs.")
+    image: str | None = Field(None, description="Image repository, e.g. ghcr.io/acme/api.")
+    depends_on: list[str] = Field(default_factory=list, description="Services deployed first.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _check_name(value)
+
+
+class RiskRule(_Strict):
+    """A repository's own risk rule: changes under `paths` add `weight` to the score."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Rule id shown in findings.")
+    paths: list[str] = Field(min_length=1)
+    weight: int = Field(ge=0, le=100)
+    message: str = Field(min_length=1)
+    severity: Severity = "medium"
+
+
+class RiskConfig(_Strict):
+    rules: list[RiskRule] = Field(default_factory=list)
+    ignore: list[str] = Field(
+        default_factory=list, description="Paths left out of the analysis entirely."
+    )
+    generated: list[str] = Field(
+        default_factory=list, description="Generated paths: left out of the analysis."
+    )
+    disable: list[str] = Field(
+        default_factory=list, description="Built-in rule ids to turn off, e.g. untested-code."
+    )
+
+
+class RepoConfig(_Strict):
+    """The whole `.github/pipeline-bot.yml`."""
+
+    version: Literal[1] = Field(description="Schema version; must be 1.")
+    environments: list[Environment] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    gates: list[dict[str, Any]] = Field(
+        default_factory=list, description="Metric gates for canaries (schema grows later)."
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> RepoConfig:
+        _unique("environments", [e.name for e in self.environments])
+        names = [s.name for s in self.services]
+        _unique("services", names)
+        for service in self.services:
+            for dep in service.depends_on:
+                if dep not in names:
+                    raise ValueError(
+                        f"service {service.name!r} depends on unknown service {dep!r}"
+                        f" (known: {', '.join(names)})"
+                    )
+        _acyclic({s.name: s.depends_on for s in self.services})
+        return self
+
+    def environment(self, name: str | None) -> Environment:
+        """The named environment, or the last in promotion order when `name` is None."""
+        envs = self.environments or default_config().environments
+        if name is None:
+            return max(envs, key=lambda e: e.order)
+        for env in envs:
+            if env.name == name:
+                return env
+        raise UnknownEnvironmentError(name, [e.name for e in envs])
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{kind}: name {name!r} is used twice")
+        seen.add(name)
+
+
+def _acyclic(graph: dict[str, list[str]]) -> None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = " -> ".join([*trail[trail.index(node) :], node])
+            raise ValueError(f"services depend on each other in a cycle: {cycle}")
+        state[node] = 1
+        for dep in graph.get(node, []):
+            visit(dep, [*trail, node])
+        state[node] = 2
+
+    for name in graph:
+        visit(name, [])
+
+
+def default_config() -> RepoConfig:
+    """The configuration used when a repository has no `.github/pipeline-bot.yml`."""
+    return RepoConfig(
+        version=1,
+        environments=[
+            Environment(name="staging", order=1, required_permission="write"),
+            Environment(name="production", order=2, required_permission="maintain"),
+        ],
+    )
+
+
+def config_json_schema() -> dict[str, Any]:
+    schema = RepoConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pipeline-bot repository configuration (.github/pipeline-bot.yml)"
+    return schema
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_config_file(repo_root: Path) -> Path | None:
+    for name in CONFIG_PATHS:
+        candidate = repo_root / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_repo_config(path: Path | None, *, repo_root: Path | None = None) -> RepoConfig:
+    """Read `path` (or the repository's config file); no file at all means the defaults."""
+    if path is None:
+        path = find_config_file(repo_root) if repo_root else None
+        if path is None:
+            return default_config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [ConfigProblem("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {reason}")]) from None
+    return parse_repo_config(text, source=str(path))
+
+
+def parse_repo_config(text: str, *, source: str = "<config>") -> RepoConfig:
+    """Validate YAML text; raises ConfigError listing every problem with its line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(source, [ConfigProblem("", f"YAML syntax: {problem}", line)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigProblem("", "expected a mapping at the top level", 1)])
+    try:
+        return RepoConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            ConfigProblem(_field_path(err["loc"]), _explain(err), _line_of(node, err["loc"]))
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigError(source, problems) from None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling against `pipeline-bot config schema`)"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error" and "input" in err:
+        return f"{message}, got {err['input']!r}"
+    return message
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node = child
+        line = child.start_mark.line + 1
+    return line
+
+
+def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if getattr(key, "value", None) == part:
+                return value  # type: ignore[no-any-return]
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]  # type: ignore[no-any-return]
+    return None

@@ -1,0 +1,17 @@
+"""The tool registry: the same tools for the CLI, the Action, the App and the MCP server."""
+
+from __future__ import annotations
+
+from pipeline_bot.tools.registry import Tool, ToolAnnotations, ToolContext, ToolRegistry
+
+
+def build_registry() -> ToolRegistry:
+    """A registry holding every tool pipeline-bot has."""
+    from pipeline_bot.tools import analyze
+
+    registry = ToolRegistry()
+    analyze.register(registry)
+    return registry
+
+
+__all__ = ["Tool", "ToolAnnotations", "ToolContext", "ToolRegistry", "build_registry"]

@@ -1,0 +1,58 @@
+"""The analyze_changes tool: a local repository's commit range -> risk, findings, strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline_bot.core.analysis import analyze
+from pipeline_bot.models import Analysis
+from pipeline_bot.repo_config import load_repo_config
+from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
+
+
+class AnalyzeInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repository: str = Field(".", description="Path of a local git repository (any folder in it).")
+    base: str | None = Field(
+        None,
+        description="Base ref (exclusive). Default: merge-base with the default branch, "
+        "else the parent of head.",
+    )
+    head: str = Field("HEAD", description="Head ref (inclusive).")
+    config: str | None = Field(
+        None,
+        description="Path of a pipeline-bot.yml; default: the repository's "
+        ".github/pipeline-bot.yml, or built-in defaults when it has none.",
+    )
+    environment: str | None = Field(
+        None,
+        description="Environment to fit the strategy to; default: the last in promotion "
+        "order (production).",
+    )
+
+
+ANNOTATIONS = ToolAnnotations(read_only=True, destructive=False, idempotent=True, open_world=False)
+
+
+def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
+    """Analyse the commits from base to head in a local git repository: risk score and level with
+    the factors behind them, findings with file and line ranges, affected services, change
+    metrics, and the deployment strategy that fits the risk. Reads only; needs no credentials."""
+    source = ctx.require_source("analyze_changes").read_change(
+        args.repository, args.base, args.head
+    )
+    config = load_repo_config(Path(args.config) if args.config else None, repo_root=source.root)
+    return analyze(source.changes, config, history=source.history, environment=args.environment)
+
+
+def register(registry: ToolRegistry) -> None:
+    registry.tool(
+        name="analyze_changes",
+        title="Analyze changes",
+        input_model=AnalyzeInput,
+        output_model=Analysis,
+        annotations=ANNOTATIONS,
+    )(analyze_changes)

@@ -1,0 +1,136 @@
+"""Tools with typed input and output, kept in one registry (shaped like the MCP SDK's ToolManager).
+
+A tool is a function `(input_model, ToolContext) -> output_model`. Its JSON Schemas come from the
+pydantic models, so MCP's `inputSchema` and `outputSchema` are free. Every tool states all four MCP
+annotations, which policy uses: only read-only tools are offered to an LLM, destructive ones need a
+person's confirmation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline_bot.errors import ToolError, ToolInputError, UnknownToolError
+from pipeline_bot.integrations.ports import SourcePort
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ToolAnnotations:
+    """MCP tool annotations; every tool states all four."""
+
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+
+    def as_mcp(self) -> dict[str, bool]:
+        return {
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        }
+
+
+@dataclass
+class ToolContext:
+    """The collaborators a tool may use; a front end builds them, a tool never does."""
+
+    source: SourcePort | None = None
+
+    def require_source(self, tool: str) -> SourcePort:
+        if self.source is None:
+            raise ToolError(f"{tool} needs a repository reader, and none is configured", tool=tool)
+        return self.source
+
+
+@dataclass(frozen=True)
+class Tool(Generic[In, Out]):
+    name: str
+    title: str
+    description: str
+    input_model: type[In]
+    output_model: type[Out]
+    annotations: ToolAnnotations
+    fn: Callable[[In, ToolContext], Out]
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.input_model.model_json_schema()
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.output_model.model_json_schema()
+
+    def parse(self, arguments: Mapping[str, Any]) -> In:
+        try:
+            return self.input_model.model_validate(dict(arguments))
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+                for err in exc.errors(include_url=False)
+            ]
+            raise ToolInputError(
+                f"invalid arguments for {self.name}: " + "; ".join(problems),
+                tool=self.name,
+                problems=problems,
+            ) from None
+
+
+class ToolRegistry:
+    """Name -> Tool, with `add`, a `tool` decorator, `list`, `get` and `call`."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool[Any, Any]] = {}
+
+    def add(self, tool: Tool[Any, Any]) -> Tool[Any, Any]:
+        if tool.name in self._tools:
+            raise ValueError(f"a tool named {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+        return tool
+
+    def tool(
+        self,
+        *,
+        name: str,
+        title: str,
+        input_model: type[In],
+        output_model: type[Out],
+        annotations: ToolAnnotations,
+    ) -> Callable[[Callable[[In, ToolContext], Out]], Callable[[In, ToolContext], Out]]:
+        """Register the decorated function; its docstring is the tool's description."""
+
+        def decorate(fn: Callable[[In, ToolContext], Out]) -> Callable[[In, ToolContext], Out]:
+            description = " ".join((fn.__doc__ or title).split())
+            self.add(Tool(name, title, description, input_model, output_model, annotations, fn))
+            return fn
+
+        return decorate
+
+    def list(self) -> list[Tool[Any, Any]]:
+        return list(self._tools.values())
+
+    def get(self, name: str) -> Tool[Any, Any]:
+        try:
+            return self._tools[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tools)) or "none"
+            raise UnknownToolError(
+                f"unknown tool {name!r}; known tools: {known}", tool=name
+            ) from None
+
+    def call(self, name: str, arguments: Mapping[str, Any], ctx: ToolContext) -> BaseModel:
+        """Validate `arguments` against the tool's input model, run it, check its output."""
+        tool = self.get(name)
+        result = tool.fn(tool.parse(arguments), ctx)
+        if not isinstance(result, tool.output_model):
+            raise ToolError(
+                f"{name} returned {type(result).__name__}, not {tool.output_model.__name__}",
+                tool=name,
+            )
+        return cast(BaseModel, result)
