@@ -54,14 +54,20 @@ class FileStatus(StrEnum):
 class Hunk(_Model):
     """One hunk's line ranges: `old_*` in the base version, `new_*` in the head version."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     old_start: int
     old_lines: int
     new_start: int
     new_lines: int
+    changed_start: int = Field(description="head-version line of the first change (no context)")
+    changed_end: int = Field(description="head-version line of the last change (no context)")
 
 
 class SecretHit(_Model):
     """Where a secret-like string was added. The string itself is never kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     line: int
     kind: str
@@ -69,6 +75,8 @@ class SecretHit(_Model):
 
 class ContentSignals(_Model):
     """What a scan of the patch text found; the text itself is dropped after the scan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     secrets: list[SecretHit] = Field(default_factory=list)
     removed_tests: int = 0

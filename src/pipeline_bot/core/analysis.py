@@ -239,12 +239,12 @@ def _finding(
 
 
 def _range(f: FileChange) -> tuple[int | None, int | None]:
-    """Lines of the head version the change touches, first to last; none for deletions."""
+    """Head-version lines from the first change to the last; none for deletions and binaries."""
     if f.status is FileStatus.DELETED or not f.hunks:
         return None, None
-    start = min(max(h.new_start, 1) for h in f.hunks)
-    end = max(h.new_start + max(h.new_lines, 1) - 1 for h in f.hunks)
-    return start, max(end, start)
+    if len(f.hunks) == 1:
+        return f.hunks[0].changed_start, f.hunks[0].changed_end
+    return min(h.changed_start for h in f.hunks), max(h.changed_end for h in f.hunks)
 
 
 def _finding_order(f: Finding) -> tuple[int, str, int]:

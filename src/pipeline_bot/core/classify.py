@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from pipeline_bot.core.globs import PathMatcher
+from pipeline_bot.core.globs import GlobClassifier, PathMatcher
 from pipeline_bot.models import FileChange
 
 
@@ -188,7 +188,7 @@ _KIND_GLOBS: tuple[tuple[Kind, tuple[str, ...]], ...] = (
         ),
     ),
 )
-_MATCHERS = tuple((kind, PathMatcher(globs)) for kind, globs in _KIND_GLOBS)
+_KINDS = GlobClassifier((kind.value, globs) for kind, globs in _KIND_GLOBS)
 
 _CODE_SUFFIXES = frozenset(
     [
@@ -293,11 +293,12 @@ _KEY_FILE = PathMatcher(
 def kind_of(change: FileChange) -> Kind:
     """The one kind a changed file counts as; content signals refine what the path says."""
     path = change.path
-    for kind, matcher in _MATCHERS:
-        if matcher(path):
-            if kind is Kind.MIGRATION and path.endswith((".md", ".txt")):
-                return Kind.DOCS
-            return kind
+    label = _KINDS.classify(path)
+    if label is not None:
+        kind = Kind(label)
+        if kind is Kind.MIGRATION and path.endswith((".md", ".txt")):
+            return Kind.DOCS
+        return kind
     if path.endswith((".yaml", ".yml", ".json")) and _KUBE_KINDS.intersection(
         change.signals.kube_kinds
     ):

@@ -1,9 +1,10 @@
 """Incremental parser for `git diff --raw -z -p` output: bytes in, FileChange models out.
 
 Sans-I/O: the git adapter feeds whatever chunks it reads and gets back the files completed so far,
-so a diff is never held whole in memory. Each file's patch text is scanned once, with C-speed
-`bytes` operations, for the signals the analysis needs (line counts, hunks, secret-like strings,
-removed tests, Kubernetes kinds, generated-file markers), then dropped.
+so a diff is never held whole in memory, and parsing overlaps git's own work. Each file's patch
+text is scanned once, in place, with C-speed `bytes` operations (count, find, compiled regexes)
+for what the analysis needs: line counts, hunks, secret-like strings, removed tests, Kubernetes
+kinds, generated-file markers. Then the text is dropped.
 
 Order matters: git prints every raw entry first, then one patch section per entry in the same
 order; a type change (T) is the one exception and gets two sections, a deletion then a creation.
@@ -13,6 +14,7 @@ Paths come from the NUL-separated raw entries, so no quoted header has to be unq
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from pipeline_bot.models import ContentSignals, FileChange, FileStatus, Hunk, SecretHit
@@ -27,7 +29,6 @@ _STATUS = {
 }
 _SECTION = b"\ndiff --git "
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
-_BINARY = re.compile(rb"^Binary files .* differ$", re.M)
 _KIND = re.compile(rb"^[+ ]kind:[ \t]*([A-Za-z][A-Za-z0-9]*)", re.M)
 _TEST_DEF = (
     rb"[ \t]*(?:(?:async[ \t]+)?def[ \t]+test_?\w*|func[ \t]+Test\w*|@Test\b"
@@ -35,7 +36,8 @@ _TEST_DEF = (
 )
 _REMOVED_TEST = re.compile(rb"^-" + _TEST_DEF, re.M)
 _ADDED_TEST = re.compile(rb"^\+" + _TEST_DEF, re.M)
-_GENERATED = re.compile(rb"@generated|Code generated .* DO NOT EDIT|DO NOT EDIT")
+_GENERATED_MARKERS = (b"@generated", b"DO NOT EDIT")
+_GENERATED_PROBE = 4096
 # Each alternative names a kind of credential. The matched text is never stored or printed.
 _SECRET = re.compile(
     rb"(?P<aws>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
@@ -47,10 +49,26 @@ _SECRET = re.compile(
     rb"|(?P<assignment>(?i:password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
     rb"[\"']?[ \t]*[:=][ \t]*[\"'][^\"'\s$<>{}]{8,}[\"'])"
 )
-_GENERATED_PROBE = 4096
+# Literal prefilter for _SECRET: the regex only runs on patches containing one of these.
+_SECRET_MARKERS = (
+    b"AKIA",
+    b"ASIA",
+    b"ghp_",
+    b"gho_",
+    b"ghu_",
+    b"ghs_",
+    b"ghr_",
+    b"github_pat_",
+    b"PRIVATE KEY",
+    b"xox",
+    b"sk-",
+    b"AIza",
+)
+_SECRET_MARKERS_LOWER = (b"passw", b"secret", b"api_key", b"apikey", b"api-key", b"token")
+_NO_SIGNALS = ContentSignals()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawEntry:
     status: FileStatus
     path: str
@@ -71,8 +89,8 @@ class DiffStreamParser:
         self._raw_done = False
         self._entries: list[RawEntry] = []
         self._next = 0
-        self._pending: list[bytes] = []
-        self._searched = 0  # bytes of the buffer already searched for the next section
+        self._pending: list[tuple[bytes, int]] = []  # first half of a type change
+        self._searched = 0  # bytes of the buffer already searched for a section start
 
     def feed(self, chunk: bytes) -> list[FileChange]:
         self._buf += chunk
@@ -80,7 +98,11 @@ class DiffStreamParser:
             self._parse_raw()
             if not self._raw_done:
                 return []
-        return self._parse_sections(final=False)
+        cut = self._buf.rfind(_SECTION, self._searched)
+        if cut < 0:
+            self._searched = max(0, len(self._buf) - len(_SECTION))
+            return []
+        return self._sections(cut)
 
     def close(self) -> list[FileChange]:
         if not self._raw_done:
@@ -88,8 +110,8 @@ class DiffStreamParser:
             if self._buf and not self._raw_done:
                 raise DiffParseError("git diff output ended inside the list of changed files")
             self._raw_done = True
-        out = self._parse_sections(final=True)
-        if self._next != len(self._entries):
+        out = self._sections(len(self._buf)) if self._buf.strip() else []
+        if self._next != len(self._entries) or self._pending:
             raise DiffParseError(
                 f"git diff listed {len(self._entries)} files but printed patches for {self._next}"
             )
@@ -117,49 +139,47 @@ class DiffStreamParser:
 
     # ----------------------------------------------------------------- patch sections
 
-    def _parse_sections(self, *, final: bool) -> list[FileChange]:
-        out: list[FileChange] = []
+    def _sections(self, cut: int) -> list[FileChange]:
+        """Parse every complete section in buf[:cut], then drop them from the buffer."""
         buf = self._buf
-        start = 0
-        while True:
-            end = buf.find(_SECTION, max(start + 1, self._searched))
-            if end < 0:
-                # a long section arrives in many chunks: do not search its start again
-                self._searched = max(0, len(buf) - len(_SECTION))
-                break
-            self._take(bytes(buf[start:end]), out)
-            start = end + 1
-        if final:
-            if start < len(buf) and buf[start:].strip():
-                self._take(bytes(buf[start:]), out)
-            start = len(buf)
-        del buf[:start]
-        self._searched = max(0, self._searched - start)
+        markers = _marker_positions(buf, cut)
+        out: list[FileChange] = []
+        pos = 0
+        while pos < cut:
+            if not buf.startswith(b"diff --git ", pos):
+                raise DiffParseError(f"expected a patch header, got {bytes(buf[pos : pos + 40])!r}")
+            nxt = buf.find(_SECTION, pos + 1, cut + 1)
+            end = cut if nxt < 0 else nxt
+            self._take(pos, end, markers, out)
+            pos = end + 1
+        del buf[: min(cut + 1, len(buf))]
+        self._searched = 0
         return out
 
-    def _take(self, section: bytes, out: list[FileChange]) -> None:
-        if not section.startswith(b"diff --git "):
-            raise DiffParseError(f"expected a patch header, got {section[:40]!r}")
+    def _take(self, start: int, end: int, markers: _Markers, out: list[FileChange]) -> None:
         if self._next >= len(self._entries):
             raise DiffParseError("git printed more patches than changed files")
         entry = self._entries[self._next]
         if entry.status is FileStatus.TYPE_CHANGED and not self._pending:
-            self._pending.append(section)  # the deletion half; the creation half comes next
+            self._pending.append((bytes(self._buf[start:end]), 0))
             return
-        sections = [*self._pending, section]
-        self._pending = []
         self._next += 1
-        out.append(build_file_change(entry, sections))
+        if self._pending:  # a type change: join the deletion and the creation halves
+            first_half = self._pending.pop()[0]
+            text = bytearray(first_half + b"\n" + self._buf[start:end])
+            out.append(scan_file(entry, text, 0, len(text), _marker_positions(text, len(text))))
+            return
+        out.append(scan_file(entry, self._buf, start, end, markers))
 
 
 def _read_entry(buf: bytearray, pos: int) -> tuple[RawEntry | None, int]:
     head_end = buf.find(b"\0", pos)
     if head_end < 0:
         return None, pos
-    fields = bytes(buf[pos + 1 : head_end]).split(b" ")
+    fields = buf[pos + 1 : head_end].decode("ascii", "replace").split(" ")
     if len(fields) != 5:
         raise DiffParseError(f"malformed raw diff entry: {bytes(buf[pos:head_end])!r}")
-    old_mode, new_mode, _old_sha, _new_sha, status = (f.decode("ascii") for f in fields)
+    old_mode, new_mode, _old_sha, _new_sha, status = fields
     letter = status[:1]
     if letter not in _STATUS:
         raise DiffParseError(f"unsupported change status {status!r}")
@@ -170,109 +190,191 @@ def _read_entry(buf: bytearray, pos: int) -> tuple[RawEntry | None, int]:
         nul = buf.find(b"\0", cursor)
         if nul < 0:
             return None, pos
-        paths.append(_decode_path(bytes(buf[cursor:nul])))
+        paths.append(bytes(buf[cursor:nul]).decode("utf-8", "backslashreplace"))
         cursor = nul + 1
     old_path = paths[0] if npaths == 2 else None
-    entry = RawEntry(_STATUS[letter], paths[-1], old_path, old_mode, new_mode)
-    return entry, cursor
+    return RawEntry(_STATUS[letter], paths[-1], old_path, old_mode, new_mode), cursor
 
 
-def _decode_path(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+@dataclass(frozen=True, slots=True)
+class _Markers:
+    """Sorted offsets, in one stretch of the buffer, of literals worth a closer look."""
+
+    secrets: list[int]
+    generated: list[int]
+
+    def secret_in(self, start: int, end: int) -> bool:
+        return _any_between(self.secrets, start, end)
+
+    def generated_in(self, start: int, end: int) -> bool:
+        return _any_between(self.generated, start, min(end, start + _GENERATED_PROBE))
+
+
+def _any_between(offsets: list[int], start: int, end: int) -> bool:
+    i = bisect_left(offsets, start)
+    return i < len(offsets) and offsets[i] < end
+
+
+def _marker_positions(buf: bytearray, cut: int) -> _Markers:
+    """One pass per literal over buf[:cut], instead of searching each file's patch."""
+    lower = bytes(buf[:cut]).lower()
+    secrets = sorted(_find_all(lower, _SECRET_MARKERS, cut))
+    return _Markers(secrets, sorted(_find_all(buf, _GENERATED_MARKERS, cut)))
+
+
+def _find_all(hay: bytes | bytearray, needles: tuple[bytes, ...], cut: int) -> list[int]:
+    found: list[int] = []
+    for needle in needles:
+        at = hay.find(needle, 0, cut)
+        while at >= 0:
+            found.append(at)
+            at = hay.find(needle, at + 1, cut)
+    return found
 
 
 # --------------------------------------------------------------------------- one file
 
 
-def build_file_change(entry: RawEntry, sections: list[bytes]) -> FileChange:
-    """Everything the analysis needs from one file's patch text."""
-    hunks: list[Hunk] = []
-    additions = deletions = 0
-    binary = False
-    secrets: list[SecretHit] = []
-    removed_test_lines: list[int] = []
-    added_tests = 0
-    kinds: list[str] = []
-    generated = False
-    for text in sections:
-        first = text.find(b"\n@@ ")
-        header = text if first < 0 else text[:first]
-        binary = binary or bool(_BINARY.search(header))
-        if first < 0:
-            continue
-        body = text[first + 1 :]
-        starts = [(m.start(), _hunk(m)) for m in _HUNK.finditer(body)]
-        hunks.extend(h for _, h in starts)
-        added = body.count(b"\n+")
-        removed = body.count(b"\n-")
-        additions += added
-        deletions += removed
-        if added:
-            secrets.extend(_secrets(body, starts))
-            generated = generated or bool(_GENERATED.search(body, 0, _GENERATED_PROBE))
-        if removed:
-            added_tests += len(_ADDED_TEST.findall(body)) if added else 0
-            removed_test_lines.extend(
-                _line_at(body, starts, m.start(), old=False) for m in _REMOVED_TEST.finditer(body)
-            )
-        if entry.path.endswith((".yaml", ".yml")):
-            kinds.extend(m.group(1).decode("ascii") for m in _KIND.finditer(body))
+def scan_file(
+    entry: RawEntry, buf: bytearray, start: int, end: int, markers: _Markers
+) -> FileChange:
+    """Everything the analysis needs from one file's patch text in buf[start:end]."""
+    first = buf.find(b"\n@@ ", start, end)
+    if first < 0:  # mode change, binary file, or empty file
+        binary = buf.find(b"\nBinary files ", start, end) >= 0
+        return _file(entry, 0, 0, binary, [], _NO_SIGNALS)
+    added = buf.count(b"\n+", first, end)
+    removed = buf.count(b"\n-", first, end)
+    # an added or deleted file's patch is a single hunk: no need to look for more
+    single = entry.status in (FileStatus.ADDED, FileStatus.DELETED)
+    hunk_at = _hunks(buf, first, end, single=single)
+    hunks = [h for _, h in hunk_at]
+    signals = _NO_SIGNALS
+    has_marker = markers.secret_in(first, end)
+    yaml = entry.path.endswith((".yaml", ".yml"))
+    if has_marker or removed or yaml or markers.generated_in(first, end):
+        body = bytes(buf[first + 1 : end])
+        shifted = [(at - first - 1, h) for at, h in hunk_at]
+        signals = _signals(
+            body, shifted, added=added, removed=removed, secrets=has_marker, yaml=yaml
+        )
+    return _file(entry, added, removed, False, hunks, signals)
+
+
+def _file(
+    entry: RawEntry,
+    added: int,
+    removed: int,
+    binary: bool,
+    hunks: list[Hunk],
+    signals: ContentSignals,
+) -> FileChange:
     return FileChange(
         path=entry.path,
         old_path=entry.old_path,
         status=entry.status,
-        additions=additions,
-        deletions=deletions,
+        additions=added,
+        deletions=removed,
         binary=binary,
         old_mode=entry.old_mode,
         new_mode=entry.new_mode,
         hunks=hunks,
-        signals=ContentSignals(
-            secrets=secrets,
-            removed_tests=len(removed_test_lines),
-            removed_test_lines=removed_test_lines,
-            added_tests=added_tests,
-            kube_kinds=sorted(set(kinds)),
-            generated_marker=generated,
-        ),
+        signals=signals,
     )
 
 
-def _hunk(m: re.Match[bytes]) -> Hunk:
-    old_lines, new_lines = m.group(2), m.group(4)
+def _hunks(buf: bytearray, first: int, end: int, *, single: bool) -> list[tuple[int, Hunk]]:
+    """(offset, Hunk) for each hunk in buf[first:end]; `first` is the newline before the first.
+
+    An added or deleted file's patch is a single hunk of changes, so only modified files are
+    searched for more hunks and for where, inside each, the changes start and end.
+    """
+    heads: list[tuple[int, re.Match[bytearray]]] = []
+    at = first
+    while at >= 0:
+        m = _HUNK.match(buf, at + 1, end)
+        if m is None:
+            raise DiffParseError(f"malformed hunk header: {bytes(buf[at + 1 : at + 60])!r}")
+        heads.append((at + 1, m))
+        at = -1 if single else buf.find(b"\n@@ ", m.end(), end)
+    out: list[tuple[int, Hunk]] = []
+    for i, (offset, m) in enumerate(heads):
+        stop = heads[i + 1][0] - 1 if i + 1 < len(heads) else end
+        out.append((offset, _hunk(m, buf, stop, single=single)))
+    return out
+
+
+def _hunk(m: re.Match[bytearray], buf: bytearray, stop: int, *, single: bool) -> Hunk:
+    old_start, old_lines, new_start, new_lines = m.groups()
+    new = int(new_start or 0)
+    count = 1 if new_lines is None else int(new_lines)
+    first, last = new, new + max(count, 1) - 1
+    if not single:
+        body = m.end()  # the header line's end; its changes start after the next newline
+        change = [p for p in (buf.find(b"\n+", body, stop), buf.find(b"\n-", body, stop)) if p >= 0]
+        if change:
+            first = new + buf.count(b"\n", body, min(change))
+            tail = max(buf.rfind(b"\n+", body, stop), buf.rfind(b"\n-", body, stop))
+            trailing = buf.count(b"\n ", tail + 1, stop)  # context lines after the last change
+            last = max(first, new + count - 1 - trailing)
     return Hunk(
-        old_start=int(m.group(1)),
+        old_start=int(old_start or 0),
         old_lines=1 if old_lines is None else int(old_lines),
-        new_start=int(m.group(3)),
-        new_lines=1 if new_lines is None else int(new_lines),
+        new_start=new,
+        new_lines=count,
+        changed_start=max(first, 1),
+        changed_end=max(last, first, 1),
     )
 
 
-def _secrets(body: bytes, starts: list[tuple[int, Hunk]]) -> list[SecretHit]:
+def _signals(
+    body: bytes,
+    hunks: list[tuple[int, Hunk]],
+    *,
+    added: int,
+    removed: int,
+    secrets: bool,
+    yaml: bool,
+) -> ContentSignals:
+    removed_lines = (
+        [_line_at(body, hunks, m.start()) for m in _REMOVED_TEST.finditer(body)] if removed else []
+    )
+    return ContentSignals(
+        secrets=_secrets(body, hunks) if secrets and added else [],
+        removed_tests=len(removed_lines),
+        removed_test_lines=removed_lines,
+        added_tests=len(_ADDED_TEST.findall(body)) if removed_lines else 0,
+        kube_kinds=sorted({m.group(1).decode("ascii") for m in _KIND.finditer(body)})
+        if yaml
+        else [],
+        generated_marker=any(m in body[:_GENERATED_PROBE] for m in _GENERATED_MARKERS),
+    )
+
+
+def _secrets(body: bytes, hunks: list[tuple[int, Hunk]]) -> list[SecretHit]:
     hits: list[SecretHit] = []
     for m in _SECRET.finditer(body):
         line_start = body.rfind(b"\n", 0, m.start()) + 1
         if body[line_start : line_start + 1] != b"+":
             continue  # context or removed line: not added by this change
-        kind = m.lastgroup or "secret"
-        line = _line_at(body, starts, line_start, old=False)
+        line = _line_at(body, hunks, line_start)
         if not hits or hits[-1].line != line:
-            hits.append(SecretHit(line=line, kind=kind))
+            hits.append(SecretHit(line=line, kind=m.lastgroup or "secret"))
     return hits
 
 
-def _line_at(body: bytes, starts: list[tuple[int, Hunk]], pos: int, *, old: bool) -> int:
-    """Line number (new file, or old file when `old`) of the patch line at offset `pos`."""
-    offset, hunk = starts[0]
-    for candidate in starts:
+def _line_at(body: bytes, hunks: list[tuple[int, Hunk]], pos: int) -> int:
+    """Head-version line number of the patch line at offset `pos` (for a removed line: the line
+    that now stands where it was)."""
+    offset, hunk = hunks[0]
+    for candidate in hunks:
         if candidate[0] > pos:
             break
         offset, hunk = candidate
-    skip = b"+" if old else b"-"
-    line = hunk.old_start if old else hunk.new_start
+    line = hunk.new_start
     first = body.find(b"\n", offset) + 1
     line_start = body.rfind(b"\n", 0, pos) + 1
     for raw in body[first:line_start].split(b"\n")[:-1]:
-        if raw[:1] != skip and raw[:1] != b"\\":
+        if raw[:1] not in (b"-", b"\\"):
             line += 1
     return line
