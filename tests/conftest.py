@@ -90,7 +90,9 @@ def base_repo(repo: GitRepo) -> GitRepo:
             "    assert total([1, 2]) == 3\n\n\ndef test_empty():\n"
             "    assert total([]) == 0\n",
             "Dockerfile": "FROM python:3.11-slim\nCOPY . /app\n",
-            "k8s/deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n",
+            "k8s/deployment.yaml": (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n"
+            ),
             "db/migrations/0001_init.sql": "CREATE TABLE cart (id int);\n",
         },
     )

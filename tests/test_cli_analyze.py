@@ -30,7 +30,8 @@ def test_docs_only_change_scores_lower_than_migration_dockerfile_and_manifest(ba
     rules = {f["rule"] for f in risky["risk"]["factors"]}
     assert {"migration", "dockerfile", "kubernetes-manifest"} <= rules
     for factor in risky["risk"]["factors"]:
-        assert factor["weight"] > 0 and factor["reason"]
+        assert factor["weight"] > 0
+        assert factor["reason"]
     assert sum(f["weight"] for f in risky["risk"]["factors"]) >= risky["risk"]["score"]
     assert risky["strategy"]["name"] in ("canary", "blue-green")
     assert any("migration" in r for r in risky["strategy"]["reasons"])
@@ -141,11 +142,13 @@ def test_shallow_clone_says_to_fetch_more_history(base_repo, cli, tmp_path):
     )
     result = cli("analyze", "--repo", str(clone), "--base", "HEAD~1")
     assert result.exit_code == 2
-    assert "shallow" in result.stderr and "fetch-depth: 0" in result.stderr
+    assert "shallow" in result.stderr
+    assert "fetch-depth: 0" in result.stderr
     # with no base given, the default (merge-base with origin/main = HEAD) falls back to HEAD~1
     default = cli("analyze", "--repo", str(clone))
     assert default.exit_code == 2
-    assert "is not in this clone" in default.stderr and "--unshallow" in default.stderr
+    assert "is not in this clone" in default.stderr
+    assert "--unshallow" in default.stderr
 
 
 def test_first_commit_is_analysed_against_the_empty_tree(repo, cli):

@@ -49,22 +49,12 @@ _SECRET = re.compile(
     rb"|(?P<assignment>(?i:password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
     rb"[\"']?[ \t]*[:=][ \t]*[\"'][^\"'\s$<>{}]{8,}[\"'])"
 )
-# Literal prefilter for _SECRET: the regex only runs on patches containing one of these.
+# Literal prefilter for _SECRET, searched in a lower-cased copy of each chunk of the diff (one
+# pass per literal): the regex itself only runs on patches that contain one of these.
 _SECRET_MARKERS = (
-    b"AKIA",
-    b"ASIA",
-    b"ghp_",
-    b"gho_",
-    b"ghu_",
-    b"ghs_",
-    b"ghr_",
-    b"github_pat_",
-    b"PRIVATE KEY",
-    b"xox",
-    b"sk-",
-    b"AIza",
-)
-_SECRET_MARKERS_LOWER = (b"passw", b"secret", b"api_key", b"apikey", b"api-key", b"token")
+    b"akia", b"asia", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_",
+    b"private key", b"xox", b"sk-", b"aiza", b"passw", b"secret", b"api", b"token",
+)  # fmt: skip
 _NO_SIGNALS = ContentSignals()
 
 
@@ -89,7 +79,9 @@ class DiffStreamParser:
         self._raw_done = False
         self._entries: list[RawEntry] = []
         self._next = 0
-        self._pending: list[tuple[bytes, int]] = []  # first half of a type change
+        self._removed_half: FileChange | None = (
+            None  # a type change's deletion, awaiting its creation
+        )
         self._searched = 0  # bytes of the buffer already searched for a section start
 
     def feed(self, chunk: bytes) -> list[FileChange]:
@@ -111,7 +103,7 @@ class DiffStreamParser:
                 raise DiffParseError("git diff output ended inside the list of changed files")
             self._raw_done = True
         out = self._sections(len(self._buf)) if self._buf.strip() else []
-        if self._next != len(self._entries) or self._pending:
+        if self._next != len(self._entries) or self._removed_half is not None:
             raise DiffParseError(
                 f"git diff listed {len(self._entries)} files but printed patches for {self._next}"
             )
@@ -160,16 +152,20 @@ class DiffStreamParser:
         if self._next >= len(self._entries):
             raise DiffParseError("git printed more patches than changed files")
         entry = self._entries[self._next]
-        if entry.status is FileStatus.TYPE_CHANGED and not self._pending:
-            self._pending.append((bytes(self._buf[start:end]), 0))
+        change = scan_file(entry, self._buf, start, end, markers)
+        if entry.status is FileStatus.TYPE_CHANGED and self._removed_half is None:
+            self._removed_half = change
             return
         self._next += 1
-        if self._pending:  # a type change: join the deletion and the creation halves
-            first_half = self._pending.pop()[0]
-            text = bytearray(first_half + b"\n" + self._buf[start:end])
-            out.append(scan_file(entry, text, 0, len(text), _marker_positions(text, len(text))))
-            return
-        out.append(scan_file(entry, self._buf, start, end, markers))
+        if self._removed_half is not None:  # the creation half: head lines come from it
+            gone, self._removed_half = self._removed_half, None
+            change = change.model_copy(
+                update={
+                    "deletions": gone.deletions + change.deletions,
+                    "binary": gone.binary or change.binary,
+                }
+            )
+        out.append(change)
 
 
 def _read_entry(buf: bytearray, pos: int) -> tuple[RawEntry | None, int]:
@@ -289,7 +285,7 @@ def _hunks(buf: bytearray, first: int, end: int, *, single: bool) -> list[tuple[
     An added or deleted file's patch is a single hunk of changes, so only modified files are
     searched for more hunks and for where, inside each, the changes start and end.
     """
-    heads: list[tuple[int, re.Match[bytearray]]] = []
+    heads: list[tuple[int, re.Match[bytes]]] = []
     at = first
     while at >= 0:
         m = _HUNK.match(buf, at + 1, end)
@@ -304,7 +300,7 @@ def _hunks(buf: bytearray, first: int, end: int, *, single: bool) -> list[tuple[
     return out
 
 
-def _hunk(m: re.Match[bytearray], buf: bytearray, stop: int, *, single: bool) -> Hunk:
+def _hunk(m: re.Match[bytes], buf: bytearray, stop: int, *, single: bool) -> Hunk:
     old_start, old_lines, new_start, new_lines = m.groups()
     new = int(new_start or 0)
     count = 1 if new_lines is None else int(new_lines)
