@@ -35,7 +35,7 @@ def build_repo(root: Path, files: int, lines: int) -> tuple[str, str]:
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     modified = files // 10
     added = files - modified
-    per_added = (lines - modified * 20) // added
+    per_added, extra = divmod(lines - modified * 20 - 2, added - 2)  # 2: two 1-line files below
     stream = bytearray()
 
     def commit(ref_mark: int, when: int, message: bytes, entries: list[tuple[str, bytes]]) -> None:
@@ -60,8 +60,9 @@ def build_repo(root: Path, files: int, lines: int) -> tuple[str, str]:
         body = _blob_lines(i, 60).splitlines(keepends=True)
         body[20:30] = [b"changed_%d_%d = 1\n" % (i, j) for j in range(10)]
         head.append((p, b"".join(body)))
-    for i in range(modified, files):
-        head.append((path(i, "py" if i % 2 else "txt"), _blob_lines(i, per_added)))
+    for n, i in enumerate(range(modified, files - 2)):
+        count = per_added + (1 if n < extra else 0)
+        head.append((path(i, "py" if i % 2 else "txt"), _blob_lines(i, count)))
     head.append(("db/migrations/0042_add_index.sql", b"CREATE INDEX idx ON t (c);\n"))
     head.append(("Dockerfile", b"FROM python:3.11-slim\n"))
     commit(2, 1_700_000_600, b"big change", head)
