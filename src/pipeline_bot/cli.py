@@ -133,7 +133,9 @@ def _render(result: Analysis, output: OutputFormat) -> None:
 
         sys.stdout.write(analysis_markdown(result))
     else:
-        _render_text(result, Console(highlight=False, soft_wrap=True))
+        # piped output (CI logs) is read in wide windows: do not wrap it at 80 columns
+        width = None if sys.stdout.isatty() else 160
+        _render_text(result, Console(highlight=False, soft_wrap=True, width=width))
 
 
 def _render_text(a: Analysis, console: Console) -> None:
