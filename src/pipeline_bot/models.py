@@ -83,7 +83,9 @@ class ContentSignals(_Model):
     added_tests: int = 0
     removed_test_lines: list[int] = Field(default_factory=list)
     kube_kinds: list[str] = Field(default_factory=list)
-    generated_marker: bool = False
+    generated_marker: bool = Field(
+        False, description="a generated-file marker near the top (looked for from 500 added lines)"
+    )
 
 
 class FileChange(_Model):

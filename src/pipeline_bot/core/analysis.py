@@ -34,7 +34,6 @@ from pipeline_bot.models import (
 from pipeline_bot.repo_config import RepoConfig, Service
 
 _FACTOR_PATHS = 10
-_GENERATED_LINES = 500
 _KIND_RULES = {
     Kind.MIGRATION: "migration",
     Kind.TERRAFORM: "terraform",
@@ -156,7 +155,7 @@ def _file_rules(files: Sequence[FileChange], kinds: dict[str, Kind], hits: _Hits
         _test_findings(f, kind, hits)
         if f.binary and f.status is not FileStatus.DELETED:
             hits.add("binary-file", _finding(f, "binary-file"))
-        if f.signals.generated_marker and f.additions >= _GENERATED_LINES:
+        if f.signals.generated_marker and f.additions >= weights.GENERATED_MIN_LINES:
             hits.add("generated-file", _finding(f, "generated-file"))
         elif kind is Kind.CODE and not tests_changed and f.status is not FileStatus.DELETED:
             hits.add("untested-code", _finding(f, "untested-code"))

@@ -188,6 +188,7 @@ _KIND_GLOBS: tuple[tuple[Kind, tuple[str, ...]], ...] = (
         ),
     ),
 )
+_TESTS = PathMatcher(dict(_KIND_GLOBS)[Kind.TEST])
 _KINDS = GlobClassifier((kind.value, globs) for kind, globs in _KIND_GLOBS)
 
 _CODE_SUFFIXES = frozenset(
@@ -306,6 +307,10 @@ def kind_of(change: FileChange) -> Kind:
     if suffix(path) in _CODE_SUFFIXES:
         return Kind.CODE
     return Kind.OTHER
+
+
+def is_test_path(path: str) -> bool:
+    return _TESTS(path)
 
 
 def suffix(path: str) -> str:

@@ -17,6 +17,8 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from pipeline_bot.core.classify import is_test_path
+from pipeline_bot.core.weights import GENERATED_MIN_LINES
 from pipeline_bot.models import ContentSignals, FileChange, FileStatus, Hunk, SecretHit
 
 _STATUS = {
@@ -50,11 +52,11 @@ _SECRET = re.compile(
     rb"[\"']?[ \t]*[:=][ \t]*[\"'][^\"'\s$<>{}]{8,}[\"'])"
 )
 # Literal prefilter for _SECRET, searched in a lower-cased copy of each chunk of the diff (one
-# pass per literal): the regex itself only runs on patches that contain one of these.
-_SECRET_MARKERS = (
-    b"akia", b"asia", b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_",
-    b"private key", b"xox", b"sk-", b"aiza", b"passw", b"secret", b"api", b"token",
-)  # fmt: skip
+# pass per literal): the regex itself only runs on patches that contain one of these. "gh" is
+# common in prose, so its hits are kept only when a GitHub token prefix follows.
+_SECRET_MARKERS = (b"akia", b"asia", b"private key", b"xox", b"sk-", b"aiza", b"passw", b"secret",
+                   b"api", b"token")  # fmt: skip
+_GITHUB_PREFIXES = (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_")
 _NO_SIGNALS = ContentSignals()
 
 
@@ -148,7 +150,7 @@ class DiffStreamParser:
         self._searched = 0
         return out
 
-    def _take(self, start: int, end: int, markers: _Markers, out: list[FileChange]) -> None:
+    def _take(self, start: int, end: int, markers: list[int], out: list[FileChange]) -> None:
         if self._next >= len(self._entries):
             raise DiffParseError("git printed more patches than changed files")
         entry = self._entries[self._next]
@@ -192,39 +194,27 @@ def _read_entry(buf: bytearray, pos: int) -> tuple[RawEntry | None, int]:
     return RawEntry(_STATUS[letter], paths[-1], old_path, old_mode, new_mode), cursor
 
 
-@dataclass(frozen=True, slots=True)
-class _Markers:
-    """Sorted offsets, in one stretch of the buffer, of literals worth a closer look."""
-
-    secrets: list[int]
-    generated: list[int]
-
-    def secret_in(self, start: int, end: int) -> bool:
-        return _any_between(self.secrets, start, end)
-
-    def generated_in(self, start: int, end: int) -> bool:
-        return _any_between(self.generated, start, min(end, start + _GENERATED_PROBE))
-
-
 def _any_between(offsets: list[int], start: int, end: int) -> bool:
     i = bisect_left(offsets, start)
     return i < len(offsets) and offsets[i] < end
 
 
-def _marker_positions(buf: bytearray, cut: int) -> _Markers:
-    """One pass per literal over buf[:cut], instead of searching each file's patch."""
+def _marker_positions(buf: bytearray, cut: int) -> list[int]:
+    """Sorted offsets in buf[:cut] of literals that may start a secret: one pass per literal over
+    the whole stretch is far cheaper than searching each file's patch."""
     lower = bytes(buf[:cut]).lower()
-    secrets = sorted(_find_all(lower, _SECRET_MARKERS, cut))
-    return _Markers(secrets, sorted(_find_all(buf, _GENERATED_MARKERS, cut)))
-
-
-def _find_all(hay: bytes | bytearray, needles: tuple[bytes, ...], cut: int) -> list[int]:
     found: list[int] = []
-    for needle in needles:
-        at = hay.find(needle, 0, cut)
+    for needle in _SECRET_MARKERS:
+        at = lower.find(needle, 0, cut)
         while at >= 0:
             found.append(at)
-            at = hay.find(needle, at + 1, cut)
+            at = lower.find(needle, at + 1, cut)
+    at = lower.find(b"gh", 0, cut)
+    while at >= 0:
+        if lower.startswith(_GITHUB_PREFIXES, at):
+            found.append(at)
+        at = lower.find(b"gh", at + 2, cut)
+    found.sort()
     return found
 
 
@@ -232,7 +222,7 @@ def _find_all(hay: bytes | bytearray, needles: tuple[bytes, ...], cut: int) -> l
 
 
 def scan_file(
-    entry: RawEntry, buf: bytearray, start: int, end: int, markers: _Markers
+    entry: RawEntry, buf: bytearray, start: int, end: int, markers: list[int]
 ) -> FileChange:
     """Everything the analysis needs from one file's patch text in buf[start:end]."""
     first = buf.find(b"\n@@ ", start, end)
@@ -246,13 +236,15 @@ def scan_file(
     hunk_at = _hunks(buf, first, end, single=single)
     hunks = [h for _, h in hunk_at]
     signals = _NO_SIGNALS
-    has_marker = markers.secret_in(first, end)
+    has_marker = _any_between(markers, first, end)
     yaml = entry.path.endswith((".yaml", ".yml"))
-    if has_marker or removed or yaml or markers.generated_in(first, end):
+    big = added >= GENERATED_MIN_LINES
+    tests = removed > 0 and is_test_path(entry.path)
+    if has_marker or tests or yaml or big:
         body = bytes(buf[first + 1 : end])
         shifted = [(at - first - 1, h) for at, h in hunk_at]
         signals = _signals(
-            body, shifted, added=added, removed=removed, secrets=has_marker, yaml=yaml
+            body, shifted, secrets=has_marker and added > 0, tests=tests, yaml=yaml, big=big
         )
     return _file(entry, added, removed, False, hunks, signals)
 
@@ -327,23 +319,22 @@ def _signals(
     body: bytes,
     hunks: list[tuple[int, Hunk]],
     *,
-    added: int,
-    removed: int,
     secrets: bool,
+    tests: bool,
     yaml: bool,
+    big: bool,
 ) -> ContentSignals:
-    removed_lines = (
-        [_line_at(body, hunks, m.start()) for m in _REMOVED_TEST.finditer(body)] if removed else []
+    removed = (
+        [_line_at(body, hunks, m.start()) for m in _REMOVED_TEST.finditer(body)] if tests else []
     )
+    kinds = sorted({m.group(1).decode("ascii") for m in _KIND.finditer(body)}) if yaml else []
     return ContentSignals(
-        secrets=_secrets(body, hunks) if secrets and added else [],
-        removed_tests=len(removed_lines),
-        removed_test_lines=removed_lines,
-        added_tests=len(_ADDED_TEST.findall(body)) if removed_lines else 0,
-        kube_kinds=sorted({m.group(1).decode("ascii") for m in _KIND.finditer(body)})
-        if yaml
-        else [],
-        generated_marker=any(m in body[:_GENERATED_PROBE] for m in _GENERATED_MARKERS),
+        secrets=_secrets(body, hunks) if secrets else [],
+        removed_tests=len(removed),
+        removed_test_lines=removed,
+        added_tests=len(_ADDED_TEST.findall(body)) if removed else 0,
+        kube_kinds=kinds,
+        generated_marker=big and any(m in body[:_GENERATED_PROBE] for m in _GENERATED_MARKERS),
     )
 
 

@@ -133,6 +133,10 @@ NEW_AUTHOR_MIN_HISTORY = 20
 NEW_AUTHOR_WEIGHT = 5
 """The author has fewer earlier commits than this, in a history of at least 20 commits."""
 
+GENERATED_MIN_LINES = 500
+"""A generated file (`@generated`, `DO NOT EDIT` near its top) is a finding from this many added
+lines; smaller ones are not even looked at."""
+
 LEVELS: tuple[tuple[int, RiskLevel], ...] = (
     (75, "critical"),
     (50, "high"),
