@@ -149,3 +149,33 @@ def test_changes_outside_every_service_deploy_nothing(base_repo, cli):
     data = cli("analyze", "--repo", str(base_repo.root), "--format", "json").json()
     assert data["affected_services"] == []
     assert data["strategy"]["name"] == "none"
+
+
+def test_docs_and_tests_inside_a_service_do_not_make_it_deploy(base_repo, cli):
+    base_repo.commit("config", {".github/pipeline-bot.yml": GOOD})
+    base_repo.commit(
+        "docs",
+        {
+            "services/api/README.md": "# API\n",
+            "services/api/tests/test_x.py": "def test_x():\n    pass\n",
+        },
+    )
+    data = cli("analyze", "--repo", str(base_repo.root), "--format", "json").json()
+    assert data["affected_services"] == []
+    assert data["strategy"]["name"] == "none"
+
+
+def test_a_custom_rule_with_a_built_in_id_replaces_its_weight(base_repo, cli):
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nrisk:\n  rules:\n    - id: migration\n      paths: ['db/**']\n"
+                "      weight: 50\n      message: Our migrations lock tables\n"
+            )
+        },
+    )
+    base_repo.commit("migrate", {"db/migrations/0002.sql": "ALTER TABLE t ADD c int;\n"})
+    data = cli("analyze", "--repo", str(base_repo.root), "--format", "json").json()
+    migration = [f for f in data["risk"]["factors"] if f["rule"] == "migration"]
+    assert [(f["weight"], f["reason"]) for f in migration] == [(50, "Our migrations lock tables")]

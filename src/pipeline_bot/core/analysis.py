@@ -73,6 +73,7 @@ def analyze(
     environment: str | None = None,
 ) -> Analysis:
     """Judge a change: what it touches, how risky it is and why, and how to ship it."""
+    env = config.environment(environment)
     excluded = PathMatcher([*config.risk.ignore, *config.risk.generated])
     files = [f for f in changes.files if not excluded(f.path)]
     kinds = {f.path: kind_of(f) for f in files}
@@ -95,13 +96,10 @@ def analyze(
     score = min(100, sum(f.weight for f in factors))
     risk = Risk(score=score, level=weights.level_for(score), factors=factors)
 
-    services = affected_services(config.services, files)
-    deployable = (
-        bool(services)
-        if config.services
-        else any(kinds[f.path] not in NOT_DEPLOYABLE for f in files)
-    )
-    env = config.environment(environment)
+    # docs, tests and CI files never make a service need a deploy, wherever they live
+    shipped = [f for f in files if kinds[f.path] not in NOT_DEPLOYABLE]
+    services = affected_services(config.services, shipped)
+    deployable = bool(services) if config.services else bool(shipped)
     strategy = choose_strategy(
         risk, set(hits.by_rule), deployable=deployable, environment=env, kinds=set(kinds.values())
     )
