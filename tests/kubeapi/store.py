@@ -1,0 +1,207 @@
+"""Objects by resource, namespace and name, with resourceVersions and an event log for watches."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+    has_generation: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+
+RESOURCES = [
+    Resource("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",),
+             subresources=("status",)),
+    Resource("", "v1", "pods", "Pod", short_names=("po",), subresources=("status",)),
+    Resource("", "v1", "services", "Service", short_names=("svc",), subresources=("status",)),
+    Resource("", "v1", "events", "Event", short_names=("ev",)),
+    Resource("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
+    Resource("", "v1", "secrets", "Secret"),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    Resource("apps", "v1", "deployments", "Deployment", short_names=("deploy",),
+             subresources=("status", "scale"), has_generation=True),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",),
+             subresources=("status", "scale"), has_generation=True),
+]
+BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiError(Exception):
+    """Becomes a metav1.Status response."""
+
+    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+
+    def status(self) -> Obj:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "details": self.details,
+                "code": self.code}
+
+
+def not_found(res: Resource, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{res.plural}{"." + res.group if res.group else ""} "{name}" not found',
+                    {"name": name, "group": res.group, "kind": res.plural})
+
+
+@dataclass
+class Event:
+    rv: int
+    type: str
+    res: Resource
+    obj: Obj
+
+
+@dataclass
+class Store:
+    """All objects; every write bumps one global resourceVersion and appends to the event log."""
+
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    objects: dict[tuple[Resource, str, str], Obj] = field(default_factory=dict)
+    log: list[Event] = field(default_factory=list)
+    rv: int = 100
+    requests: int = 0
+
+    def _next_rv(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def get(self, res: Resource, ns: str, name: str) -> Obj:
+        with self.lock:
+            obj = self.objects.get((res, ns, name))
+            if obj is None:
+                raise not_found(res, name)
+            return copy.deepcopy(obj)
+
+    def find(self, res: Resource, ns: str, name: str) -> Obj | None:
+        with self.lock:
+            obj = self.objects.get((res, ns, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, res: Resource, ns: str | None) -> tuple[list[Obj], int]:
+        with self.lock:
+            items = [copy.deepcopy(o) for (r, n, _), o in sorted(self.objects.items(),
+                                                                  key=lambda kv: kv[0][1:])
+                     if r == res and (ns is None or n == ns)]
+            return items, self.rv
+
+    def create(self, res: Resource, ns: str, obj: Obj) -> Obj:
+        with self.lock:
+            meta = obj.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            name = meta.get("name")
+            if not name:
+                raise ApiError(422, "Invalid", f"{res.kind} is invalid: metadata.name: Required value")
+            if res.namespaced:
+                if not self.objects.get((BY_PATH[("", "v1", "namespaces")], "", ns)) and ns != "default":
+                    raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
+                                   {"name": ns, "kind": "namespaces"})
+                meta["namespace"] = ns
+            key = (res, ns if res.namespaced else "", name)
+            if key in self.objects:
+                raise ApiError(409, "AlreadyExists",
+                               f'{res.plural}{"." + res.group if res.group else ""} "{name}" already exists',
+                               {"name": name, "group": res.group, "kind": res.plural})
+            obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = now_rfc3339()
+            if res.has_generation:
+                meta["generation"] = 1
+            meta["resourceVersion"] = str(self._next_rv())
+            self.objects[key] = obj
+            self._emit("ADDED", res, obj)
+            return copy.deepcopy(obj)
+
+    def replace(self, res: Resource, ns: str, name: str, obj: Obj, *, subresource: str = "") -> Obj:
+        """Update an existing object; `subresource` "status" writes only the status."""
+        with self.lock:
+            key = (res, ns if res.namespaced else "", name)
+            old = self.objects.get(key)
+            if old is None:
+                raise not_found(res, name)
+            meta = obj.setdefault("metadata", {})
+            sent_rv = meta.get("resourceVersion")
+            if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict",
+                               f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
+                               "has been modified; please apply your changes to the latest version "
+                               "and try again", {"name": name, "kind": res.plural})
+            if subresource == "status":
+                new = copy.deepcopy(old)
+                new["status"] = obj.get("status", {})
+            else:
+                new = obj
+                if "status" in old and res.subresources and "status" in res.subresources:
+                    new["status"] = old["status"]
+                for keep in ("uid", "creationTimestamp", "namespace", "name", "generation"):
+                    if keep in old["metadata"]:
+                        new["metadata"][keep] = old["metadata"][keep]
+                if res.has_generation and new.get("spec") != old.get("spec"):
+                    new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+            new["apiVersion"], new["kind"] = res.api_version, res.kind
+            if new == old:
+                return copy.deepcopy(old)
+            new["metadata"]["resourceVersion"] = str(self._next_rv())
+            self.objects[key] = new
+            self._emit("MODIFIED", res, new)
+            return copy.deepcopy(new)
+
+    def delete(self, res: Resource, ns: str, name: str) -> Obj:
+        with self.lock:
+            key = (res, ns if res.namespaced else "", name)
+            old = self.objects.pop(key, None)
+            if old is None:
+                raise not_found(res, name)
+            old["metadata"]["resourceVersion"] = str(self._next_rv())
+            self._emit("DELETED", res, old)
+            return copy.deepcopy(old)
+
+    def _emit(self, kind: str, res: Resource, obj: Obj) -> None:
+        self.log.append(Event(self.rv, kind, res, copy.deepcopy(obj)))
+        self.lock.notify_all()
+
+    def events_after(self, rv: int, res: Resource, ns: str | None) -> list[Event]:
+        with self.lock:
+            return [e for e in self.log if e.rv > rv and e.res == res
+                    and (ns is None or e.obj["metadata"].get("namespace", "") == ns)]
+
+    def wait(self, rv: int, timeout: float) -> bool:
+        """Block until the store moves past `rv` or `timeout` passes; True when it moved."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.rv <= rv:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.lock.wait(left)
+            return True
