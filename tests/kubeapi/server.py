@@ -18,9 +18,17 @@ from tests.kubeapi import patch as patches
 from tests.kubeapi.controller import Controller, Settings
 from tests.kubeapi.store import BY_PATH, RESOURCES, ApiError, Obj, Resource, Store
 
-VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": "pipeline-bot-test-server",
-           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
-           "compiler": "gc", "platform": "linux/amd64"}
+VERSION = {
+    "major": "1",
+    "minor": "33",
+    "gitVersion": "v1.33.0",
+    "gitCommit": "pipeline-bot-test-server",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.24",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
@@ -107,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
     api: ApiServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     # ------------------------------------------------------------------ plumbing
@@ -125,12 +133,17 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         if "protobuf" in ctype:
-            raise ApiError(415, "UnsupportedMediaType",
-                           "this test server speaks JSON only; protobuf bodies are not supported")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "this test server speaks JSON only; protobuf bodies are not supported",
+            )
         if not raw:
             return {}
         try:
-            return yaml.safe_load(raw) if ctype == "application/apply-patch+yaml" else json.loads(raw)
+            return (
+                yaml.safe_load(raw) if ctype == "application/apply-patch+yaml" else json.loads(raw)
+            )
         except (ValueError, yaml.YAMLError) as exc:
             raise ApiError(400, "BadRequest", f"the request body is not valid: {exc}") from None
 
@@ -174,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         m = _PATH.match(path)
         if not m:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource ({path})"
+            )
         group, version = ("", "v1") if m.group("core") else (m.group("group"), m.group("version"))
         plural, name, sub, ns = m.group("plural"), m.group("name"), m.group("sub"), m.group("ns")
         # /api/v1/namespaces/{name}[/status]: the namespace object itself
@@ -182,10 +197,14 @@ class _Handler(BaseHTTPRequestHandler):
             plural, name, sub, ns = "namespaces", m.group("ns"), plural, None
         res = BY_PATH.get((group, version, plural))
         if res is None:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource ({path})"
+            )
         if not res.namespaced and ns is not None:
             # /api/v1/namespaces/{name} matched as namespace + plural
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            raise ApiError(
+                404, "NotFound", f"the server could not find the requested resource ({path})"
+            )
         ns = ns or ("" if not res.namespaced else None)
         self._resource(verb, res, ns, name, sub or "", query)
 
@@ -193,13 +212,27 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/version",):
             return VERSION
         if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.api.port}"}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.api.port}"}
+                ],
+            }
         if path == "/apis":
             groups = sorted({(r.group, r.version) for r in RESOURCES if r.group})
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-                 "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups]}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                        "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v},
+                    }
+                    for g, v in groups
+                ],
+            }
         m = re.match(r"^/(?:api/(v1)|apis/([^/]+)/([^/]+))$", path)
         if not m:
             return None
@@ -209,13 +242,32 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         listed: list[Obj] = []
         for r in resources:
-            listed.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
-                           "kind": r.kind, "verbs": VERBS, "shortNames": list(r.short_names)})
-            listed += [{"name": f"{r.plural}/{s}", "singularName": "", "namespaced": r.namespaced,
-                        "kind": "Scale" if s == "scale" else r.kind, "verbs": ["get", "patch", "update"]}
-                       for s in r.subresources]
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": listed}
+            listed.append(
+                {
+                    "name": r.plural,
+                    "singularName": r.kind.lower(),
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": VERBS,
+                    "shortNames": list(r.short_names),
+                }
+            )
+            listed += [
+                {
+                    "name": f"{r.plural}/{s}",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": "Scale" if s == "scale" else r.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+                for s in r.subresources
+            ]
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": listed,
+        }
 
     def _control(self, verb: str, path: str, query: dict[str, str]) -> None:
         settings = self.api.settings
@@ -226,7 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
             settings.failing_images.clear()
         elif path == "/__control/settings" and verb == "POST":
             body = self._body()
-            settings.pod_ready_seconds = float(body.get("pod_ready_seconds", settings.pod_ready_seconds))
+            settings.pod_ready_seconds = float(
+                body.get("pod_ready_seconds", settings.pod_ready_seconds)
+            )
         elif path == "/__control/requests" and verb == "GET":
             self._send(200, dict(self.api.requests))
             return
@@ -234,13 +288,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.api.requests.clear()
         else:
             raise ApiError(404, "NotFound", f"no control endpoint {verb} {path}")
-        self._send(200, {"failing_images": settings.failing_images,
-                         "pod_ready_seconds": settings.pod_ready_seconds})
+        self._send(
+            200,
+            {
+                "failing_images": settings.failing_images,
+                "pod_ready_seconds": settings.pod_ready_seconds,
+            },
+        )
 
     # ------------------------------------------------------------------ resources
 
-    def _resource(self, verb: str, res: Resource, ns: str | None, name: str | None, sub: str,
-                  query: dict[str, str]) -> None:
+    def _resource(
+        self,
+        verb: str,
+        res: Resource,
+        ns: str | None,
+        name: str | None,
+        sub: str,
+        query: dict[str, str],
+    ) -> None:
         store = self.api.store
         if sub and sub not in res.subresources:
             raise ApiError(404, "NotFound", f"{res.plural} has no subresource {sub!r}")
@@ -253,8 +319,15 @@ class _Handler(BaseHTTPRequestHandler):
                 if self._wants_table():
                     self._send(200, table(res, items, rv))
                     return
-                self._send(200, {"kind": res.list_kind, "apiVersion": res.api_version,
-                                 "metadata": {"resourceVersion": str(rv)}, "items": items})
+                self._send(
+                    200,
+                    {
+                        "kind": res.list_kind,
+                        "apiVersion": res.api_version,
+                        "metadata": {"resourceVersion": str(rv)},
+                        "items": items,
+                    },
+                )
             return
         ns = ns or ""
         dry = query.get("dryRun") == "All"
@@ -278,7 +351,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._validated(res, body, ns) if not sub else body
             if body.get("metadata", {}).get("name") not in (None, name):
                 raise ApiError(400, "BadRequest", "the name of the object does not match the URL")
-            self._send(200, body if dry else store.replace(res, ns, name or "", body, subresource=sub))
+            self._send(
+                200, body if dry else store.replace(res, ns, name or "", body, subresource=sub)
+            )
         elif verb == "PATCH":
             self._patch(res, ns, name or "", sub, query, dry)
         elif verb == "DELETE":
@@ -291,12 +366,19 @@ class _Handler(BaseHTTPRequestHandler):
         return "as=Table" in (self.headers.get("Accept") or "")
 
     def _scale_view(self, obj: Obj) -> Obj:
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion")},
-                "spec": {"replicas": obj["spec"].get("replicas", 1)},
-                "status": {"replicas": obj.get("status", {}).get("replicas", 0)}}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion")
+            },
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {"replicas": obj.get("status", {}).get("replicas", 0)},
+        }
 
-    def _patch(self, res: Resource, ns: str, name: str, sub: str, query: dict[str, str], dry: bool) -> None:
+    def _patch(
+        self, res: Resource, ns: str, name: str, sub: str, query: dict[str, str], dry: bool
+    ) -> None:
         store = self.api.store
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         body = self._body()
@@ -321,8 +403,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if current is not None else 201, result)
             return
         if current is None:
-            raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found',
-                           {"name": name, "kind": res.plural})
+            raise ApiError(
+                404,
+                "NotFound",
+                f'{res.plural} "{name}" not found',
+                {"name": name, "kind": res.plural},
+            )
         if sub == "scale":
             replicas = body.get("spec", {}).get("replicas")
             current["spec"]["replicas"] = replicas
@@ -351,15 +437,26 @@ class _Handler(BaseHTTPRequestHandler):
         if causes:
             name = obj.get("metadata", {}).get("name", "")
             detail = "; ".join(f"{c['field']}: {c['message']}" for c in causes)
-            raise ApiError(422, "Invalid", f'{res.kind}.{res.group or "core"} "{name}" is invalid: {detail}',
-                           {"name": name, "group": res.group, "kind": res.kind, "causes": [
-                               {"reason": "FieldValueInvalid", **c} for c in causes]})
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{res.kind}.{res.group or "core"} "{name}" is invalid: {detail}',
+                {
+                    "name": name,
+                    "group": res.group,
+                    "kind": res.kind,
+                    "causes": [{"reason": "FieldValueInvalid", **c} for c in causes],
+                },
+            )
         return obj
 
     def _filter(self, items: list[Obj], query: dict[str, str]) -> list[Obj]:
         labels, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
-        return [o for o in items if _label_match(o["metadata"].get("labels", {}), labels)
-                and _field_match(o, fields)]
+        return [
+            o
+            for o in items
+            if _label_match(o["metadata"].get("labels", {}), labels) and _field_match(o, fields)
+        ]
 
     # ------------------------------------------------------------------ watch
 
@@ -378,10 +475,19 @@ class _Handler(BaseHTTPRequestHandler):
             for obj in self._filter(items, query):
                 self._chunk({"type": "ADDED", "object": obj})
             if initial:
-                self._chunk({"type": "BOOKMARK", "object": {
-                    "kind": res.kind, "apiVersion": res.api_version,
-                    "metadata": {"resourceVersion": str(start),
-                                 "annotations": {"k8s.io/initial-events-end": "true"}}}})
+                self._chunk(
+                    {
+                        "type": "BOOKMARK",
+                        "object": {
+                            "kind": res.kind,
+                            "apiVersion": res.api_version,
+                            "metadata": {
+                                "resourceVersion": str(start),
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        },
+                    }
+                )
         else:
             start = int(rv)
         while time.monotonic() < deadline:
@@ -411,34 +517,70 @@ def _columns(res: Resource, obj: Obj) -> list[tuple[str, str, Any]]:
     name = obj["metadata"]["name"]
     if res.kind == "Deployment":
         want = spec.get("replicas", 1)
-        return [("Name", "string", name), ("Ready", "string", f"{status.get('readyReplicas', 0)}/{want}"),
-                ("Up-to-date", "integer", status.get("updatedReplicas", 0)),
-                ("Available", "integer", status.get("availableReplicas", 0)), ("Age", "string", _age(obj))]
+        return [
+            ("Name", "string", name),
+            ("Ready", "string", f"{status.get('readyReplicas', 0)}/{want}"),
+            ("Up-to-date", "integer", status.get("updatedReplicas", 0)),
+            ("Available", "integer", status.get("availableReplicas", 0)),
+            ("Age", "string", _age(obj)),
+        ]
     if res.kind == "ReplicaSet":
-        return [("Name", "string", name), ("Desired", "integer", spec.get("replicas", 0)),
-                ("Current", "integer", status.get("replicas", 0)),
-                ("Ready", "integer", status.get("readyReplicas", 0)), ("Age", "string", _age(obj))]
+        return [
+            ("Name", "string", name),
+            ("Desired", "integer", spec.get("replicas", 0)),
+            ("Current", "integer", status.get("replicas", 0)),
+            ("Ready", "integer", status.get("readyReplicas", 0)),
+            ("Age", "string", _age(obj)),
+        ]
     if res.kind == "Pod":
         cs = status.get("containerStatuses", [])
         waiting = [c["state"]["waiting"]["reason"] for c in cs if "waiting" in c.get("state", {})]
-        return [("Name", "string", name),
-                ("Ready", "string", f"{sum(c.get('ready', False) for c in cs)}/{len(spec.get('containers', []))}"),
-                ("Status", "string", waiting[0] if waiting else status.get("phase", "Pending")),
-                ("Restarts", "integer", sum(c.get("restartCount", 0) for c in cs)), ("Age", "string", _age(obj))]
+        return [
+            ("Name", "string", name),
+            (
+                "Ready",
+                "string",
+                f"{sum(c.get('ready', False) for c in cs)}/{len(spec.get('containers', []))}",
+            ),
+            ("Status", "string", waiting[0] if waiting else status.get("phase", "Pending")),
+            ("Restarts", "integer", sum(c.get("restartCount", 0) for c in cs)),
+            ("Age", "string", _age(obj)),
+        ]
     return [("Name", "string", name), ("Age", "string", _age(obj))]
 
 
 def table(res: Resource, items: list[Obj], rv: int) -> Obj:
     """A meta.k8s.io/v1 Table, which kubectl asks for to print `kubectl get`."""
-    sample = _columns(res, items[0]) if items else _columns(res, {"metadata": {
-        "name": "", "creationTimestamp": "2026-01-01T00:00:00Z"}})
+    sample = (
+        _columns(res, items[0])
+        if items
+        else _columns(res, {"metadata": {"name": "", "creationTimestamp": "2026-01-01T00:00:00Z"}})
+    )
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": str(rv)},
-        "columnDefinitions": [{"name": n, "type": t, "format": "name" if n == "Name" else "",
-                               "description": "", "priority": 0} for n, t, _ in sample],
-        "rows": [{"cells": [v for _, _, v in _columns(res, o)], "object": {
-            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}}
-            for o in items],
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(rv)},
+        "columnDefinitions": [
+            {
+                "name": n,
+                "type": t,
+                "format": "name" if n == "Name" else "",
+                "description": "",
+                "priority": 0,
+            }
+            for n, t, _ in sample
+        ],
+        "rows": [
+            {
+                "cells": [v for _, _, v in _columns(res, o)],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"],
+                },
+            }
+            for o in items
+        ],
     }
 
 
@@ -450,18 +592,25 @@ def _deployment_problems(obj: Obj) -> list[dict[str, str]]:
     if not selector:
         out.append({"field": "spec.selector", "message": "Required value"})
     elif any(labels.get(k) != v for k, v in selector.items()):
-        out.append({"field": "spec.template.metadata.labels",
-                    "message": "`selector` does not match template `labels`"})
+        out.append(
+            {
+                "field": "spec.template.metadata.labels",
+                "message": "`selector` does not match template `labels`",
+            }
+        )
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     if not containers:
         out.append({"field": "spec.template.spec.containers", "message": "Required value"})
     for i, c in enumerate(containers):
         if not c.get("name"):
-            out.append({"field": f"spec.template.spec.containers[{i}].name", "message": "Required value"})
+            out.append(
+                {"field": f"spec.template.spec.containers[{i}].name", "message": "Required value"}
+            )
         if not c.get("image"):
-            out.append({"field": f"spec.template.spec.containers[{i}].image", "message": "Required value"})
+            out.append(
+                {"field": f"spec.template.spec.containers[{i}].image", "message": "Required value"}
+            )
     replicas = spec.get("replicas", 1)
     if not isinstance(replicas, int) or replicas < 0:
         out.append({"field": "spec.replicas", "message": "must be a non-negative integer"})
     return out
-

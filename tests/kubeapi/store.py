@@ -34,18 +34,39 @@ class Resource:
 
 
 RESOURCES = [
-    Resource("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",),
-             subresources=("status",)),
+    Resource(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        subresources=("status",),
+    ),
     Resource("", "v1", "pods", "Pod", short_names=("po",), subresources=("status",)),
     Resource("", "v1", "services", "Service", short_names=("svc",), subresources=("status",)),
     Resource("", "v1", "events", "Event", short_names=("ev",)),
     Resource("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     Resource("", "v1", "secrets", "Secret"),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
-    Resource("apps", "v1", "deployments", "Deployment", short_names=("deploy",),
-             subresources=("status", "scale"), has_generation=True),
-    Resource("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",),
-             subresources=("status", "scale"), has_generation=True),
+    Resource(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        short_names=("deploy",),
+        subresources=("status", "scale"),
+        has_generation=True,
+    ),
+    Resource(
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        short_names=("rs",),
+        subresources=("status", "scale"),
+        has_generation=True,
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
@@ -63,14 +84,25 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details or {}
 
     def status(self) -> Obj:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "details": self.details,
-                "code": self.code}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": self.details,
+            "code": self.code,
+        }
 
 
 def not_found(res: Resource, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{res.plural}{"." + res.group if res.group else ""} "{name}" not found',
-                    {"name": name, "group": res.group, "kind": res.plural})
+    return ApiError(
+        404,
+        "NotFound",
+        f'{res.plural}{"." + res.group if res.group else ""} "{name}" not found',
+        {"name": name, "group": res.group, "kind": res.plural},
+    )
 
 
 @dataclass
@@ -109,9 +141,11 @@ class Store:
 
     def list(self, res: Resource, ns: str | None) -> tuple[list[Obj], int]:
         with self.lock:
-            items = [copy.deepcopy(o) for (r, n, _), o in sorted(self.objects.items(),
-                                                                  key=lambda kv: kv[0][1:])
-                     if r == res and (ns is None or n == ns)]
+            items = [
+                copy.deepcopy(o)
+                for (r, n, _), o in sorted(self.objects.items(), key=lambda kv: kv[0][1:])
+                if r == res and (ns is None or n == ns)
+            ]
             return items, self.rv
 
     def create(self, res: Resource, ns: str, obj: Obj) -> Obj:
@@ -121,18 +155,32 @@ class Store:
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             name = meta.get("name")
             if not name:
-                raise ApiError(422, "Invalid", f"{res.kind} is invalid: metadata.name: Required value")
+                raise ApiError(
+                    422, "Invalid", f"{res.kind} is invalid: metadata.name: Required value"
+                )
             if res.namespaced:
-                if not self.objects.get((BY_PATH[("", "v1", "namespaces")], "", ns)) and ns != "default":
-                    raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
-                                   {"name": ns, "kind": "namespaces"})
+                if (
+                    not self.objects.get((BY_PATH[("", "v1", "namespaces")], "", ns))
+                    and ns != "default"
+                ):
+                    raise ApiError(
+                        404,
+                        "NotFound",
+                        f'namespaces "{ns}" not found',
+                        {"name": ns, "kind": "namespaces"},
+                    )
                 meta["namespace"] = ns
             key = (res, ns if res.namespaced else "", name)
             if key in self.objects:
-                raise ApiError(409, "AlreadyExists",
-                               f'{res.plural}{"." + res.group if res.group else ""} "{name}" already exists',
-                               {"name": name, "group": res.group, "kind": res.plural})
+                raise ApiError(
+                    409,
+                    "AlreadyExists",
+                    f'{res.plural}{"." + res.group if res.group else ""} "{name}" already exists',
+                    {"name": name, "group": res.group, "kind": res.plural},
+                )
             obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+            if "status" in res.subresources:
+                obj.setdefault("status", {})  # as the real server: status is there, if empty
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_rfc3339()
             if res.has_generation:
@@ -152,10 +200,14 @@ class Store:
             meta = obj.setdefault("metadata", {})
             sent_rv = meta.get("resourceVersion")
             if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict",
-                               f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
-                               "has been modified; please apply your changes to the latest version "
-                               "and try again", {"name": name, "kind": res.plural})
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
+                    "has been modified; please apply your changes to the latest version "
+                    "and try again",
+                    {"name": name, "kind": res.plural},
+                )
             if subresource == "status":
                 new = copy.deepcopy(old)
                 new["status"] = obj.get("status", {})
@@ -192,8 +244,13 @@ class Store:
 
     def events_after(self, rv: int, res: Resource, ns: str | None) -> list[Event]:
         with self.lock:
-            return [e for e in self.log if e.rv > rv and e.res == res
-                    and (ns is None or e.obj["metadata"].get("namespace", "") == ns)]
+            return [
+                e
+                for e in self.log
+                if e.rv > rv
+                and e.res == res
+                and (ns is None or e.obj["metadata"].get("namespace", "") == ns)
+            ]
 
     def wait(self, rv: int, timeout: float) -> bool:
         """Block until the store moves past `rv` or `timeout` passes; True when it moved."""
