@@ -5,6 +5,9 @@ Tree::
     PipelineBotError                 message: str (one line, safe to show a user)
     ├── ConfigError                  .source, .problems: list[ConfigProblem]
     ├── UnknownEnvironmentError      .environment, .known
+    ├── ManifestError                .source, .object, .field
+    ├── DeployError                  .environment, .app
+    │   └── LockedError              .holder, .reason, .expires_at
     ├── GitError                     .repo, .hint
     │   ├── NotARepositoryError
     │   ├── UnknownRefError          .ref
@@ -68,6 +71,34 @@ class UnknownEnvironmentError(PipelineBotError):
         self.known = known
         names = ", ".join(known) or "none configured"
         super().__init__(f"unknown environment {environment!r}; known environments: {names}")
+
+
+class ManifestError(PipelineBotError):
+    """A manifest that cannot be applied; nothing was applied."""
+
+    def __init__(self, message: str, *, source: str = "", obj: str = "", field: str = "") -> None:
+        self.source, self.object, self.field = source, obj, field
+        where = ": ".join(p for p in (source, obj, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DeployError(PipelineBotError):
+    """A deploy, promote, abort or rollback could not be carried out."""
+
+    def __init__(self, message: str, *, environment: str = "", app: str = "") -> None:
+        self.environment, self.app = environment, app
+        super().__init__(message)
+
+
+class LockedError(DeployError):
+    """Another deploy holds the environment's lock."""
+
+    def __init__(self, environment: str, holder: str, reason: str, expires_at: str) -> None:
+        self.holder, self.reason, self.expires_at = holder, reason, expires_at
+        super().__init__(
+            f"environment {environment!r} is locked by {holder} ({reason}) until {expires_at}",
+            environment=environment,
+        )
 
 
 class GitError(PipelineBotError):

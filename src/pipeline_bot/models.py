@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -258,26 +258,98 @@ class PipelineState(_Model):
     updated_at: datetime | None = None
 
 
+class ContainerResources(_Model):
+    """Requests and limits, in Kubernetes quantities ("250m", "256Mi")."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+
+
+class ReadinessProbe(_Model):
+    """An HTTP GET readiness probe for rendered Deployments."""
+
+    path: str = "/"
+    port: int | None = Field(None, ge=1, le=65535, description="default: the container port")
+    initial_delay_seconds: int = Field(0, ge=0)
+    period_seconds: int = Field(5, ge=1)
+    failure_threshold: int = Field(3, ge=1)
+
+
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
 class DeployRequest(_Model):
-    app: str
+    """What to ship where. Without manifests a Deployment and a Service are rendered from it."""
+
+    app: str = Field(pattern=DNS_LABEL, description="Application name (a DNS label).")
     environment: str
-    image: str
-    commit_sha: str
+    image: str = Field(min_length=1)
+    commit_sha: str | None = None
     namespace: str | None = None
     strategy: StrategyName | Literal["auto"] = "auto"
     replicas: int | None = Field(None, ge=1)
+    port: int = Field(8080, ge=1, le=65535, description="Container port the Service targets.")
+    resources: ContainerResources = Field(default_factory=ContainerResources)
+    readiness: ReadinessProbe | None = None
     manifests: list[str] = Field(default_factory=list)
-    dry_run: bool = False
+    dry_run: Literal["none", "client", "server"] = "none"
+    timeout_seconds: float = Field(300, gt=0)
+    auto_rollback: bool = True
     requested_by: str | None = None
+
+
+class DeployStep(_Model):
+    """One thing the engine did, with how it ended."""
+
+    name: str
+    status: Literal["succeeded", "failed", "skipped", "paused"]
+    message: str = ""
+    seconds: float = 0.0
 
 
 class DeployResult(_Model):
     deploy_id: str
     environment: str
     app: str
+    namespace: str
+    image: str
     strategy: StrategyName
-    status: Literal["succeeded", "failed", "rolled_back", "paused"]
+    status: Literal["succeeded", "failed", "rolled_back", "paused", "planned"]
     message: str
     rolled_back: bool = False
+    rollback_reason: str | None = None
+    steps: list[DeployStep] = Field(default_factory=list)
+    objects: list[dict[str, Any]] = Field(default_factory=list)
     started_at: datetime
     finished_at: datetime | None = None
+    seconds: float = 0.0
+
+
+class DeployRecord(_Model):
+    """One deploy as the store keeps it; `state` holds what a later promote, abort or rollback
+    needs (the previous pod template, the canary's step, the colour serving traffic ...)."""
+
+    id: str
+    environment: str
+    app: str
+    namespace: str
+    image: str
+    commit_sha: str | None = None
+    strategy: StrategyName
+    status: Literal["running", "succeeded", "failed", "rolled_back", "paused", "aborted"]
+    step: str = ""
+    reason: str = ""
+    actor: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    state: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnvironmentLock(_Model):
+    environment: str
+    owner: str
+    reason: str
+    acquired_at: datetime
+    expires_at: datetime

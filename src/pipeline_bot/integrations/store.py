@@ -1,0 +1,220 @@
+"""Deploy records and environment locks in SQL (SQLite by default, PostgreSQL by URL).
+
+A lock is one row per environment, taken with a single atomic upsert that only succeeds when the
+row is absent, expired, or already ours: two processes can never both hold it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Float, String, Text, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from pipeline_bot.errors import IntegrationError, LockedError
+from pipeline_bot.models import DeployRecord, EnvironmentLock
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Deployment(_Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(128), index=True)
+    app: Mapped[str] = mapped_column(String(128), index=True)
+    namespace: Mapped[str] = mapped_column(String(128))
+    image: Mapped[str] = mapped_column(Text)
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    strategy: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    step: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[float] = mapped_column(Float, index=True)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class _Lock(_Base):
+    __tablename__ = "locks"
+
+    environment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+def default_database_url() -> str:
+    home = Path.home() / ".local" / "state" / "pipeline-bot"
+    return f"sqlite:///{home / 'pipeline-bot.db'}"
+
+
+class SqlStore:
+    """StorePort over SQLAlchemy."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            _Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise IntegrationError(f"cannot open the database: {_reason(exc)}", service="store") \
+                from None
+
+    # ------------------------------------------------------------------ records
+
+    def save(self, record: DeployRecord) -> None:
+        row = _Deployment(
+            id=record.id, environment=record.environment, app=record.app,
+            namespace=record.namespace, image=record.image, commit_sha=record.commit_sha,
+            strategy=record.strategy, status=record.status, step=record.step,
+            reason=record.reason, actor=record.actor, started_at=record.started_at.timestamp(),
+            finished_at=record.finished_at.timestamp() if record.finished_at else None,
+            state=json.dumps(record.state),
+        )
+        with self._session() as s:
+            s.merge(row)
+
+    def get(self, deploy_id: str) -> DeployRecord | None:
+        with self._session() as s:
+            row = s.get(_Deployment, deploy_id)
+            return _record(row) if row else None
+
+    def history(self, environment: str, app: str | None = None, *, limit: int = 20,
+                status: str | None = None) -> list[DeployRecord]:
+        """Newest first."""
+        q = select(_Deployment).where(_Deployment.environment == environment)
+        if app:
+            q = q.where(_Deployment.app == app)
+        if status:
+            q = q.where(_Deployment.status == status)
+        q = q.order_by(_Deployment.started_at.desc()).limit(limit)
+        with self._session() as s:
+            return [_record(r) for r in s.scalars(q)]
+
+    def last_successful(self, environment: str, app: str, *, before: str | None = None) -> DeployRecord | None:
+        for record in self.history(environment, app, limit=50, status="succeeded"):
+            if record.id != before:
+                return record
+        return None
+
+    # ------------------------------------------------------------------ locks
+
+    def acquire(self, environment: str, owner: str, reason: str, *, ttl: float,
+                wait: float = 0.0) -> EnvironmentLock:
+        """Take the environment's lock, waiting up to `wait` seconds for its holder."""
+        deadline = time.monotonic() + wait
+        while True:
+            lock = self._try_lock(environment, owner, reason, ttl)
+            if lock.owner == owner:
+                return lock
+            if time.monotonic() >= deadline:
+                raise LockedError(environment, lock.owner, lock.reason,
+                                  lock.expires_at.strftime("%Y-%m-%d %H:%M:%SZ"))
+            time.sleep(min(0.25, max(0.01, deadline - time.monotonic())))
+
+    def _try_lock(self, environment: str, owner: str, reason: str, ttl: float) -> EnvironmentLock:
+        now = time.time()
+        values = {"environment": environment, "owner": owner, "reason": reason,
+                  "acquired_at": now, "expires_at": now + ttl}
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(_Lock).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_Lock.environment],
+            set_={k: v for k, v in values.items() if k != "environment"},
+            where=(_Lock.expires_at < now) | (_Lock.owner == owner),
+        )
+        with self._session() as s:
+            s.execute(stmt)
+            row = s.get(_Lock, environment)
+            assert row is not None  # noqa: S101 - the upsert above guarantees a row
+            return _lock(row)
+
+    def release(self, environment: str, owner: str) -> bool:
+        with self._session() as s:
+            row = s.get(_Lock, environment)
+            if row is None or row.owner != owner:
+                return False
+            s.delete(row)
+            return True
+
+    def lock(self, environment: str) -> EnvironmentLock | None:
+        with self._session() as s:
+            row = s.get(_Lock, environment)
+            return _lock(row) if row and row.expires_at > time.time() else None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _session(self) -> Any:
+        return _Transaction(self.engine)
+
+
+class _Transaction:
+    """A session that commits on success and turns database errors into IntegrationError."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.session = Session(engine, expire_on_commit=False)
+
+    def __enter__(self) -> Session:
+        return self.session
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if kind is None:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        except SQLAlchemyError as err:
+            raise IntegrationError(f"database error: {_reason(err)}", service="store") from None
+        finally:
+            self.session.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise IntegrationError(f"database error: {_reason(exc)}", service="store") from None
+
+
+def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
+def _ts(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
+
+
+def _record(row: _Deployment) -> DeployRecord:
+    return DeployRecord(
+        id=row.id, environment=row.environment, app=row.app, namespace=row.namespace,
+        image=row.image, commit_sha=row.commit_sha, strategy=row.strategy,
+        status=row.status,
+        step=row.step, reason=row.reason, actor=row.actor,
+        started_at=datetime.fromtimestamp(row.started_at, tz=UTC), finished_at=_ts(row.finished_at),
+        state=json.loads(row.state or "{}"),
+    )
+
+
+def _lock(row: _Lock) -> EnvironmentLock:
+    return EnvironmentLock(
+        environment=row.environment, owner=row.owner, reason=row.reason,
+        acquired_at=datetime.fromtimestamp(row.acquired_at, tz=UTC),
+        expires_at=datetime.fromtimestamp(row.expires_at, tz=UTC),
+    )
