@@ -129,8 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         if "protobuf" in ctype:
             raise ApiError(
@@ -148,6 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", f"the request body is not valid: {exc}") from None
 
     def _dispatch(self, verb: str) -> None:
+        # read the whole body first, even where it is not used (DELETE options): whatever is
+        # left unread would be taken for the next request on this keep-alive connection
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.api.requests[verb] += 1

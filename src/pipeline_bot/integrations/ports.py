@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from pipeline_bot.models import ChangeSet, History
+from pipeline_bot.models import ChangeSet, DeployRecord, EnvironmentLock, History
 
 
 @dataclass(frozen=True)
@@ -24,3 +25,49 @@ class SourcePort(Protocol):
     def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
         """Changes from `base` (default: merge-base with the default branch) to `head`."""
         ...
+
+
+class ClusterPort(Protocol):
+    """A Kubernetes API server, objects as plain dicts."""
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        ...
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str,
+              body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def list_objects(self, api_version: str, kind: str, namespace: str, *,
+                     labels: dict[str, str] | None = None,
+                     fields: str | None = None) -> list[dict[str, Any]]: ...
+
+    def ensure_namespace(self, name: str) -> None: ...
+
+    def pod_events(self, namespace: str, pod_names: list[str]) -> list[str]: ...
+
+    def watch_rollout(self, namespace: str, name: str, pod_labels: dict[str, str], *,
+                      timeout: float) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]: ...
+
+
+class StorePort(Protocol):
+    """Deploy records and environment locks."""
+
+    def save(self, record: DeployRecord) -> None: ...
+
+    def get(self, deploy_id: str) -> DeployRecord | None: ...
+
+    def history(self, environment: str, app: str | None = None, *, limit: int = 20,
+                status: str | None = None) -> list[DeployRecord]: ...
+
+    def last_successful(self, environment: str, app: str, *,
+                        before: str | None = None) -> DeployRecord | None: ...
+
+    def acquire(self, environment: str, owner: str, reason: str, *, ttl: float,
+                wait: float = 0.0) -> EnvironmentLock: ...
+
+    def release(self, environment: str, owner: str) -> bool: ...
+
+    def lock(self, environment: str) -> EnvironmentLock | None: ...
