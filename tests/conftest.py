@@ -215,7 +215,7 @@ def kube_api(kube_server: KubeApi) -> KubeApi:
 
 
 @pytest.fixture
-def namespace(kube_api: KubeApi, request: pytest.FixtureRequest) -> str:
+def namespace(kube_api: KubeApi, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace on the test server for one test."""
     import re
     import urllib.request
@@ -232,7 +232,9 @@ def namespace(kube_api: KubeApi, request: pytest.FixtureRequest) -> str:
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(req, timeout=5).close()
-    return name
+    yield name
+    gone = urllib.request.Request(f"{kube_api.url}/api/v1/namespaces/{name}", method="DELETE")
+    urllib.request.urlopen(gone, timeout=5).close()
 
 
 def kubectl_binary() -> str:

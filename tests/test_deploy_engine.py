@@ -64,17 +64,30 @@ def env(namespace):
 
 
 def _strategy(name, *, steps=(), manual=False, keep=0, replicas=4):
-    return Strategy(name=name, environment="production", reasons=["test"],
-                    parameters=StrategyParameters(
-                        replicas=replicas, max_surge="25%" if name == "rolling" else None,
-                        max_unavailable="0" if name == "rolling" else None,
-                        steps=[CanaryStep(weight=w, pause_seconds=0) for w in steps],
-                        manual_promotion=manual, keep_previous_seconds=keep))
+    return Strategy(
+        name=name,
+        environment="production",
+        reasons=["test"],
+        parameters=StrategyParameters(
+            replicas=replicas,
+            max_surge="25%" if name == "rolling" else None,
+            max_unavailable="0" if name == "rolling" else None,
+            steps=[CanaryStep(weight=w, pause_seconds=0) for w in steps],
+            manual_promotion=manual,
+            keep_previous_seconds=keep,
+        ),
+    )
 
 
 def _req(image, **kw):
-    return DeployRequest(app="shop", environment="production", image=image, commit_sha="abc123",
-                         timeout_seconds=20, **kw)
+    return DeployRequest(
+        app="shop",
+        environment="production",
+        image=image,
+        commit_sha="abc123",
+        timeout_seconds=20,
+        **kw,
+    )
 
 
 def _deployment(cluster, namespace, name="shop"):
@@ -87,16 +100,28 @@ def _image(dep):
 
 def _rollout_status(kube_api, namespace, tmp_path, name="shop"):
     config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
-    return subprocess.run([kubectl_binary(), "--kubeconfig", str(config), "rollout", "status",
-                           f"deployment/{name}", "--timeout=20s"], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        [
+            kubectl_binary(),
+            "--kubeconfig",
+            str(config),
+            "rollout",
+            "status",
+            f"deployment/{name}",
+            "--timeout=20s",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------- rolling
 
 
-def test_rolling_deploy_succeeds_labels_objects_and_kubectl_agrees(engine, cluster, env, namespace,
-                                                                   kube_api, tmp_path):
+def test_rolling_deploy_succeeds_labels_objects_and_kubectl_agrees(
+    engine, cluster, env, namespace, kube_api, tmp_path
+):
     result = engine.deploy(_req("shop:1"), _strategy("rolling"), env)
     assert result.status == "succeeded", result.message
     dep = _deployment(cluster, namespace)
@@ -112,8 +137,9 @@ def test_rolling_deploy_succeeds_labels_objects_and_kubectl_agrees(engine, clust
     assert [s.name for s in result.steps] == ["apply shop", "rollout"]
 
 
-def test_failing_image_rolls_back_and_says_why(engine, cluster, env, namespace, kube_api, tmp_path,
-                                               store):
+def test_failing_image_rolls_back_and_says_why(
+    engine, cluster, env, namespace, kube_api, tmp_path, store
+):
     assert engine.deploy(_req("shop:1"), _strategy("rolling"), env).status == "succeeded"
     kube_api.fail_image("shop:broken")
     result = engine.deploy(_req("shop:broken"), _strategy("rolling"), env)
@@ -136,7 +162,9 @@ def test_failing_first_deploy_is_removed(engine, cluster, env, namespace, kube_a
     assert _deployment(cluster, namespace) is None
 
 
-def test_without_auto_rollback_a_failure_is_left_as_it_is(engine, cluster, env, namespace, kube_api):
+def test_without_auto_rollback_a_failure_is_left_as_it_is(
+    engine, cluster, env, namespace, kube_api
+):
     engine.deploy(_req("shop:1"), _strategy("rolling"), env)
     kube_api.fail_image("shop:broken")
     result = engine.deploy(_req("shop:broken", auto_rollback=False), _strategy("rolling"), env)
@@ -145,7 +173,9 @@ def test_without_auto_rollback_a_failure_is_left_as_it_is(engine, cluster, env, 
     assert _image(_deployment(cluster, namespace)) == "shop:broken"
 
 
-def test_rollback_command_returns_to_the_previous_successful_deploy(engine, cluster, env, namespace):
+def test_rollback_command_returns_to_the_previous_successful_deploy(
+    engine, cluster, env, namespace
+):
     engine.deploy(_req("shop:1"), _strategy("rolling"), env)
     engine.deploy(_req("shop:2"), _strategy("rolling"), env)
     result = engine.rollback("production", "shop", timeout=20)
@@ -157,8 +187,9 @@ def test_rollback_command_returns_to_the_previous_successful_deploy(engine, clus
 # ---------------------------------------------------------------- blue-green
 
 
-def test_blue_green_switches_the_service_only_when_the_new_colour_is_ready(engine, cluster, env,
-                                                                           namespace, kube_api):
+def test_blue_green_switches_the_service_only_when_the_new_colour_is_ready(
+    engine, cluster, env, namespace, kube_api
+):
     first = engine.deploy(_req("shop:1"), _strategy("blue-green", keep=600), env)
     assert first.status == "succeeded", first.message
     service = cluster.get("v1", "Service", namespace, "shop")
@@ -167,7 +198,9 @@ def test_blue_green_switches_the_service_only_when_the_new_colour_is_ready(engin
     second = engine.deploy(_req("shop:2"), _strategy("blue-green", keep=600), env)
     assert second.status == "succeeded", second.message
     assert "blue stays up 600s" in second.message
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    )
     assert _image(_deployment(cluster, namespace, "shop-green")) == "shop:2"
     assert _image(_deployment(cluster, namespace, "shop-blue")) == "shop:1"
 
@@ -175,28 +208,39 @@ def test_blue_green_switches_the_service_only_when_the_new_colour_is_ready(engin
     third = engine.deploy(_req("shop:broken"), _strategy("blue-green"), env)
     assert third.status == "rolled_back"
     assert "blue never took traffic" in third.message
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    )
     assert _deployment(cluster, namespace, "shop-blue") is None
 
 
-def test_blue_green_with_manual_promotion_waits_then_promote_switches(engine, cluster, env, namespace):
+def test_blue_green_with_manual_promotion_waits_then_promote_switches(
+    engine, cluster, env, namespace
+):
     engine.deploy(_req("shop:1"), _strategy("blue-green"), env)
     paused = engine.deploy(_req("shop:2"), _strategy("blue-green", manual=True), env)
     assert paused.status == "paused"
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    )
     promoted = engine.promote("production", "shop", timeout=20)
     assert promoted.status == "succeeded"
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    )
     back = engine.rollback("production", "shop", timeout=20)
     assert back.status == "succeeded", back.message
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    )
 
 
 # ---------------------------------------------------------------- canary
 
 
-def test_canary_steps_follow_the_weights_then_promote(engine, cluster, env, namespace, gate, kube_api,
-                                                      tmp_path):
+def test_canary_steps_follow_the_weights_then_promote(
+    engine, cluster, env, namespace, gate, kube_api, tmp_path
+):
     engine.deploy(_req("shop:1"), _strategy("canary", steps=[25, 50]), env)  # first: rolling
     result = engine.deploy(_req("shop:2"), _strategy("canary", steps=[25, 50]), env)
     assert result.status == "succeeded", result.message
@@ -207,7 +251,9 @@ def test_canary_steps_follow_the_weights_then_promote(engine, cluster, env, name
     assert _rollout_status(kube_api, namespace, tmp_path).returncode == 0
 
 
-def test_a_failing_canary_is_aborted_and_stable_is_untouched(engine, cluster, env, namespace, kube_api):
+def test_a_failing_canary_is_aborted_and_stable_is_untouched(
+    engine, cluster, env, namespace, kube_api
+):
     engine.deploy(_req("shop:1"), _strategy("canary", steps=[25]), env)
     kube_api.fail_image("shop:broken")
     result = engine.deploy(_req("shop:broken"), _strategy("canary", steps=[25, 50]), env)
@@ -270,14 +316,17 @@ def test_a_second_deploy_waits_for_the_lock_then_runs(cluster, store, env, names
     assert store.lock("production") is None
 
 
-def test_a_broken_manifest_is_rejected_before_anything_is_applied(engine, env, tmp_path, cluster,
-                                                                  namespace):
+def test_a_broken_manifest_is_rejected_before_anything_is_applied(
+    engine, env, tmp_path, cluster, namespace
+):
     bad = tmp_path / "deploy.yaml"
-    bad.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n"
-                   "  selector: {matchLabels: {app: shop}}\n  template:\n"
-                   "    metadata: {labels: {app: other}}\n"
-                   "    spec: {containers: [{name: shop, image: shop:1}]}\n")
-    with pytest.raises(ManifestError, match="Deployment/shop: spec.template.metadata.labels"):
+    bad.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n"
+        "  selector: {matchLabels: {app: shop}}\n  template:\n"
+        "    metadata: {labels: {app: other}}\n"
+        "    spec: {containers: [{name: shop, image: shop:1}]}\n"
+    )
+    with pytest.raises(ManifestError, match=r"Deployment/shop: spec\.template\.metadata\.labels"):
         engine.deploy(_req("shop:2", manifests=[str(bad)]), _strategy("rolling"), env)
     assert cluster.list_objects("apps/v1", "Deployment", namespace) == []
 
@@ -287,14 +336,19 @@ def test_manifests_get_the_image_substituted(engine, env, tmp_path, cluster, nam
     manifest.write_text(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n  replicas: 2\n"
         "  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n"
-        "    spec:\n      containers:\n        - {name: shop, image: 'registry.local:5000/shop:old'}\n"
+        "    spec:\n      containers:\n"
+        "        - {name: shop, image: 'registry.local:5000/shop:old'}\n"
         "        - {name: proxy, image: envoy:1.30}\n"
-        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: shop-config}\ndata: {a: b}\n")
-    result = engine.deploy(_req("registry.local:5000/shop:new", manifests=[str(manifest)]),
-                           _strategy("rolling"), env)
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: shop-config}\ndata: {a: b}\n"
+    )
+    result = engine.deploy(
+        _req("registry.local:5000/shop:new", manifests=[str(manifest)]), _strategy("rolling"), env
+    )
     assert result.status == "succeeded", result.message
-    images = [c["image"] for c in
-              _deployment(cluster, namespace)["spec"]["template"]["spec"]["containers"]]
+    images = [
+        c["image"]
+        for c in _deployment(cluster, namespace)["spec"]["template"]["spec"]["containers"]
+    ]
     assert images == ["registry.local:5000/shop:new", "envoy:1.30"]
     assert cluster.get("v1", "ConfigMap", namespace, "shop-config") is not None
 

@@ -19,9 +19,17 @@ def store(tmp_path):
 
 
 def _record(i: int, status: str = "succeeded", **kw) -> DeployRecord:
-    return DeployRecord(id=f"d{i}", environment="prod", app="api", namespace="shop",
-                        image=f"api:{i}", strategy="rolling", status=status,
-                        started_at=datetime.fromtimestamp(1_700_000_000 + i, tz=UTC), **kw)
+    return DeployRecord(
+        id=f"d{i}",
+        environment="prod",
+        app="api",
+        namespace="shop",
+        image=f"api:{i}",
+        strategy="rolling",
+        status=status,
+        started_at=datetime.fromtimestamp(1_700_000_000 + i, tz=UTC),
+        **kw,
+    )
 
 
 def test_records_round_trip_and_history_is_newest_first(store):
@@ -60,8 +68,9 @@ def test_a_waiting_deploy_gets_the_lock_when_it_is_released(store, tmp_path):
     store.acquire("prod", "deploy-1", "first", ttl=60)
     other = SqlStore(f"sqlite:///{tmp_path / 'state' / 'pb.db'}")
     got: list[str] = []
-    waiter = threading.Thread(target=lambda: got.append(
-        other.acquire("prod", "deploy-2", "second", ttl=60, wait=5).owner))
+    waiter = threading.Thread(
+        target=lambda: got.append(other.acquire("prod", "deploy-2", "second", ttl=60, wait=5).owner)
+    )
     waiter.start()
     store.release("prod", "deploy-1")
     waiter.join(timeout=10)

@@ -81,26 +81,33 @@ class Controller:
 
     def _run(self) -> None:
         seen = 0
+        busy = True  # something waits on a clock (a pod starting, a progress deadline)
         while not self._stop.is_set():
-            self.store.wait(seen, 0.05)
+            changed = self.store.wait(seen, 0.05)
+            if not changed and not busy:
+                continue
             seen = self.store.rv
             try:
-                self.reconcile()
+                busy = self.reconcile()
             except ApiError:
-                continue  # a conflict with a concurrent client write: try again next round
+                busy = True  # a conflict with a concurrent client write: try again next round
 
     # ------------------------------------------------------------------ one pass
 
-    def reconcile(self) -> None:
+    def reconcile(self) -> bool:
+        """One pass over everything; True while something still waits on a clock."""
         self._collect_garbage()
         for dep in self.store.list(DEPLOYMENTS, None)[0]:
             self._deployment(dep)
         for rs in self.store.list(REPLICASETS, None)[0]:
             self._replicaset(rs)
-        for pod in self.store.list(PODS, None)[0]:
+        pods = self.store.list(PODS, None)[0]
+        for pod in pods:
             self._pod(pod)
+        busy = any(not p.get("status", {}).get("containerStatuses") for p in pods)
         for dep in self.store.list(DEPLOYMENTS, None)[0]:
-            self._deployment_status(dep)
+            busy = self._deployment_status(dep) or busy
+        return busy
 
     def _collect_garbage(self) -> None:
         namespaces = {n["metadata"]["name"] for n in self.store.list(NAMESPACES, None)[0]}
@@ -216,7 +223,7 @@ class Controller:
             can_remove = max(0, can_remove - (drop - max(0, broken)))
             self._scale(rs, count - drop)
 
-    def _deployment_status(self, dep: Obj) -> None:
+    def _deployment_status(self, dep: Obj) -> bool:
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
         spec, old_status = dep["spec"], dep.get("status", {})
         desired = spec.get("replicas", 1)
@@ -257,6 +264,8 @@ class Controller:
                 {"metadata": {"name": name}, "status": status},
                 subresource="status",
             )
+        progressing = next((c for c in status["conditions"] if c["type"] == "Progressing"), {})
+        return bool(progressing.get("reason") == "ReplicaSetUpdated")  # its deadline still runs
 
     def _conditions(
         self,

@@ -382,6 +382,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _patch(
         self, res: Resource, ns: str, name: str, sub: str, query: dict[str, str], dry: bool
     ) -> None:
+        # a patch applies to the latest object: read, merge and write under the store's lock, as
+        # the real server retries a patch on conflicts instead of failing it
+        with self.api.store.lock:
+            self._patch_locked(res, ns, name, sub, query, dry)
+
+    def _patch_locked(
+        self, res: Resource, ns: str, name: str, sub: str, query: dict[str, str], dry: bool
+    ) -> None:
         store = self.api.store
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         body = self._body()
@@ -417,6 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
             current["spec"]["replicas"] = replicas
             self._send(200, self._scale_view(store.replace(res, ns, name, current)))
             return
+        precondition = (
+            (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        )
         if ctype == "application/merge-patch+json":
             merged = patches.merge_patch(current, body)
         elif ctype == "application/strategic-merge-patch+json":
@@ -427,6 +438,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {ctype!r}")
         if not sub:
             merged = self._validated(res, merged, ns)
+        if not precondition:
+            merged["metadata"].pop("resourceVersion", None)
         self._send(200, merged if dry else store.replace(res, ns, name, merged, subresource=sub))
 
     def _validated(self, res: Resource, obj: Any, ns: str) -> Obj:

@@ -236,6 +236,11 @@ class Store:
                 raise not_found(res, name)
             old["metadata"]["resourceVersion"] = str(self._next_rv())
             self._emit("DELETED", res, old)
+            if res.kind == "Namespace":  # everything in it goes with it
+                for inner in [k for k in self.objects if k[0].namespaced and k[1] == name]:
+                    gone = self.objects.pop(inner)
+                    gone["metadata"]["resourceVersion"] = str(self._next_rv())
+                    self._emit("DELETED", inner[0], gone)
             return copy.deepcopy(old)
 
     def _emit(self, kind: str, res: Resource, obj: Obj) -> None:
@@ -244,12 +249,12 @@ class Store:
 
     def events_after(self, rv: int, res: Resource, ns: str | None) -> list[Event]:
         with self.lock:
+            # one event per resourceVersion, in order: the log is indexed by rv
+            first = self.log[0].rv if self.log else rv + 1
             return [
                 e
-                for e in self.log
-                if e.rv > rv
-                and e.res == res
-                and (ns is None or e.obj["metadata"].get("namespace", "") == ns)
+                for e in self.log[max(0, rv + 1 - first) :]
+                if e.res == res and (ns is None or e.obj["metadata"].get("namespace", "") == ns)
             ]
 
     def wait(self, rv: int, timeout: float) -> bool:

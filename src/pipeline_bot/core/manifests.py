@@ -58,12 +58,17 @@ def check_objects(objs: list[Obj], *, source: str = "") -> None:
         where = describe(obj)
         for field in ("apiVersion", "kind"):
             if not isinstance(obj.get(field), str) or not obj[field]:
-                raise ManifestError("required field is missing", source=source, obj=where,
-                                    field=field)
+                raise ManifestError(
+                    "required field is missing", source=source, obj=where, field=field
+                )
         name = (obj.get("metadata") or {}).get("name")
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ManifestError(f"{name!r} is not a valid object name", source=source, obj=where,
-                                field="metadata.name")
+            raise ManifestError(
+                f"{name!r} is not a valid object name",
+                source=source,
+                obj=where,
+                field="metadata.name",
+            )
         key = (obj["kind"], str((obj.get("metadata") or {}).get("namespace", "")), name)
         if key in seen:
             raise ManifestError("the same object appears twice", source=source, obj=where)
@@ -93,7 +98,10 @@ def _workload_problems(obj: Obj) -> Iterator[tuple[str, str]]:
         if not isinstance(selector, dict) or not selector:
             yield "spec.selector.matchLabels", "required field is missing"
         elif any(labels.get(k) != v for k, v in selector.items()):
-            yield "spec.template.metadata.labels", "must include every label of spec.selector.matchLabels"
+            yield (
+                "spec.template.metadata.labels",
+                "must include every label of spec.selector.matchLabels",
+            )
     containers = (template.get("spec") or {}).get("containers")
     field = ".".join(path) + ".spec.containers"
     if not isinstance(containers, list) or not containers:
@@ -157,8 +165,9 @@ def add_metadata(objs: list[Obj], labels: dict[str, str], annotations: dict[str,
         template = pod_template(obj)
         if template is not None:
             tmeta = template.setdefault("metadata", {})
-            tmeta.setdefault("labels", {}).update({k: v for k, v in labels.items()
-                                                   if k not in _selector(obj)})
+            tmeta.setdefault("labels", {}).update(
+                {k: v for k, v in labels.items() if k not in _selector(obj)}
+            )
             tmeta.setdefault("annotations", {}).update(annotations)
     return out
 

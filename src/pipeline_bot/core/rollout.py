@@ -12,10 +12,17 @@ from typing import Any
 
 Obj = dict[str, Any]
 # waiting reasons that do not fix themselves
-FATAL_WAITING = frozenset({
-    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-})
+FATAL_WAITING = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 CRASH_RESTARTS = 2  # CrashLoopBackOff counts as failed after this many restarts
 
 
@@ -50,30 +57,52 @@ def assess(deployment: Obj, pods: list[Obj], *, generation: int, images: set[str
     if failing:
         pod, why = failing[0]
         names = [p["metadata"]["name"] for p, _ in failing]
-        return RolloutState("failed", why[0], f"pod {pod['metadata']['name']}: {why[1]}",
-                            failing_pods=names, **counts)
+        return RolloutState(
+            "failed",
+            why[0],
+            f"pod {pod['metadata']['name']}: {why[1]}",
+            failing_pods=names,
+            **counts,
+        )
     if status.get("observedGeneration", 0) < generation:
-        return RolloutState("progressing", "waiting", f"waiting for {name} generation {generation} "
-                            "to be observed", **counts)
+        return RolloutState(
+            "progressing",
+            "waiting",
+            f"waiting for {name} generation {generation} to be observed",
+            **counts,
+        )
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return RolloutState("failed", "ProgressDeadlineExceeded",
-                                f"deployment {name} exceeded its progress deadline: "
-                                f"{cond.get('message', '')}".rstrip(": "), **counts)
+            return RolloutState(
+                "failed",
+                "ProgressDeadlineExceeded",
+                f"deployment {name} exceeded its progress deadline: "
+                f"{cond.get('message', '')}".rstrip(": "),
+                **counts,
+            )
     desired, updated = counts["desired"], counts["updated"]
     if updated < desired:
-        return RolloutState("progressing", "updating",
-                            f"{updated} of {desired} new replicas updated", **counts)
+        return RolloutState(
+            "progressing", "updating", f"{updated} of {desired} new replicas updated", **counts
+        )
     old = status.get("replicas", 0) - updated
     if old > 0:
-        return RolloutState("progressing", "terminating",
-                            f"{old} old replicas are pending termination", **counts)
+        return RolloutState(
+            "progressing", "terminating", f"{old} old replicas are pending termination", **counts
+        )
     if counts["available"] < updated:
-        return RolloutState("progressing", "starting",
-                            f"{counts['available']} of {updated} updated replicas are available",
-                            **counts)
-    return RolloutState("succeeded", "available",
-                        f"deployment {name}: {desired} of {desired} replicas available", **counts)
+        return RolloutState(
+            "progressing",
+            "starting",
+            f"{counts['available']} of {updated} updated replicas are available",
+            **counts,
+        )
+    return RolloutState(
+        "succeeded",
+        "available",
+        f"deployment {name}: {desired} of {desired} replicas available",
+        **counts,
+    )
 
 
 def _is_new(pod: Obj, images: set[str]) -> bool:

@@ -1,8 +1,8 @@
 """The extra Deployments blue-green and canary deploys run beside the stable one.
 
-    blue-green: <app>-blue and <app>-green; the Service selects one colour at a time
-    canary:     <app> (stable) and <app>-canary; the Service selects both, so traffic follows the
-                share of replicas
+blue-green: <app>-blue and <app>-green; the Service selects one colour at a time
+canary:     <app> (stable) and <app>-canary; the Service selects both, so traffic follows the
+            share of replicas
 """
 
 from __future__ import annotations

@@ -43,5 +43,7 @@ class PauseGate:
     def evaluate(self, step: StepContext) -> Verdict:
         if step.pause_seconds:
             self.sleep(step.pause_seconds)
-        return Verdict("continue", f"paused {step.pause_seconds}s at {step.weight}%; no metric "
-                                   "gate is configured")
+        return Verdict(
+            "continue",
+            f"paused {step.pause_seconds}s at {step.weight}%; no metric gate is configured",
+        )

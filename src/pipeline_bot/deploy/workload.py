@@ -19,10 +19,18 @@ from pipeline_bot.errors import ManifestError
 from pipeline_bot.models import DeployRequest
 
 Obj = dict[str, Any]
-CLUSTER_SCOPED = frozenset({
-    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-    "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass",
-})
+CLUSTER_SCOPED = frozenset(
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PersistentVolume",
+        "StorageClass",
+        "PriorityClass",
+        "IngressClass",
+    }
+)
 DEPLOY_ID = "pipeline-bot.dev/deploy-id"
 COMMIT = "pipeline-bot.dev/commit"
 STRATEGY = "pipeline-bot.dev/strategy"
@@ -43,20 +51,27 @@ class Workload:
         return [o for o in self.objects if o is not self.deployment and o is not self.service]
 
 
-def build_workload(req: DeployRequest, *, namespace: str, replicas: int, deploy_id: str,
-                   strategy: str) -> Workload:
+def build_workload(
+    req: DeployRequest, *, namespace: str, replicas: int, deploy_id: str, strategy: str
+) -> Workload:
     if req.manifests:
         objs = _load(req.manifests)
         objs, replaced = substitute_images(objs, [req.image])
         if replaced == 0:
-            raise ManifestError(f"no container in the manifests uses the repository of {req.image}",
-                                source=", ".join(req.manifests))
+            raise ManifestError(
+                f"no container in the manifests uses the repository of {req.image}",
+                source=", ".join(req.manifests),
+            )
     else:
         objs = render_app(req, namespace=namespace, replicas=replicas)
     for obj in objs:
         if obj["kind"] not in CLUSTER_SCOPED:
             obj["metadata"]["namespace"] = obj["metadata"].get("namespace") or namespace
-    labels = {APP: req.app, ENVIRONMENT: req.environment, "app.kubernetes.io/managed-by": "pipeline-bot"}
+    labels = {
+        APP: req.app,
+        ENVIRONMENT: req.environment,
+        "app.kubernetes.io/managed-by": "pipeline-bot",
+    }
     notes = {DEPLOY_ID: deploy_id, STRATEGY: strategy}
     if req.commit_sha:
         notes[COMMIT] = req.commit_sha
@@ -70,10 +85,18 @@ def build_workload(req: DeployRequest, *, namespace: str, replicas: int, deploy_
         raise ManifestError(f"no Deployment named {req.app!r} in the manifests (found: {names})")
     namespaces = {o["metadata"].get("namespace") for o in objs if o["kind"] not in CLUSTER_SCOPED}
     if len(namespaces) > 1:
-        raise ManifestError(f"the manifests target several namespaces ({', '.join(sorted(map(str, namespaces)))}); "
-                            "deploy one namespace at a time")
-    service = next((o for o in objs if o["kind"] == "Service"
-                    and o["metadata"]["name"] == deployment["metadata"]["name"]), None)
+        raise ManifestError(
+            f"the manifests target several namespaces ({', '.join(sorted(map(str, namespaces)))}); "
+            "deploy one namespace at a time"
+        )
+    service = next(
+        (
+            o
+            for o in objs
+            if o["kind"] == "Service" and o["metadata"]["name"] == deployment["metadata"]["name"]
+        ),
+        None,
+    )
     return Workload(str(deployment["metadata"]["namespace"]), objs, deployment, service)
 
 
@@ -84,7 +107,7 @@ def _load(patterns: list[str]) -> list[Obj]:
         if path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
             continue
-        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))  # noqa: PTH207 - absolute and relative patterns alike
         if not matched:
             raise ManifestError("no such file", source=pattern)
         files += matched

@@ -56,14 +56,17 @@ class KubernetesCluster:
             if kubeconfig_content:
                 data = yaml.safe_load(kubeconfig_content)
                 if not isinstance(data, dict):
-                    raise IntegrationError("the kubeconfig content is not a YAML mapping",
-                                           service="kubernetes")
+                    raise IntegrationError(
+                        "the kubeconfig content is not a YAML mapping", service="kubernetes"
+                    )
                 return cls(config.new_client_from_config_dict(data, context=context))
             return cls(config.new_client_from_config(config_file=kubeconfig, context=context))
         except (config.ConfigException, yaml.YAMLError, OSError) as exc:
             # the message names the file or the missing key; it never holds the credentials
-            raise IntegrationError(f"cannot load the Kubernetes configuration: {_first_line(exc)}",
-                                   service="kubernetes") from None
+            raise IntegrationError(
+                f"cannot load the Kubernetes configuration: {_first_line(exc)}",
+                service="kubernetes",
+            ) from None
 
     # ------------------------------------------------------------------ calls
 
@@ -76,15 +79,17 @@ class KubernetesCluster:
                 if exc.status in _TRANSIENT and delay is not None:
                     time.sleep(delay)
                     continue
-                raise IntegrationError(f"{what}: {_status_message(exc)}", service="kubernetes") \
-                    from None
+                raise IntegrationError(
+                    f"{what}: {_status_message(exc)}", service="kubernetes"
+                ) from None
             except (HTTPError, OSError) as exc:
                 if delay is not None:
                     time.sleep(delay)
                     continue
                 raise IntegrationError(
                     f"{what}: the Kubernetes API at {self.host} is unreachable after "
-                    f"{len(_RETRIES) + 1} attempts ({_first_line(exc)})", service="kubernetes",
+                    f"{len(_RETRIES) + 1} attempts ({_first_line(exc)})",
+                    service="kubernetes",
                 ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -98,8 +103,9 @@ class KubernetesCluster:
         try:
             return self.dyn.resources.get(api_version=api_version, kind=kind)
         except dynamic.exceptions.ResourceNotFoundError:
-            raise IntegrationError(f"the cluster does not know {kind} in {api_version}",
-                                   service="kubernetes") from None
+            raise IntegrationError(
+                f"the cluster does not know {kind} in {api_version}", service="kubernetes"
+            ) from None
 
     def apply(self, obj: Obj, *, dry_run: bool = False) -> Obj:
         """Server-side apply with field manager `pipeline-bot` (forcing ownership of its fields)."""
@@ -108,8 +114,14 @@ class KubernetesCluster:
         extra = {"dry_run": "All"} if dry_run else {}
         out = self._call(
             f"apply {obj['kind']}/{meta['name']}",
-            lambda: res.server_side_apply(body=obj, name=meta["name"], namespace=meta.get("namespace"),
-                                          field_manager=FIELD_MANAGER, force_conflicts=True, **extra),
+            lambda: res.server_side_apply(
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                **extra,
+            ),
         )
         return dict(out.to_dict())
 
@@ -121,8 +133,9 @@ class KubernetesCluster:
         except dynamic.exceptions.NotFoundError:
             return None
         except ApiException as exc:
-            raise IntegrationError(f"read {kind}/{name}: {_status_message(exc)}",
-                                   service="kubernetes") from None
+            raise IntegrationError(
+                f"read {kind}/{name}: {_status_message(exc)}", service="kubernetes"
+            ) from None
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         res = self._resource(api_version, kind)
@@ -133,22 +146,39 @@ class KubernetesCluster:
         except dynamic.exceptions.NotFoundError:
             return False
         except ApiException as exc:
-            raise IntegrationError(f"delete {kind}/{name}: {_status_message(exc)}",
-                                   service="kubernetes") from None
+            raise IntegrationError(
+                f"delete {kind}/{name}: {_status_message(exc)}", service="kubernetes"
+            ) from None
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> Obj:
         """A JSON merge patch."""
         res = self._resource(api_version, kind)
-        out = self._call(f"patch {kind}/{name}", lambda: res.patch(
-            body=body, name=name, namespace=namespace, content_type="application/merge-patch+json"))
+        out = self._call(
+            f"patch {kind}/{name}",
+            lambda: res.patch(
+                body=body,
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            ),
+        )
         return dict(out.to_dict())
 
-    def list_objects(self, api_version: str, kind: str, namespace: str, *, labels: dict[str, str] | None = None,
-             fields: str | None = None) -> list[Obj]:
+    def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        *,
+        labels: dict[str, str] | None = None,
+        fields: str | None = None,
+    ) -> list[Obj]:
         res = self._resource(api_version, kind)
         selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
-        out = self._call(f"list {kind}", lambda: res.get(namespace=namespace, label_selector=selector,
-                                                         field_selector=fields))
+        out = self._call(
+            f"list {kind}",
+            lambda: res.get(namespace=namespace, label_selector=selector, field_selector=fields),
+        )
         return [dict(item) for item in out.to_dict().get("items", [])]
 
     def ensure_namespace(self, name: str) -> None:
@@ -159,7 +189,9 @@ class KubernetesCluster:
         """'pod: reason: message' lines for the pods named, newest last."""
         lines = []
         for name in pod_names[:5]:
-            events = self.list_objects("v1", "Event", namespace, fields=f"involvedObject.name={name}")
+            events = self.list_objects(
+                "v1", "Event", namespace, fields=f"involvedObject.name={name}"
+            )
             lines += [f"{name}: {e.get('reason')}: {e.get('message')}" for e in events]
         return lines
 
@@ -176,12 +208,23 @@ class KubernetesCluster:
         selector = ",".join(f"{k}={v}" for k, v in pod_labels.items())
         core, apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         streams = [
-            ("deployment", lambda **kw: apps.list_namespaced_deployment(
-                namespace, field_selector=f"metadata.name={name}", **kw)),
-            ("pod", lambda **kw: core.list_namespaced_pod(namespace, label_selector=selector, **kw)),
+            (
+                "deployment",
+                lambda **kw: apps.list_namespaced_deployment(
+                    namespace, field_selector=f"metadata.name={name}", **kw
+                ),
+            ),
+            (
+                "pod",
+                lambda **kw: core.list_namespaced_pod(namespace, label_selector=selector, **kw),
+            ),
         ]
-        threads = [threading.Thread(target=self._pump, args=(kind, fn, events, stop, deadline),
-                                    daemon=True) for kind, fn in streams]
+        threads = [
+            threading.Thread(
+                target=self._pump, args=(kind, fn, events, stop, deadline), daemon=True
+            )
+            for kind, fn in streams
+        ]
         for t in threads:
             t.start()
         deployment: Obj | None = None
@@ -205,16 +248,23 @@ class KubernetesCluster:
         finally:
             stop.set()
 
-    def _pump(self, kind: str, fn: Callable[..., Any], out: queue.Queue[tuple[str, str, Obj]],
-              stop: threading.Event, deadline: float) -> None:
+    def _pump(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        out: queue.Queue[tuple[str, str, Obj]],
+        stop: threading.Event,
+        deadline: float,
+    ) -> None:
         rv = ""
         failures = 0
         while not stop.is_set() and time.monotonic() < deadline:
             w = watch.Watch()
             try:
                 self.requests += 1
-                for event in w.stream(fn, resource_version=rv, timeout_seconds=5,
-                                      allow_watch_bookmarks=False):
+                for event in w.stream(
+                    fn, resource_version=rv, timeout_seconds=5, allow_watch_bookmarks=False
+                ):
                     if stop.is_set():
                         w.stop()
                         return
@@ -225,7 +275,9 @@ class KubernetesCluster:
             except (ApiException, HTTPError, OSError) as exc:
                 failures += 1
                 if failures > len(_RETRIES):
-                    out.put(("error", "", {"message": f"watching {kind}s failed: {_first_line(exc)}"}))
+                    out.put(
+                        ("error", "", {"message": f"watching {kind}s failed: {_first_line(exc)}"})
+                    )
                     return
                 time.sleep(_RETRIES[failures - 1])
 

@@ -32,24 +32,33 @@ class ClusterPort(Protocol):
 
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        ...
+    def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
 
-    def patch(self, api_version: str, kind: str, namespace: str, name: str,
-              body: dict[str, Any]) -> dict[str, Any]: ...
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]: ...
 
-    def list_objects(self, api_version: str, kind: str, namespace: str, *,
-                     labels: dict[str, str] | None = None,
-                     fields: str | None = None) -> list[dict[str, Any]]: ...
+    def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        *,
+        labels: dict[str, str] | None = None,
+        fields: str | None = None,
+    ) -> list[dict[str, Any]]: ...
 
     def ensure_namespace(self, name: str) -> None: ...
 
     def pod_events(self, namespace: str, pod_names: list[str]) -> list[str]: ...
 
-    def watch_rollout(self, namespace: str, name: str, pod_labels: dict[str, str], *,
-                      timeout: float) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]: ...
+    def watch_rollout(
+        self, namespace: str, name: str, pod_labels: dict[str, str], *, timeout: float
+    ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]: ...
 
 
 class StorePort(Protocol):
@@ -59,14 +68,22 @@ class StorePort(Protocol):
 
     def get(self, deploy_id: str) -> DeployRecord | None: ...
 
-    def history(self, environment: str, app: str | None = None, *, limit: int = 20,
-                status: str | None = None) -> list[DeployRecord]: ...
+    def history(
+        self,
+        environment: str,
+        app: str | None = None,
+        *,
+        limit: int = 20,
+        status: str | None = None,
+    ) -> list[DeployRecord]: ...
 
-    def last_successful(self, environment: str, app: str, *,
-                        before: str | None = None) -> DeployRecord | None: ...
+    def last_successful(
+        self, environment: str, app: str, *, before: str | None = None
+    ) -> DeployRecord | None: ...
 
-    def acquire(self, environment: str, owner: str, reason: str, *, ttl: float,
-                wait: float = 0.0) -> EnvironmentLock: ...
+    def acquire(
+        self, environment: str, owner: str, reason: str, *, ttl: float, wait: float = 0.0
+    ) -> EnvironmentLock: ...
 
     def release(self, environment: str, owner: str) -> bool: ...
 

@@ -72,17 +72,26 @@ class SqlStore:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             _Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            raise IntegrationError(f"cannot open the database: {_reason(exc)}", service="store") \
-                from None
+            raise IntegrationError(
+                f"cannot open the database: {_reason(exc)}", service="store"
+            ) from None
 
     # ------------------------------------------------------------------ records
 
     def save(self, record: DeployRecord) -> None:
         row = _Deployment(
-            id=record.id, environment=record.environment, app=record.app,
-            namespace=record.namespace, image=record.image, commit_sha=record.commit_sha,
-            strategy=record.strategy, status=record.status, step=record.step,
-            reason=record.reason, actor=record.actor, started_at=record.started_at.timestamp(),
+            id=record.id,
+            environment=record.environment,
+            app=record.app,
+            namespace=record.namespace,
+            image=record.image,
+            commit_sha=record.commit_sha,
+            strategy=record.strategy,
+            status=record.status,
+            step=record.step,
+            reason=record.reason,
+            actor=record.actor,
+            started_at=record.started_at.timestamp(),
             finished_at=record.finished_at.timestamp() if record.finished_at else None,
             state=json.dumps(record.state),
         )
@@ -94,8 +103,14 @@ class SqlStore:
             row = s.get(_Deployment, deploy_id)
             return _record(row) if row else None
 
-    def history(self, environment: str, app: str | None = None, *, limit: int = 20,
-                status: str | None = None) -> list[DeployRecord]:
+    def history(
+        self,
+        environment: str,
+        app: str | None = None,
+        *,
+        limit: int = 20,
+        status: str | None = None,
+    ) -> list[DeployRecord]:
         """Newest first."""
         q = select(_Deployment).where(_Deployment.environment == environment)
         if app:
@@ -106,7 +121,9 @@ class SqlStore:
         with self._session() as s:
             return [_record(r) for r in s.scalars(q)]
 
-    def last_successful(self, environment: str, app: str, *, before: str | None = None) -> DeployRecord | None:
+    def last_successful(
+        self, environment: str, app: str, *, before: str | None = None
+    ) -> DeployRecord | None:
         for record in self.history(environment, app, limit=50, status="succeeded"):
             if record.id != before:
                 return record
@@ -114,8 +131,9 @@ class SqlStore:
 
     # ------------------------------------------------------------------ locks
 
-    def acquire(self, environment: str, owner: str, reason: str, *, ttl: float,
-                wait: float = 0.0) -> EnvironmentLock:
+    def acquire(
+        self, environment: str, owner: str, reason: str, *, ttl: float, wait: float = 0.0
+    ) -> EnvironmentLock:
         """Take the environment's lock, waiting up to `wait` seconds for its holder."""
         deadline = time.monotonic() + wait
         while True:
@@ -123,14 +141,23 @@ class SqlStore:
             if lock.owner == owner:
                 return lock
             if time.monotonic() >= deadline:
-                raise LockedError(environment, lock.owner, lock.reason,
-                                  lock.expires_at.strftime("%Y-%m-%d %H:%M:%SZ"))
+                raise LockedError(
+                    environment,
+                    lock.owner,
+                    lock.reason,
+                    lock.expires_at.strftime("%Y-%m-%d %H:%M:%SZ"),
+                )
             time.sleep(min(0.25, max(0.01, deadline - time.monotonic())))
 
     def _try_lock(self, environment: str, owner: str, reason: str, ttl: float) -> EnvironmentLock:
         now = time.time()
-        values = {"environment": environment, "owner": owner, "reason": reason,
-                  "acquired_at": now, "expires_at": now + ttl}
+        values = {
+            "environment": environment,
+            "owner": owner,
+            "reason": reason,
+            "acquired_at": now,
+            "expires_at": now + ttl,
+        }
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(_Lock).values(**values)
         stmt = stmt.on_conflict_do_update(
@@ -172,7 +199,9 @@ class _Transaction:
     def __enter__(self) -> Session:
         return self.session
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         try:
             if kind is None:
                 self.session.commit()
@@ -203,18 +232,28 @@ def _ts(value: float | None) -> datetime | None:
 
 def _record(row: _Deployment) -> DeployRecord:
     return DeployRecord(
-        id=row.id, environment=row.environment, app=row.app, namespace=row.namespace,
-        image=row.image, commit_sha=row.commit_sha, strategy=row.strategy,
+        id=row.id,
+        environment=row.environment,
+        app=row.app,
+        namespace=row.namespace,
+        image=row.image,
+        commit_sha=row.commit_sha,
+        strategy=row.strategy,
         status=row.status,
-        step=row.step, reason=row.reason, actor=row.actor,
-        started_at=datetime.fromtimestamp(row.started_at, tz=UTC), finished_at=_ts(row.finished_at),
+        step=row.step,
+        reason=row.reason,
+        actor=row.actor,
+        started_at=datetime.fromtimestamp(row.started_at, tz=UTC),
+        finished_at=_ts(row.finished_at),
         state=json.loads(row.state or "{}"),
     )
 
 
 def _lock(row: _Lock) -> EnvironmentLock:
     return EnvironmentLock(
-        environment=row.environment, owner=row.owner, reason=row.reason,
+        environment=row.environment,
+        owner=row.owner,
+        reason=row.reason,
         acquired_at=datetime.fromtimestamp(row.acquired_at, tz=UTC),
         expires_at=datetime.fromtimestamp(row.expires_at, tz=UTC),
     )
