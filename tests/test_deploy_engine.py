@@ -373,3 +373,62 @@ def test_an_unreachable_api_server_is_a_clear_error_after_retries(store, env):
     with pytest.raises(IntegrationError, match="unreachable after 5 attempts"):
         engine.deploy(_req("shop:1"), _strategy("rolling"), env)
     assert store.lock("production") is None
+
+
+# ---------------------------------------------------------------- strategies over time
+
+
+def test_strategies_can_change_from_one_deploy_to_the_next(engine, cluster, env, namespace, store):
+    assert engine.deploy(_req("shop:1"), _strategy("rolling"), env).status == "succeeded"
+    green = engine.deploy(_req("shop:2"), _strategy("blue-green", keep=0), env)
+    assert green.status == "succeeded", green.message
+    service = cluster.get("v1", "Service", namespace, "shop")
+    assert service["spec"]["selector"][COLOR_LABEL] == "blue"
+    assert "shop stays up 0s" in green.message
+
+    # the next deploy tidies up: the plain Deployment's rollback window has passed
+    rolled = engine.deploy(_req("shop:3"), _strategy("rolling"), env)
+    assert rolled.status == "succeeded", rolled.message
+    assert _image(_deployment(cluster, namespace, "shop-blue")) == "shop:3"
+    assert _deployment(cluster, namespace)["spec"]["replicas"] == 0
+    assert "scaled down shop: its rollback window has passed" in engine.lines
+
+    canary = engine.deploy(_req("shop:4"), _strategy("canary", steps=[50]), env)
+    assert canary.status == "succeeded", canary.message
+    assert _image(_deployment(cluster, namespace, "shop-blue")) == "shop:4"
+    assert _deployment(cluster, namespace, "shop-canary") is None
+
+
+def test_rollback_after_blue_green_switches_traffic_back(engine, cluster, env, namespace):
+    engine.deploy(_req("shop:1"), _strategy("blue-green", keep=3600), env)
+    engine.deploy(_req("shop:2"), _strategy("blue-green", keep=3600), env)
+    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    back = engine.rollback("production", "shop", timeout=20)
+    assert back.status == "succeeded", back.message
+    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    assert "shop-blue is live" in back.message
+
+
+def test_a_cluster_error_half_way_is_recorded_and_the_lock_released(engine, env, tmp_path, store):
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n"
+        "  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n"
+        "    spec: {containers: [{name: shop, image: shop:1}]}\n"
+        "---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n")
+    with pytest.raises(IntegrationError, match="the cluster does not know Widget"):
+        engine.deploy(_req("shop:1", manifests=[str(manifest)]), _strategy("rolling"), env)
+    record = store.history("production", "shop")[0]
+    assert record.status == "failed"
+    assert "the cluster does not know Widget" in record.reason
+    assert store.lock("production") is None
+
+
+def test_status_reports_what_runs_and_what_was_done(engine, env, namespace, store):
+    engine.deploy(_req("shop:1"), _strategy("rolling"), env)
+    status = engine.status("production", "shop", namespace)
+    (workload,) = status.workloads
+    assert (workload.name, workload.images, workload.ready, workload.replicas) == (
+        "shop", ["shop:1"], 4, 4)
+    assert status.latest.status == "succeeded"
+    assert status.lock is None

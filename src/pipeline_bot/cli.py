@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_bot import __version__
+from pipeline_bot import __version__, cli_deploy
 from pipeline_bot.errors import ConfigError, PipelineBotError
 from pipeline_bot.models import SEVERITY_ORDER, Analysis
 
@@ -233,6 +233,9 @@ def config_validate(
         f"{path}: valid ({len(cfg.environments)} environment(s), "
         f"{len(cfg.services)} service(s), {len(cfg.risk.rules)} risk rule(s))"
     )
+
+
+cli_deploy.register(app)
 
 
 def main() -> None:

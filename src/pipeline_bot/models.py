@@ -320,6 +320,7 @@ class DeployResult(_Model):
     message: str
     rolled_back: bool = False
     rollback_reason: str | None = None
+    reasons: list[str] = Field(default_factory=list, description="why this strategy")
     steps: list[DeployStep] = Field(default_factory=list)
     objects: list[dict[str, Any]] = Field(default_factory=list)
     started_at: datetime
@@ -347,9 +348,37 @@ class DeployRecord(_Model):
     state: dict[str, Any] = Field(default_factory=dict)
 
 
+class WorkloadStatus(_Model):
+    """One Deployment as the cluster reports it."""
+
+    name: str
+    images: list[str]
+    replicas: int
+    updated: int
+    ready: int
+    available: int
+    generation: int
+    observed_generation: int
+    revision: str | None = None
+    conditions: list[str] = Field(default_factory=list)
+
+
 class EnvironmentLock(_Model):
     environment: str
     owner: str
     reason: str
     acquired_at: datetime
     expires_at: datetime
+
+
+class DeploymentStatus(_Model):
+    """An app in an environment: what runs (from the cluster) and what was done (from the store)."""
+
+    environment: str
+    app: str
+    namespace: str
+    workloads: list[WorkloadStatus]
+    live_color: str | None = None
+    lock: EnvironmentLock | None = None
+    latest: DeployRecord | None = None
+    history: list[DeployRecord] = Field(default_factory=list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,13 @@ class Settings(BaseSettings):
     history_commits: int = Field(
         1000, ge=0, description="Commits of history read for the change metrics; 0 turns it off."
     )
+    database_url: str | None = Field(
+        None, description="Deploy records and locks; default: a SQLite file in ~/.local/state."
+    )
+    kubeconfig_content: SecretStr | None = Field(
+        None, description="A whole kubeconfig (from a secret) instead of a file."
+    )
+    in_cluster: bool = Field(False, description="Use the pod's service account.")
 
 
 @lru_cache(maxsize=1)

@@ -133,3 +133,22 @@ def _parameters(
             manual_promotion=env.is_production,
         )
     return StrategyParameters(replicas=env.replicas)
+
+
+def strategy_named(
+    name: StrategyName,
+    environment: Environment,
+    *,
+    reason: str,
+    steps: list[int] | None = None,
+    pause_seconds: int | None = None,
+) -> Strategy:
+    """A strategy chosen by a person rather than by risk, with the default parameters for it
+    (canary: the medium-risk steps) and any steps or pause given."""
+    risk = Risk(score=25, level="medium", factors=[])
+    params = _parameters(name, risk, environment, set())
+    if name == "canary" and (steps or pause_seconds is not None):
+        pause = pause_seconds if pause_seconds is not None else CANARY_STEPS["medium"][0][1]
+        weights = steps or [s.weight for s in params.steps]
+        params.steps = [CanaryStep(weight=w, pause_seconds=pause) for w in weights]
+    return Strategy(name=name, environment=environment.name, reasons=[reason], parameters=params)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +28,18 @@ from pipeline_bot.core.variants import (
     selector_of,
 )
 from pipeline_bot.deploy.gates import Gate, PauseGate, StepContext
-from pipeline_bot.deploy.workload import Workload, build_workload
-from pipeline_bot.errors import DeployError
+from pipeline_bot.deploy.workload import APP, Workload, build_workload
+from pipeline_bot.errors import DeployError, PipelineBotError
 from pipeline_bot.integrations.ports import ClusterPort, StorePort
-from pipeline_bot.models import DeployRecord, DeployRequest, DeployResult, DeployStep, Strategy
+from pipeline_bot.models import (
+    DeploymentStatus,
+    DeployRecord,
+    DeployRequest,
+    DeployResult,
+    DeployStep,
+    Strategy,
+    WorkloadStatus,
+)
 from pipeline_bot.repo_config import Environment
 
 Obj = dict[str, Any]
@@ -51,6 +60,7 @@ class Run:
         self.steps: list[DeployStep] = []
         self.start = time.monotonic()
         self.objects: list[Obj] = []
+        self.reasons: list[str] = []
 
     def step(self, name: str, status: str, message: str = "", seconds: float = 0.0) -> None:
         self.steps.append(
@@ -80,6 +90,7 @@ class Run:
             message=message,
             rolled_back=rolled_back,
             rollback_reason=reason,
+            reasons=self.reasons,
             steps=self.steps,
             objects=self.objects,
             started_at=r.started_at,
@@ -106,15 +117,9 @@ class DeployEngine:
 
     # ------------------------------------------------------------------ deploy
 
-    def plan(self, req: DeployRequest, strategy: Strategy, env: Environment) -> Workload:
-        """The objects a deploy would apply; needs no cluster."""
-        replicas = req.replicas or strategy.parameters.replicas
-        namespace = req.namespace or env.namespace or env.name
-        return build_workload(
-            req, namespace=namespace, replicas=replicas, deploy_id="planned", strategy=strategy.name
-        )
-
     def deploy(self, req: DeployRequest, strategy: Strategy, env: Environment) -> DeployResult:
+        if req.dry_run == "client":
+            return render_only(req, strategy, env)
         deploy_id = uuid.uuid4().hex[:12]
         replicas = req.replicas or strategy.parameters.replicas
         namespace = req.namespace or env.namespace or env.name
@@ -136,45 +141,45 @@ class DeployEngine:
         )
         run = Run(record, self.store, self.progress)
         run.objects = workload.objects
-        if req.dry_run == "client":
-            return run.finish(
-                "planned",
-                f"dry run: {len(workload.objects)} object(s) rendered, nothing sent to the cluster",
-            )
-        self.store.acquire(
-            req.environment,
-            deploy_id,
-            f"deploy {req.app} {req.image}",
-            ttl=req.timeout_seconds + 60,
-            wait=self.lock_wait,
-        )
-        try:
+        run.reasons = strategy.reasons
+        with self._locked(
+            req.environment, deploy_id, f"deploy {req.app} {req.image}", req.timeout_seconds
+        ):
             self.store.save(record)
-            if req.dry_run == "server":
-                return self._server_dry_run(run, workload)
-            self.cluster.ensure_namespace(workload.namespace)
-            for obj in workload.others:
-                self.cluster.apply(obj)
-            runner = {
-                "rolling": self._rolling,
-                "blue-green": self._blue_green,
-                "canary": self._canary,
-            }[name]
-            return runner(run, req, strategy, workload)
-        finally:
-            self.store.release(req.environment, deploy_id)
+            with self._recorded(run):
+                if req.dry_run == "server":
+                    return self._server_dry_run(run, workload)
+                self._tidy(req.environment, req.app)
+                self.cluster.ensure_namespace(workload.namespace)
+                for obj in workload.others:
+                    self.cluster.apply(obj)
+                runner = {
+                    "rolling": self._rolling,
+                    "blue-green": self._blue_green,
+                    "canary": self._canary,
+                }[name]
+                return runner(run, req, strategy, workload)
 
     def _server_dry_run(self, run: Run, workload: Workload) -> DeployResult:
         run.objects = [self.cluster.apply(o, dry_run=True) for o in workload.objects]
         run.step("dry-run", "succeeded", f"{len(run.objects)} object(s) accepted by the API server")
         return run.finish("planned", "server dry run: the API server accepted every object")
 
+    # ------------------------------------------------------------------ the live Deployment
+
+    def _live(self, namespace: str, app: str, w: Workload) -> Obj:
+        """The workload's Deployment as the one that serves now: after a blue-green deploy that
+        is the colour the Service selects, so rolling and canary deploys update that colour."""
+        service = self.cluster.get("v1", "Service", namespace, app)
+        color = ((service or {}).get("spec") or {}).get("selector", {}).get(COLOR_LABEL)
+        return color_variant(w.deployment, app, color) if color else w.deployment
+
     # ------------------------------------------------------------------ rolling
 
     def _rolling(
         self, run: Run, req: DeployRequest, strategy: Strategy, w: Workload
     ) -> DeployResult:
-        dep = w.deployment
+        dep = self._live(w.namespace, req.app, w)
         name = dep["metadata"]["name"]
         before = self.cluster.get("apps/v1", "Deployment", w.namespace, name)
         run.record.state = {
@@ -191,7 +196,7 @@ class DeployEngine:
                     "maxUnavailable": _int_or_str(strategy.parameters.max_unavailable or "25%"),
                 },
             }
-        if w.service is not None:
+        if w.service is not None and dep is w.deployment:
             self.cluster.apply(w.service)
         state = self._apply_and_watch(run, dep, req.timeout_seconds, "rollout")
         if state.phase == "succeeded":
@@ -209,16 +214,21 @@ class DeployEngine:
     ) -> DeployResult:
         why = self._explain(namespace, failure)
         if not req.auto_rollback:
-            return run.finish("failed", f"rollout failed: {why}; automatic rollback is off")
+            return run.finish(
+                "failed", f"rollout failed: {why}; automatic rollback is off", reason=why
+            )
         if before is None:
             self.cluster.delete("apps/v1", "Deployment", namespace, name)
             run.step("rollback", "succeeded", "first deploy: the failed Deployment was removed")
             return run.finish(
                 "rolled_back", f"rollout failed: {why}; removed", rolled_back=True, reason=why
             )
-        template = before["spec"]["template"]
         restored = self.cluster.patch(
-            "apps/v1", "Deployment", namespace, name, {"spec": {"template": template}}
+            "apps/v1",
+            "Deployment",
+            namespace,
+            name,
+            {"spec": {"template": before["spec"]["template"]}},
         )
         state = self._watch(run, restored, req.timeout_seconds, "rollback")
         if state.phase != "succeeded":
@@ -242,16 +252,24 @@ class DeployEngine:
     ) -> DeployResult:
         app = req.app
         service = w.service or _service_for(w.deployment, app)
-        current = self.cluster.get("v1", "Service", w.namespace, service["metadata"]["name"])
-        live = ((current or {}).get("spec") or {}).get("selector", {}).get(COLOR_LABEL)
-        color = other_color(live)
+        current = self.cluster.get("v1", "Service", w.namespace, app)
+        old_selector = ((current or {}).get("spec") or {}).get("selector")
+        live_color = (old_selector or {}).get(COLOR_LABEL)
+        color = other_color(live_color)
         new = color_variant(w.deployment, app, color)
+        previous = (
+            f"{app}-{live_color}"
+            if live_color
+            else (app if self.cluster.get("apps/v1", "Deployment", w.namespace, app) else None)
+        )
         run.record.state = {
             "kind": "blue-green",
             "color": color,
-            "previous_color": live,
-            "service": service["metadata"]["name"],
+            "service": app,
             "deployment": new["metadata"]["name"],
+            "previous_deployment": previous,
+            "previous_selector": old_selector,
+            "selector": {**selector_of_service(service), COLOR_LABEL: color},
             "keep_seconds": strategy.parameters.keep_previous_seconds or 0,
         }
         state = self._apply_and_watch(run, new, req.timeout_seconds, f"{color} rollout")
@@ -261,52 +279,82 @@ class DeployEngine:
             run.step(
                 "cleanup",
                 "succeeded",
-                f"removed {new['metadata']['name']}; {live or 'nothing'} keeps serving",
+                f"removed {new['metadata']['name']}; {previous or 'nothing'} keeps serving",
             )
             return run.finish(
                 "rolled_back", f"{color} never took traffic: {why}", rolled_back=True, reason=why
             )
-        if strategy.parameters.manual_promotion and live:
+        if strategy.parameters.manual_promotion and previous:
             run.step(
-                "switch", "paused", f"{color} is ready; `promote` switches traffic from {live}"
+                "switch", "paused", f"{color} is ready; promote switches traffic from {previous}"
             )
-            return run.finish("paused", f"{color} is ready beside {live}; waiting for promote")
-        return self._switch(run, w.namespace, service, color, live)
+            return run.finish("paused", f"{color} is ready beside {previous}; waiting for promote")
+        return self._switch(run, w.namespace, service)
 
-    def _switch(
-        self, run: Run, namespace: str, service: Obj, color: str, live: str | None
-    ) -> DeployResult:
+    def _switch(self, run: Run, namespace: str, service: Obj) -> DeployResult:
+        """Point the Service at the new Deployment; keep the previous one up for a while."""
+        st = run.record.state
         started = time.monotonic()
-        selector = {**selector_of_service(service), COLOR_LABEL: color}
-        svc = {**service, "spec": {**service.get("spec", {}), "selector": selector}}
+        svc = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": st["service"],
+                "namespace": namespace,
+                "labels": (service.get("metadata") or {}).get("labels", {}),
+            },
+            "spec": {**(service.get("spec") or {}), "selector": st["selector"]},
+        }
         self.cluster.apply(svc)
         run.step(
             "switch",
             "succeeded",
-            f"service {service['metadata']['name']} now selects {color}",
+            f"service {st['service']} now routes to {st['deployment']}",
             time.monotonic() - started,
         )
-        keep = run.record.state.get("keep_seconds", 0)
-        if live:
-            run.record.state["scale_down_at"] = time.time() + keep
-            note = f"; {live} stays up {keep}s for instant rollback"
-        else:
-            note = ""
-        return run.finish("succeeded", f"{color} is live{note}")
+        previous = st.get("previous_deployment")
+        if not previous:
+            return run.finish("succeeded", f"{st['deployment']} is live")
+        st["scale_down_at"] = time.time() + st.get("keep_seconds", 0)
+        return run.finish(
+            "succeeded",
+            f"{st['deployment']} is live; {previous} stays up "
+            f"{st.get('keep_seconds', 0)}s for instant rollback",
+        )
+
+    def _tidy(self, environment: str, app: str) -> None:
+        """Scale down the Deployment a blue-green switch left up, once its window has passed."""
+        last = next(iter(self.store.history(environment, app, limit=1, status="succeeded")), None)
+        st = last.state if last else {}
+        previous = st.get("previous_deployment")
+        if not (last and previous and st.get("scale_down_at") and not st.get("scaled_down")):
+            return
+        if time.time() < st["scale_down_at"]:
+            return
+        dep = self.cluster.get("apps/v1", "Deployment", last.namespace, previous)
+        if dep is not None:
+            st["previous_replicas"] = dep["spec"].get("replicas", 1)
+            self.cluster.patch(
+                "apps/v1", "Deployment", last.namespace, previous, {"spec": {"replicas": 0}}
+            )
+            self.progress(f"scaled down {previous}: its rollback window has passed")
+        st["scaled_down"] = True
+        self.store.save(last)
 
     # ------------------------------------------------------------------ canary
 
     def _canary(
         self, run: Run, req: DeployRequest, strategy: Strategy, w: Workload
     ) -> DeployResult:
-        name = w.deployment["metadata"]["name"]
+        live = self._live(w.namespace, req.app, w)
+        name = live["metadata"]["name"]
         stable = self.cluster.get("apps/v1", "Deployment", w.namespace, name)
         if stable is None:
             run.step(
                 "canary", "skipped", "first deploy: no stable version to compare with; rolling"
             )
             return self._rolling(run, req, strategy, w)
-        if w.service is not None:
+        if w.service is not None and live is w.deployment:
             self.cluster.apply(w.service)
         total = int(stable["spec"].get("replicas", 1))
         steps = strategy.parameters.steps
@@ -317,12 +365,12 @@ class DeployEngine:
             "total": total,
             "weights": [s.weight for s in steps],
             "step": 0,
-            "template": w.deployment["spec"]["template"],
+            "template": live["spec"]["template"],
             "stable_template": stable["spec"]["template"],
         }
         for index, step in enumerate(steps):
             canary_n, stable_n = canary_split(total, step.weight)
-            canary = canary_variant(w.deployment, req.app, canary_n)
+            canary = canary_variant(live, req.app, canary_n)
             state = self._apply_and_watch(
                 run, canary, req.timeout_seconds, f"canary {step.weight}% ({canary_n}/{total})"
             )
@@ -367,13 +415,13 @@ class DeployEngine:
     def _promote_canary(
         self, run: Run, namespace: str, name: str, total: int, timeout: float
     ) -> DeployResult:
-        state_ = run.record.state
+        st = run.record.state
         stable = self.cluster.patch(
             "apps/v1",
             "Deployment",
             namespace,
             name,
-            {"spec": {"replicas": total, "template": state_["template"]}},
+            {"spec": {"replicas": total, "template": st["template"]}},
         )
         state = self._watch(run, stable, timeout, "promote")
         if state.phase != "succeeded":
@@ -383,18 +431,18 @@ class DeployEngine:
                 "Deployment",
                 namespace,
                 name,
-                {"spec": {"template": state_["stable_template"]}},
+                {"spec": {"template": st["stable_template"]}},
             )
             self._watch(run, restored, timeout, "restore stable")
-            self.cluster.delete("apps/v1", "Deployment", namespace, state_["canary"])
+            self.cluster.delete("apps/v1", "Deployment", namespace, st["canary"])
             return run.finish(
                 "rolled_back",
                 f"promotion failed: {why}; stable restored",
                 rolled_back=True,
                 reason=why,
             )
-        self.cluster.delete("apps/v1", "Deployment", namespace, state_["canary"])
-        run.step("cleanup", "succeeded", f"removed {state_['canary']}")
+        self.cluster.delete("apps/v1", "Deployment", namespace, st["canary"])
+        run.step("cleanup", "succeeded", f"removed {st['canary']}")
         return run.finish("succeeded", f"canary promoted: {state.message}")
 
     def _abort_canary(
@@ -420,136 +468,172 @@ class DeployEngine:
 
     def promote(self, environment: str, app: str, *, timeout: float = 300) -> DeployResult:
         record = self._paused(environment, app)
-        self.store.acquire(
-            environment, record.id, f"promote {app}", ttl=timeout + 60, wait=self.lock_wait
-        )
-        try:
+        with self._locked(environment, record.id, f"promote {app}", timeout):
             run = Run(record, self.store, self.progress)
             record.status = "running"
             st = record.state
-            if st.get("kind") == "canary":
-                return self._promote_canary(
-                    run, record.namespace, st["deployment"], st["total"], timeout
-                )
-            if st.get("kind") == "blue-green":
-                service = self.cluster.get("v1", "Service", record.namespace, st["service"])
-                if service is None:
-                    raise DeployError(
-                        f"service {st['service']} is gone", environment=environment, app=app
+            with self._recorded(run):
+                if st.get("kind") == "canary":
+                    return self._promote_canary(
+                        run, record.namespace, st["deployment"], st["total"], timeout
                     )
-                return self._switch(
-                    run, record.namespace, service, st["color"], st["previous_color"]
-                )
-            raise DeployError(
-                f"a {record.strategy} deploy cannot be promoted", environment=environment, app=app
-            )
-        finally:
-            self.store.release(environment, record.id)
+                service = self.cluster.get("v1", "Service", record.namespace, st["service"]) or {}
+                return self._switch(run, record.namespace, service)
 
     def abort(self, environment: str, app: str) -> DeployResult:
         record = self._paused(environment, app)
-        self.store.acquire(environment, record.id, f"abort {app}", ttl=120, wait=self.lock_wait)
-        try:
+        with self._locked(environment, record.id, f"abort {app}", 120):
             run = Run(record, self.store, self.progress)
             st = record.state
-            if st.get("kind") == "canary":
-                return self._abort_canary(
-                    run, record.namespace, st["deployment"], st["total"], "aborted by request"
+            with self._recorded(run):
+                if st.get("kind") == "canary":
+                    return self._abort_canary(
+                        run, record.namespace, st["deployment"], st["total"], "aborted by request"
+                    )
+                self.cluster.delete("apps/v1", "Deployment", record.namespace, st["deployment"])
+                run.step(
+                    "abort",
+                    "succeeded",
+                    f"removed {st['deployment']}; "
+                    f"{st.get('previous_deployment') or 'nothing'} keeps serving",
                 )
-            self.cluster.delete("apps/v1", "Deployment", record.namespace, st["deployment"])
-            run.step(
-                "abort",
-                "succeeded",
-                f"removed {st['deployment']}; "
-                f"{st.get('previous_color') or 'nothing'} keeps serving",
-            )
-            return run.finish(
-                "aborted", "aborted by request", rolled_back=True, reason="aborted by request"
-            )
-        finally:
-            self.store.release(environment, record.id)
+                return run.finish(
+                    "aborted", "aborted by request", rolled_back=True, reason="aborted by request"
+                )
 
     def rollback(self, environment: str, app: str, *, timeout: float = 300) -> DeployResult:
-        """Back to the last successful deploy before the latest one."""
-        history = self.store.history(environment, app, limit=50)
-        if not history:
+        """From what serves now (the latest successful deploy) back to the one before it."""
+        done = self.store.history(environment, app, limit=50, status="succeeded")
+        if not done:
             raise DeployError(
-                f"no deploys of {app} in {environment} are recorded",
+                f"no successful deploy of {app} in {environment} is recorded",
                 environment=environment,
                 app=app,
             )
-        latest = history[0]
-        target = next((r for r in history[1:] if r.status == "succeeded"), None)
+        current, target = done[0], (done[1] if len(done) > 1 else None)
         record = DeployRecord(
             id=uuid.uuid4().hex[:12],
             environment=environment,
             app=app,
-            namespace=latest.namespace,
+            namespace=current.namespace,
             image=target.image if target else "(previous revision)",
-            strategy=latest.strategy,
+            strategy=current.strategy,
             status="running",
             started_at=_now(),
-            state={"rollback_of": latest.id},
+            state={"rollback_of": current.id},
         )
-        self.store.acquire(
-            environment, record.id, f"rollback {app}", ttl=timeout + 60, wait=self.lock_wait
-        )
-        try:
+        with self._locked(environment, record.id, f"rollback {app}", timeout):
             run = Run(record, self.store, self.progress)
             self.store.save(record)
-            st = latest.state
-            if st.get("kind") == "blue-green" and st.get("previous_color"):
-                return self._rollback_colors(run, latest, timeout)
-            name = st.get("deployment", app)
-            template = (target.state.get("template") if target else None) or st.get(
-                "previous_template"
-            )
-            if template is None:
-                raise DeployError(
-                    f"no earlier version of {app} to roll back to", environment=environment, app=app
+            with self._recorded(run):
+                st = current.state
+                if st.get("kind") == "blue-green" and st.get("previous_selector"):
+                    return self._switch_back(run, current, timeout)
+                template = (target.state.get("template") if target else None) or st.get(
+                    "previous_template"
                 )
-            if st.get("kind") == "canary":
-                self.cluster.delete("apps/v1", "Deployment", latest.namespace, st["canary"])
-            restored = self.cluster.patch(
-                "apps/v1", "Deployment", latest.namespace, name, {"spec": {"template": template}}
-            )
-            record.state = {
-                "kind": "rolling",
-                "deployment": name,
-                "template": template,
-                "rollback_of": latest.id,
-            }
-            state = self._watch(run, restored, timeout, "rollback")
-            if state.phase != "succeeded":
+                if template is None:
+                    raise DeployError(
+                        f"no earlier version of {app} to roll back to",
+                        environment=environment,
+                        app=app,
+                    )
+                name = st.get("deployment", app)
+                restored = self.cluster.patch(
+                    "apps/v1",
+                    "Deployment",
+                    current.namespace,
+                    name,
+                    {"spec": {"template": template}},
+                )
+                record.state = {
+                    "kind": "rolling",
+                    "deployment": name,
+                    "template": template,
+                    "rollback_of": current.id,
+                }
+                state = self._watch(run, restored, timeout, "rollback")
+                if state.phase != "succeeded":
+                    why = self._explain(current.namespace, state)
+                    return run.finish("failed", f"rollback failed: {why}", reason=why)
                 return run.finish(
-                    "failed", f"rollback failed: {self._explain(latest.namespace, state)}"
+                    "succeeded", f"rolled back to {', '.join(sorted(images_of(restored)))}"
                 )
-            return run.finish(
-                "succeeded", f"rolled back to {', '.join(sorted(images_of(restored)))}"
-            )
-        finally:
-            self.store.release(environment, record.id)
 
-    def _rollback_colors(self, run: Run, latest: DeployRecord, timeout: float) -> DeployResult:
-        st = latest.state
-        back = st["previous_color"]
-        name = f"{latest.app}-{back}"
-        dep = self.cluster.get("apps/v1", "Deployment", latest.namespace, name)
+    def _switch_back(self, run: Run, current: DeployRecord, timeout: float) -> DeployResult:
+        st = current.state
+        previous = st["previous_deployment"]
+        dep = self.cluster.get("apps/v1", "Deployment", current.namespace, previous)
         if dep is None:
             raise DeployError(
-                f"{name} is gone; deploy the previous image again",
-                environment=latest.environment,
-                app=latest.app,
+                f"{previous} is gone; deploy the previous image again",
+                environment=current.environment,
+                app=current.app,
             )
-        service = self.cluster.get("v1", "Service", latest.namespace, st["service"])
-        if service is None:
-            raise DeployError(
-                f"service {st['service']} is gone", environment=latest.environment, app=latest.app
+        if st.get("scaled_down") or dep["spec"].get("replicas", 1) == 0:
+            dep = self.cluster.patch(
+                "apps/v1",
+                "Deployment",
+                current.namespace,
+                previous,
+                {"spec": {"replicas": st.get("previous_replicas", 1)}},
             )
-        run.record.state = {**st, "color": back, "previous_color": st["color"], "keep_seconds": 0}
-        if (dep.get("status") or {}).get("availableReplicas", 0) < dep["spec"].get("replicas", 1):
-            self._watch(run, dep, timeout, f"{back} ready")
-        return self._switch(run, latest.namespace, service, back, st["color"])
+            if self._watch(run, dep, timeout, f"{previous} ready").phase != "succeeded":
+                return run.finish("failed", f"{previous} did not come back up")
+        service = self.cluster.get("v1", "Service", current.namespace, st["service"]) or {}
+        run.record.state = {
+            **st,
+            "deployment": previous,
+            "previous_deployment": st["deployment"],
+            "selector": st["previous_selector"],
+            "previous_selector": st["selector"],
+            "keep_seconds": 0,
+            "scaled_down": False,
+        }
+        return self._switch(run, current.namespace, service)
+
+    @contextmanager
+    def _locked(self, environment: str, owner: str, reason: str, timeout: float) -> Iterator[None]:
+        self.store.acquire(environment, owner, reason, ttl=timeout + 60, wait=self.lock_wait)
+        try:
+            yield
+        finally:
+            self.store.release(environment, owner)
+
+    @contextmanager
+    def _recorded(self, run: Run) -> Iterator[None]:
+        """An error half-way is written to the record (with where it stopped), then raised."""
+        try:
+            yield
+        except PipelineBotError as exc:
+            run.finish(
+                "failed",
+                f"stopped at {run.record.step or 'start'}: {exc.message}",
+                reason=exc.message,
+            )
+            raise
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, environment: str, app: str, namespace: str) -> DeploymentStatus:
+        """What runs now (from the cluster) and the recent deploys (from the store)."""
+        deployments = self.cluster.list_objects(
+            "apps/v1", "Deployment", namespace, labels={APP: app}
+        )
+        workloads = [_workload_status(d) for d in deployments]
+        service = self.cluster.get("v1", "Service", namespace, app)
+        color = ((service or {}).get("spec") or {}).get("selector", {}).get(COLOR_LABEL)
+        history = self.store.history(environment, app, limit=5)
+        return DeploymentStatus(
+            environment=environment,
+            app=app,
+            namespace=namespace,
+            workloads=workloads,
+            live_color=color,
+            lock=self.store.lock(environment),
+            latest=history[0] if history else None,
+            history=history,
+        )
 
     # ------------------------------------------------------------------ watching
 
@@ -601,6 +685,51 @@ class DeployEngine:
             self.cluster.pod_events(namespace, state.failing_pods) if state.failing_pods else []
         )
         return state.message + (f" (events: {'; '.join(events[-3:])})" if events else "")
+
+
+def render_only(req: DeployRequest, strategy: Strategy, env: Environment) -> DeployResult:
+    """A client dry run: the objects a deploy would apply, with no cluster and no store."""
+    replicas = req.replicas or strategy.parameters.replicas
+    namespace = req.namespace or env.namespace or env.name
+    name = strategy.name if strategy.name != "none" else "rolling"
+    workload = build_workload(
+        req, namespace=namespace, replicas=replicas, deploy_id="dry-run", strategy=name
+    )
+    now = _now()
+    return DeployResult(
+        deploy_id="dry-run",
+        environment=req.environment,
+        app=req.app,
+        namespace=workload.namespace,
+        image=req.image,
+        strategy=name,
+        status="planned",
+        message=f"dry run: {len(workload.objects)} object(s) rendered, nothing sent to the cluster",
+        reasons=strategy.reasons,
+        objects=workload.objects,
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def _workload_status(dep: Obj) -> WorkloadStatus:
+    spec, status, meta = dep.get("spec") or {}, dep.get("status") or {}, dep["metadata"]
+    conditions = [
+        f"{c.get('type')}={c.get('status')} ({c.get('reason')})"
+        for c in status.get("conditions") or []
+    ]
+    return WorkloadStatus(
+        name=meta["name"],
+        images=sorted(images_of(dep)),
+        replicas=spec.get("replicas", 1),
+        updated=status.get("updatedReplicas") or 0,
+        ready=status.get("readyReplicas") or 0,
+        available=status.get("availableReplicas") or 0,
+        generation=meta.get("generation") or 1,
+        observed_generation=status.get("observedGeneration") or 0,
+        revision=(meta.get("annotations") or {}).get("deployment.kubernetes.io/revision"),
+        conditions=conditions,
+    )
 
 
 def selector_of_service(service: Obj) -> dict[str, str]:

@@ -7,10 +7,11 @@ from pipeline_bot.tools.registry import Tool, ToolAnnotations, ToolContext, Tool
 
 def build_registry() -> ToolRegistry:
     """A registry holding every tool pipeline-bot has."""
-    from pipeline_bot.tools import analyze
+    from pipeline_bot.tools import analyze, deploy
 
     registry = ToolRegistry()
     analyze.register(registry)
+    deploy.register(registry)
     return registry
 
 

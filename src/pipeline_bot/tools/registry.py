@@ -14,8 +14,10 @@ from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline_bot.deploy.gates import Gate
 from pipeline_bot.errors import ToolError, ToolInputError, UnknownToolError
-from pipeline_bot.integrations.ports import SourcePort
+from pipeline_bot.integrations.ports import ClusterPort, SourcePort, StorePort
+from pipeline_bot.repo_config import Environment
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -44,11 +46,29 @@ class ToolContext:
     """The collaborators a tool may use; a front end builds them, a tool never does."""
 
     source: SourcePort | None = None
+    cluster: Callable[[Environment], ClusterPort] | None = None
+    store: StorePort | None = None
+    progress: Callable[[str], None] | None = None
+    gate: Gate | None = None
 
     def require_source(self, tool: str) -> SourcePort:
         if self.source is None:
             raise ToolError(f"{tool} needs a repository reader, and none is configured", tool=tool)
         return self.source
+
+    def require_cluster(self, tool: str, env: Environment) -> ClusterPort:
+        if self.cluster is None:
+            raise ToolError(
+                f"{tool} needs a Kubernetes cluster, and none is configured "
+                "(set KUBECONFIG or pass --kubeconfig)",
+                tool=tool,
+            )
+        return self.cluster(env)
+
+    def require_store(self, tool: str) -> StorePort:
+        if self.store is None:
+            raise ToolError(f"{tool} needs the deploy store, and none is configured", tool=tool)
+        return self.store
 
 
 @dataclass(frozen=True)

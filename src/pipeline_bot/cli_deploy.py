@@ -1,0 +1,283 @@
+"""`pipeline-bot deploy | promote | abort | rollback | status`: the deploy engine from a shell."""
+
+from __future__ import annotations
+
+import re
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.models import DeploymentStatus, DeployResult
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class StrategyChoice(StrEnum):
+    auto = "auto"
+    rolling = "rolling"
+    blue_green = "blue-green"
+    canary = "canary"
+
+
+class DryRun(StrEnum):
+    none = "none"
+    client = "client"
+    server = "server"
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+Env = Annotated[str, typer.Option("--environment", "-e", help="Environment to act on.")]
+App = Annotated[
+    str | None,
+    typer.Option("--app", help="App (Deployment) name. Default: the only service in the config."),
+]
+Repo = Annotated[Path, typer.Option("--repo", help="Repository with .github/pipeline-bot.yml.")]
+Kubeconfig = Annotated[
+    str | None, typer.Option(help="kubeconfig file. Default: $KUBECONFIG, then ~/.kube/config.")
+]
+Context = Annotated[
+    str | None, typer.Option(help="kubeconfig context. Default: the environment's kube_context.")
+]
+Timeout = Annotated[str, typer.Option(help="How long to wait for a rollout: 90s, 5m, 1h.")]
+Format = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise typer.BadParameter(f"{text!r} is not a duration (examples: 90, 90s, 5m, 1h30m)")
+    h, mnt, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mnt * 60 + s
+
+
+def _context(kubeconfig: str | None, context: str | None) -> Any:
+    from pipeline_bot.integrations.git import GitSource
+    from pipeline_bot.integrations.kubernetes import KubernetesCluster
+    from pipeline_bot.integrations.store import SqlStore, default_database_url
+    from pipeline_bot.repo_config import Environment
+    from pipeline_bot.settings import get_settings
+    from pipeline_bot.tools import ToolContext
+
+    settings = get_settings()
+
+    def cluster(env: Environment) -> KubernetesCluster:
+        content = (
+            settings.kubeconfig_content.get_secret_value() if settings.kubeconfig_content else None
+        )
+        return KubernetesCluster.connect(
+            kubeconfig=kubeconfig,
+            kubeconfig_content=content,
+            context=context or env.kube_context,
+            in_cluster=settings.in_cluster,
+        )
+
+    def progress(message: str) -> None:
+        typer.echo(f"  {message}", err=True)
+
+    return ToolContext(
+        source=GitSource(git=settings.git_binary, history_commits=settings.history_commits),
+        cluster=cluster,
+        store=SqlStore(settings.database_url or default_database_url()),
+        progress=progress,
+    )
+
+
+def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:
+    from pipeline_bot.tools import build_registry
+
+    try:
+        return build_registry().call(tool, arguments, ctx)
+    except PipelineBotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _app(app: str | None, repo: Path) -> str:
+    if app:
+        return app
+    from pipeline_bot.repo_config import load_repo_config
+
+    try:
+        services = load_repo_config(None, repo_root=repo).services
+    except PipelineBotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if len(services) == 1:
+        return services[0].name
+    typer.echo("error: pass --app (the config does not name exactly one service)", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _report(result: DeployResult, output: str) -> None:
+    if output == "json":
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        typer.echo(
+            f"{result.status.upper()}: {result.app} {result.image} -> {result.environment} "
+            f"({result.namespace}) with {result.strategy} in {result.seconds:.1f}s"
+        )
+        for reason in result.reasons:
+            typer.echo(f"  why: {reason}")
+        for step in result.steps:
+            typer.echo(f"  [{step.status}] {step.name}: {step.message}")
+        typer.echo(result.message)
+        if result.status == "planned":
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump_all(result.objects, sort_keys=False))
+    if result.status in ("failed", "rolled_back"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def deploy(
+        environment: Env,
+        image: Annotated[str, typer.Option(help="Image to deploy (repo:tag or repo@digest).")],
+        app_name: App = None,
+        manifests: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--manifests",
+                help="Manifest file, folder or glob (repeatable). Default: render a "
+                "Deployment and a Service.",
+            ),
+        ] = None,
+        strategy: Annotated[
+            StrategyChoice, typer.Option(help="auto fits it to the change's risk.")
+        ] = StrategyChoice.auto,
+        namespace: Annotated[
+            str | None, typer.Option(help="Namespace. Default: the environment's.")
+        ] = None,
+        dry_run: Annotated[
+            DryRun, typer.Option("--dry-run", help="client renders only (no cluster needed).")
+        ] = DryRun.none,
+        timeout: Timeout = "5m",
+        replicas: Annotated[
+            int | None, typer.Option(help="Replicas. Default: the environment's.")
+        ] = None,
+        port: Annotated[int, typer.Option(help="Container port (rendered objects).")] = 8080,
+        steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 10,25,50.")] = None,
+        pause: Annotated[str | None, typer.Option(help="Pause after each canary step.")] = None,
+        no_rollback: Annotated[
+            bool, typer.Option("--no-rollback", help="Leave a failed rollout as it is.")
+        ] = False,
+        commit: Annotated[str | None, typer.Option(help="Commit SHA to record.")] = None,
+        repo: Repo = Path(),
+        kubeconfig: Kubeconfig = None,
+        context: Context = None,
+        output: Format = OutputFormat.text,
+    ) -> None:
+        """Deploy an image, watch the rollout, roll back on failure."""
+        try:
+            weights = [int(w) for w in steps.split(",")] if steps else None
+        except ValueError:
+            raise typer.BadParameter(
+                f"--steps {steps!r}: expected percentages like 10,25,50"
+            ) from None
+        config = {
+            "replicas": replicas,
+            "port": port,
+            "manifests": manifests or [],
+            "timeout_seconds": parse_duration(timeout),
+            "auto_rollback": not no_rollback,
+            "dry_run": dry_run.value,
+            "canary_steps": weights,
+            "commit_sha": commit,
+            "pause_seconds": int(parse_duration(pause)) if pause else None,
+        }
+        arguments = {
+            "app_name": _app(app_name, repo),
+            "environment": environment,
+            "image_tag": image,
+            "config": config,
+            "strategy": strategy.value,
+            "namespace": namespace,
+            "repository": str(repo),
+        }
+        _report(_call("deploy_application", arguments, _context(kubeconfig, context)), output)
+
+    for verb, tool, doc in (
+        ("promote", "promote_deployment", "Promote a paused canary or blue-green deploy."),
+        ("abort", "abort_deployment", "Abort a paused canary or blue-green deploy."),
+        ("rollback", "rollback_deployment", "Roll back to the last successful deploy."),
+    ):
+
+        def command(
+            environment: Env,
+            app_name: App = None,
+            repo: Repo = Path(),
+            timeout: Timeout = "5m",
+            kubeconfig: Kubeconfig = None,
+            context: Context = None,
+            output: Format = OutputFormat.text,
+            _tool: str = tool,
+        ) -> None:
+            arguments = {
+                "app_name": _app(app_name, repo),
+                "environment": environment,
+                "repository": str(repo),
+                "timeout_seconds": parse_duration(timeout),
+            }
+            if _tool == "abort_deployment":
+                arguments.pop("timeout_seconds")
+            _report(_call(_tool, arguments, _context(kubeconfig, context)), output)
+
+        command.__doc__ = doc
+        app.command(name=verb)(command)
+
+    @app.command()
+    def status(
+        environment: Env,
+        app_name: App = None,
+        repo: Repo = Path(),
+        namespace: Annotated[str | None, typer.Option()] = None,
+        kubeconfig: Kubeconfig = None,
+        context: Context = None,
+        output: Format = OutputFormat.text,
+    ) -> None:
+        """What runs for an app in an environment, and its recent deploys."""
+        arguments = {
+            "app_name": _app(app_name, repo),
+            "environment": environment,
+            "repository": str(repo),
+            "namespace": namespace,
+        }
+        result = _call("get_deployment_status", arguments, _context(kubeconfig, context))
+        _status(result, output)
+
+
+def _status(s: DeploymentStatus, output: str) -> None:
+    if output == "json":
+        sys.stdout.write(s.model_dump_json(indent=2) + "\n")
+        return
+    typer.echo(
+        f"{s.app} in {s.environment} (namespace {s.namespace})"
+        + (f", live colour: {s.live_color}" if s.live_color else "")
+    )
+    if not s.workloads:
+        typer.echo("  no Deployments of this app in the cluster")
+    for w in s.workloads:
+        typer.echo(
+            f"  {w.name}: {', '.join(w.images)}  ready {w.ready}/{w.replicas}, "
+            f"updated {w.updated}, available {w.available}, revision {w.revision or '-'}"
+        )
+    if s.lock:
+        typer.echo(
+            f"  locked by {s.lock.owner} ({s.lock.reason}) until {s.lock.expires_at:%H:%M:%S}Z"
+        )
+    for r in s.history:
+        typer.echo(
+            f"  {r.started_at:%Y-%m-%d %H:%M}Z {r.id} {r.status:<11} {r.strategy:<10} "
+            f"{r.image}" + (f"  ({r.reason})" if r.reason else "")
+        )

@@ -1,0 +1,237 @@
+"""Deploy tools: deploy_application, promote/abort/rollback_deployment, get_deployment_status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline_bot.core.analysis import analyze
+from pipeline_bot.core.manifests import image_repository
+from pipeline_bot.core.strategy import strategy_named
+from pipeline_bot.deploy.engine import DeployEngine, render_only
+from pipeline_bot.errors import ToolError
+from pipeline_bot.models import (
+    ContainerResources,
+    DeploymentStatus,
+    DeployRequest,
+    DeployResult,
+    ReadinessProbe,
+    Strategy,
+)
+from pipeline_bot.repo_config import Environment, RepoConfig, load_repo_config
+from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
+
+CHANGES_CLUSTER = ToolAnnotations(
+    read_only=False, destructive=True, idempotent=False, open_world=True
+)
+READS_CLUSTER = ToolAnnotations(read_only=True, destructive=False, idempotent=True, open_world=True)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeployConfig(_Input):
+    """Optional settings of a deploy (the original sketch's `config`)."""
+
+    replicas: int | None = Field(None, ge=1)
+    port: int = Field(8080, ge=1, le=65535)
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    readiness_path: str | None = Field(None, description="HTTP path of a readiness probe")
+    manifests: list[str] = Field(default_factory=list, description="Manifest files or globs")
+    timeout_seconds: float = Field(300, gt=0)
+    auto_rollback: bool = True
+    dry_run: Literal["none", "client", "server"] = "none"
+    canary_steps: list[int] | None = Field(None, description="Canary weights in percent")
+    pause_seconds: int | None = Field(None, ge=0, description="Pause after each canary step")
+    commit_sha: str | None = None
+
+
+class DeployInput(_Input):
+    app_name: str = Field(description="Application (Deployment) name")
+    environment: str = Field(description="Environment from .github/pipeline-bot.yml")
+    image_tag: str = Field(
+        description="Image reference (repo:tag or repo@digest), or only a tag "
+        "when the service's image is configured"
+    )
+    config: DeployConfig = Field(default_factory=DeployConfig)
+    strategy: Literal["auto", "rolling", "blue-green", "canary"] = "auto"
+    namespace: str | None = None
+    repository: str = Field(
+        ".", description="Repository whose config (and, for auto, whose change) to use"
+    )
+
+
+class AppInput(_Input):
+    app_name: str
+    environment: str
+    repository: str = "."
+    namespace: str | None = None
+    timeout_seconds: float = Field(300, gt=0)
+
+
+def _config(repository: str) -> RepoConfig:
+    root = Path(repository)
+    return load_repo_config(None, repo_root=root if root.is_dir() else None)
+
+
+def _engine(ctx: ToolContext, tool: str, env: Environment) -> DeployEngine:
+    return DeployEngine(
+        ctx.require_cluster(tool, env),
+        ctx.require_store(tool),
+        gate=ctx.gate,
+        progress=ctx.progress,
+    )
+
+
+def _image(args: DeployInput, config: RepoConfig) -> str:
+    tag = args.image_tag
+    if ":" in tag.rsplit("/", 1)[-1] or "@" in tag or "/" in tag:
+        return tag
+    service = next((s for s in config.services if s.name == args.app_name), None)
+    if service is None or not service.image:
+        raise ToolError(
+            f"image_tag {tag!r} is only a tag, and service {args.app_name!r} has no "
+            "image in .github/pipeline-bot.yml; pass the full image reference",
+            tool="deploy_application",
+        )
+    return f"{image_repository(service.image)}:{tag}"
+
+
+def _strategy(
+    args: DeployInput, ctx: ToolContext, env: Environment, config: RepoConfig
+) -> Strategy:
+    c = args.config
+    if args.strategy != "auto":
+        return strategy_named(
+            args.strategy,
+            env,
+            reason=f"{args.strategy} was asked for",
+            steps=c.canary_steps,
+            pause_seconds=c.pause_seconds,
+        )
+    source = ctx.require_source("deploy_application").read_change(args.repository, None, "HEAD")
+    strategy = analyze(
+        source.changes, config, history=source.history, environment=env.name
+    ).strategy
+    if strategy.name == "none":
+        return strategy_named(
+            "rolling",
+            env,
+            reason="the change has nothing deployable; an "
+            "explicit deploy still ships the image with a rolling update",
+        )
+    if strategy.name == "canary" and (c.canary_steps or c.pause_seconds is not None):
+        tuned = strategy_named(
+            "canary", env, reason="", steps=c.canary_steps, pause_seconds=c.pause_seconds
+        )
+        strategy.parameters.steps = tuned.parameters.steps
+    return strategy
+
+
+def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
+    """Deploy an image to an environment with a strategy fitted to the change's risk (or the one
+    asked for): rolling, blue-green or canary. Watches the rollout and rolls back on failure.
+    Changes the cluster; holds the environment's lock while it runs."""
+    config = _config(args.repository)
+    env = config.environment(args.environment)
+    strategy = _strategy(args, ctx, env, config)
+    c = args.config
+    request = DeployRequest(
+        app=args.app_name,
+        environment=env.name,
+        image=_image(args, config),
+        commit_sha=c.commit_sha,
+        namespace=args.namespace,
+        strategy=strategy.name,
+        replicas=c.replicas,
+        port=c.port,
+        resources=ContainerResources(
+            cpu_request=c.cpu_request,
+            cpu_limit=c.cpu_limit,
+            memory_request=c.memory_request,
+            memory_limit=c.memory_limit,
+        ),
+        readiness=ReadinessProbe(path=c.readiness_path) if c.readiness_path else None,
+        manifests=c.manifests,
+        dry_run=c.dry_run,
+        timeout_seconds=c.timeout_seconds,
+        auto_rollback=c.auto_rollback,
+    )
+    if c.dry_run == "client":
+        return render_only(request, strategy, env)
+    return _engine(ctx, "deploy_application", env).deploy(request, strategy, env)
+
+
+def promote_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
+    """Promote a paused canary to stable, or switch a waiting blue-green deploy's traffic."""
+    env = _config(args.repository).environment(args.environment)
+    return _engine(ctx, "promote_deployment", env).promote(
+        env.name, args.app_name, timeout=args.timeout_seconds
+    )
+
+
+def abort_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
+    """Abort a paused canary or blue-green deploy: remove the new version, keep stable serving."""
+    env = _config(args.repository).environment(args.environment)
+    return _engine(ctx, "abort_deployment", env).abort(env.name, args.app_name)
+
+
+def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
+    """Roll an app back to its last successful deploy before the latest (or switch blue-green
+    traffic back), and watch until it is available."""
+    env = _config(args.repository).environment(args.environment)
+    return _engine(ctx, "rollback_deployment", env).rollback(
+        env.name, args.app_name, timeout=args.timeout_seconds
+    )
+
+
+def get_deployment_status(args: AppInput, ctx: ToolContext) -> DeploymentStatus:
+    """What runs for an app in an environment (images, replicas ready, conditions, live colour)
+    from the cluster, with the lock and the recent deploys from the store. Reads only."""
+    env = _config(args.repository).environment(args.environment)
+    namespace = args.namespace or env.namespace or env.name
+    return _engine(ctx, "get_deployment_status", env).status(env.name, args.app_name, namespace)
+
+
+def register(registry: ToolRegistry) -> None:
+    registry.tool(
+        name="deploy_application",
+        title="Deploy application",
+        input_model=DeployInput,
+        output_model=DeployResult,
+        annotations=CHANGES_CLUSTER,
+    )(deploy_application)
+    registry.tool(
+        name="promote_deployment",
+        title="Promote deployment",
+        input_model=AppInput,
+        output_model=DeployResult,
+        annotations=CHANGES_CLUSTER,
+    )(promote_deployment)
+    registry.tool(
+        name="abort_deployment",
+        title="Abort deployment",
+        input_model=AppInput,
+        output_model=DeployResult,
+        annotations=CHANGES_CLUSTER,
+    )(abort_deployment)
+    registry.tool(
+        name="rollback_deployment",
+        title="Roll back deployment",
+        input_model=AppInput,
+        output_model=DeployResult,
+        annotations=CHANGES_CLUSTER,
+    )(rollback_deployment)
+    registry.tool(
+        name="get_deployment_status",
+        title="Deployment status",
+        input_model=AppInput,
+        output_model=DeploymentStatus,
+        annotations=READS_CLUSTER,
+    )(get_deployment_status)
