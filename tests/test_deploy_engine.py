@@ -402,10 +402,14 @@ def test_strategies_can_change_from_one_deploy_to_the_next(engine, cluster, env,
 def test_rollback_after_blue_green_switches_traffic_back(engine, cluster, env, namespace):
     engine.deploy(_req("shop:1"), _strategy("blue-green", keep=3600), env)
     engine.deploy(_req("shop:2"), _strategy("blue-green", keep=3600), env)
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
+    )
     back = engine.rollback("production", "shop", timeout=20)
     assert back.status == "succeeded", back.message
-    assert cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    assert (
+        cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
+    )
     assert "shop-blue is live" in back.message
 
 
@@ -415,7 +419,8 @@ def test_a_cluster_error_half_way_is_recorded_and_the_lock_released(engine, env,
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n"
         "  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n"
         "    spec: {containers: [{name: shop, image: shop:1}]}\n"
-        "---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n")
+        "---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"
+    )
     with pytest.raises(IntegrationError, match="the cluster does not know Widget"):
         engine.deploy(_req("shop:1", manifests=[str(manifest)]), _strategy("rolling"), env)
     record = store.history("production", "shop")[0]
@@ -429,6 +434,10 @@ def test_status_reports_what_runs_and_what_was_done(engine, env, namespace, stor
     status = engine.status("production", "shop", namespace)
     (workload,) = status.workloads
     assert (workload.name, workload.images, workload.ready, workload.replicas) == (
-        "shop", ["shop:1"], 4, 4)
+        "shop",
+        ["shop:1"],
+        4,
+        4,
+    )
     assert status.latest.status == "succeeded"
     assert status.lock is None

@@ -7,6 +7,7 @@ server's own message (never headers or credentials); transient failures (connect
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -60,7 +61,9 @@ class KubernetesCluster:
                         "the kubeconfig content is not a YAML mapping", service="kubernetes"
                     )
                 return cls(config.new_client_from_config_dict(data, context=context))
-            return cls(config.new_client_from_config(config_file=kubeconfig, context=context))
+            # the client reads $KUBECONFIG once, at import; read it now instead
+            path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            return cls(config.new_client_from_config(config_file=path, context=context))
         except (config.ConfigException, yaml.YAMLError, OSError) as exc:
             # the message names the file or the missing key; it never holds the credentials
             raise IntegrationError(

@@ -1,0 +1,178 @@
+"""`pipeline-bot deploy | promote | abort | rollback | status` as a user runs them, against the
+Kubernetes API test server."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def deploy_env(kube_api, namespace, tmp_path, monkeypatch, base_repo):
+    config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.setenv("PIPELINE_BOT_DATABASE_URL", f"sqlite:///{tmp_path / 'pb.db'}")
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                f"  - {{name: staging, order: 1, namespace: {namespace}, replicas: 2}}\n"
+                f"  - {{name: production, order: 2, namespace: {namespace}, replicas: 3}}\n"
+                "services:\n  - {name: shop, paths: ['src/**'], image: registry.local/shop}\n"
+            )
+        },
+    )
+    return base_repo
+
+
+def _deploy(cli, repo, *args):
+    return cli("deploy", "--repo", str(repo.root), "-e", "production", *args)
+
+
+def test_deploy_json_has_objects_strategy_and_steps(cli, deploy_env):
+    result = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/shop:1",
+        "--strategy",
+        "rolling",
+        "--timeout",
+        "30s",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["status"] == "succeeded"
+    assert data["strategy"] == "rolling"
+    assert [o["kind"] for o in data["objects"]] == ["Deployment", "Service"]
+    assert [s["name"] for s in data["steps"]] == ["apply shop", "rollout"]
+    assert data["app"] == "shop"  # the only service in the config
+    assert "rollout: " in result.stderr  # progress goes to stderr
+
+
+def test_a_tag_alone_takes_the_service_image_and_auto_follows_the_analysis(cli, deploy_env):
+    deploy_env.commit("docs", {"README.md": "# Shop, documented\n"})
+    result = _deploy(cli, deploy_env, "--image", "1.2.3", "--format", "json", "--timeout", "30s")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["image"] == "registry.local/shop:1.2.3"
+    assert data["strategy"] == "rolling"
+    assert "nothing deployable" in data["reasons"][0]
+
+
+def test_client_dry_run_needs_no_cluster_and_prints_the_objects(
+    cli, deploy_env, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    result = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/shop:1",
+        "--strategy",
+        "canary",
+        "--dry-run",
+        "client",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("PLANNED: shop registry.local/shop:1 -> production")
+    assert "kind: Deployment" in result.stdout
+    assert "image: registry.local/shop:1" in result.stdout
+
+
+def test_failed_rollout_exits_1_and_rolls_back(cli, deploy_env, kube_api):
+    assert (
+        _deploy(
+            cli, deploy_env, "--image", "registry.local/shop:1", "--strategy", "rolling"
+        ).exit_code
+        == 0
+    )
+    kube_api.fail_image("registry.local/shop:2")
+    result = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/shop:2",
+        "--strategy",
+        "rolling",
+        "--timeout",
+        "30s",
+    )
+    assert result.exit_code == 1
+    assert result.stdout.startswith("ROLLED_BACK")
+    assert "ImagePullBackOff" in result.stdout
+
+
+def test_canary_pause_then_promote_and_status(cli, deploy_env):
+    _deploy(cli, deploy_env, "--image", "registry.local/shop:1", "--strategy", "rolling")
+    paused = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/shop:2",
+        "--strategy",
+        "canary",
+        "--steps",
+        "34",
+        "--pause",
+        "0s",
+        "--format",
+        "json",
+    )
+    assert paused.exit_code == 0, paused.stderr
+    assert paused.json()["status"] in ("succeeded", "paused")
+    status = cli("status", "--repo", str(deploy_env.root), "-e", "production")
+    assert status.exit_code == 0, status.stderr
+    assert "shop: registry.local/shop:2  ready 3/3" in status.stdout
+    nothing = cli("promote", "--repo", str(deploy_env.root), "-e", "production")
+    assert nothing.exit_code == 2
+    assert "nothing to promote or abort for shop in production" in nothing.stderr
+
+
+def test_rollback_command(cli, deploy_env):
+    for tag in ("1", "2"):
+        _deploy(cli, deploy_env, "--image", f"registry.local/shop:{tag}", "--strategy", "rolling")
+    result = cli("rollback", "--repo", str(deploy_env.root), "-e", "production")
+    assert result.exit_code == 0, result.stderr
+    assert "rolled back to registry.local/shop:1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--image", "x:1", "--timeout", "soon"), "'soon' is not a duration"),
+        (("--image", "x:1", "--strategy", "yolo"), "'yolo' is not one of"),
+        (("--image", "x:1", "-e", "moon"), "unknown environment 'moon'"),
+        (("--image", "x:1", "--steps", "10,abc"), "expected percentages like 10,25,50"),
+    ],
+)
+def test_malformed_commands_exit_2_with_a_clear_message(cli, deploy_env, args, message):
+    result = _deploy(cli, deploy_env, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_the_kubeconfig_token_never_appears_in_output(cli, deploy_env, kube_api):
+    kube_api.fail_image("registry.local/shop:9")
+    outputs = []
+    for args in (
+        ("--image", "registry.local/shop:1", "--strategy", "rolling"),
+        ("--image", "registry.local/shop:9", "--strategy", "rolling", "--format", "json"),
+    ):
+        result = _deploy(cli, deploy_env, *args)
+        outputs.append(result.stdout + result.stderr)
+    status = cli("status", "--repo", str(deploy_env.root), "-e", "production", "--format", "json")
+    outputs.append(status.stdout + status.stderr)
+    assert all("test-server-token" not in out for out in outputs)
+
+
+def test_an_unreadable_kubeconfig_is_a_clear_error(cli, deploy_env, monkeypatch, tmp_path):
+    bad = tmp_path / "bad-kubeconfig"
+    bad.write_text("apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: hunter2}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(bad))
+    result = _deploy(cli, deploy_env, "--image", "registry.local/shop:1", "--strategy", "rolling")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot load the Kubernetes configuration")
+    assert "hunter2" not in result.stderr
