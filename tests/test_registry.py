@@ -42,9 +42,11 @@ def test_calling_analyze_changes_returns_the_analysis(base_repo):
 
 
 def test_unknown_tool_names_the_known_ones():
-    with pytest.raises(
-        UnknownToolError, match="unknown tool 'deploy'; known tools: analyze_changes"
-    ):
+    expected = (
+        "unknown tool 'deploy'; known tools: abort_deployment, analyze_changes, "
+        "deploy_application, get_deployment_status, promote_deployment, rollback_deployment"
+    )
+    with pytest.raises(UnknownToolError, match=expected):
         build_registry().call("deploy", {}, ToolContext())
 
 
