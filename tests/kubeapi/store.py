@@ -111,6 +111,7 @@ class Event:
     type: str
     res: Resource
     obj: Obj
+    at: float = field(default_factory=time.monotonic)  # when it happened, for benchmarks
 
 
 @dataclass
