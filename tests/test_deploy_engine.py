@@ -441,3 +441,29 @@ def test_status_reports_what_runs_and_what_was_done(engine, env, namespace, stor
     )
     assert status.latest.status == "succeeded"
     assert status.lock is None
+
+
+def test_rollback_without_records_uses_the_previous_revision(
+    engine, cluster, env, namespace, kube_api, tmp_path
+):
+    config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
+    kubectl = [kubectl_binary(), "--kubeconfig", str(config)]
+    manifest = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n"
+        "  replicas: 2\n  selector: {matchLabels: {app: shop}}\n  template:\n"
+        "    metadata: {labels: {app: shop}}\n"
+        "    spec: {containers: [{name: shop, image: 'shop:%s'}]}\n"
+    )
+    for tag in ("1", "2"):
+        subprocess.run(
+            [*kubectl, "apply", "--validate=false", "-f", "-"],
+            input=manifest % tag,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        assert _rollout_status(kube_api, namespace, tmp_path).returncode == 0
+    result = engine.rollback("production", "shop", namespace=namespace, timeout=20)
+    assert result.status == "succeeded", result.message
+    assert result.message == "rolled back to revision 1 (shop:1)"
+    assert _image(_deployment(cluster, namespace)) == "shop:1"

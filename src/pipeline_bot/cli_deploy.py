@@ -167,6 +167,13 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="Replicas. Default: the environment's.")
         ] = None,
         port: Annotated[int, typer.Option(help="Container port (rendered objects).")] = 8080,
+        cpu_request: Annotated[str | None, typer.Option(help="e.g. 250m (rendered).")] = None,
+        cpu_limit: Annotated[str | None, typer.Option(help="e.g. 1 (rendered).")] = None,
+        memory_request: Annotated[str | None, typer.Option(help="e.g. 256Mi (rendered).")] = None,
+        memory_limit: Annotated[str | None, typer.Option(help="e.g. 512Mi (rendered).")] = None,
+        readiness_path: Annotated[
+            str | None, typer.Option(help="HTTP readiness probe path (rendered).")
+        ] = None,
         steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 10,25,50.")] = None,
         pause: Annotated[str | None, typer.Option(help="Pause after each canary step.")] = None,
         no_rollback: Annotated[
@@ -188,6 +195,11 @@ def register(app: typer.Typer) -> None:
         config = {
             "replicas": replicas,
             "port": port,
+            "cpu_request": cpu_request,
+            "cpu_limit": cpu_limit,
+            "memory_request": memory_request,
+            "memory_limit": memory_limit,
+            "readiness_path": readiness_path,
             "manifests": manifests or [],
             "timeout_seconds": parse_duration(timeout),
             "auto_rollback": not no_rollback,

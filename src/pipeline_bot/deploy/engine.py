@@ -501,15 +501,20 @@ class DeployEngine:
                     "aborted", "aborted by request", rolled_back=True, reason="aborted by request"
                 )
 
-    def rollback(self, environment: str, app: str, *, timeout: float = 300) -> DeployResult:
-        """From what serves now (the latest successful deploy) back to the one before it."""
+    def rollback(
+        self, environment: str, app: str, *, namespace: str | None = None, timeout: float = 300
+    ) -> DeployResult:
+        """From what serves now (the latest successful deploy) back to the one before it; with no
+        record of it, back to the Deployment's previous revision."""
         done = self.store.history(environment, app, limit=50, status="succeeded")
         if not done:
-            raise DeployError(
-                f"no successful deploy of {app} in {environment} is recorded",
-                environment=environment,
-                app=app,
-            )
+            if namespace is None:
+                raise DeployError(
+                    f"no successful deploy of {app} in {environment} is recorded",
+                    environment=environment,
+                    app=app,
+                )
+            return self._rollback_revision(environment, app, namespace, timeout)
         current, target = done[0], (done[1] if len(done) > 1 else None)
         record = DeployRecord(
             id=uuid.uuid4().hex[:12],
@@ -558,6 +563,59 @@ class DeployEngine:
                     return run.finish("failed", f"rollback failed: {why}", reason=why)
                 return run.finish(
                     "succeeded", f"rolled back to {', '.join(sorted(images_of(restored)))}"
+                )
+
+    def _rollback_revision(
+        self, environment: str, app: str, namespace: str, timeout: float
+    ) -> DeployResult:
+        """No record: take the pod template of the Deployment's previous ReplicaSet revision."""
+        dep = self.cluster.get("apps/v1", "Deployment", namespace, app)
+        if dep is None:
+            raise DeployError(
+                f"no Deployment {app} in namespace {namespace}", environment=environment, app=app
+            )
+        revision = "deployment.kubernetes.io/revision"
+        owned = [
+            rs
+            for rs in self.cluster.list_objects("apps/v1", "ReplicaSet", namespace)
+            if any(
+                ref.get("uid") == dep["metadata"]["uid"]
+                for ref in rs["metadata"].get("ownerReferences") or []
+            )
+        ]
+        owned.sort(key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(revision, 0)))
+        if len(owned) < 2:
+            raise DeployError(
+                f"{app} has no earlier revision to roll back to", environment=environment, app=app
+            )
+        template = owned[-2]["spec"]["template"]
+        template["metadata"]["labels"].pop("pod-template-hash", None)
+        record = DeployRecord(
+            id=uuid.uuid4().hex[:12],
+            environment=environment,
+            app=app,
+            namespace=namespace,
+            image=", ".join(sorted(images_of({"spec": {"template": template}}))),
+            strategy="rolling",
+            status="running",
+            started_at=_now(),
+            state={"kind": "rolling", "deployment": app, "template": template},
+        )
+        with self._locked(environment, record.id, f"rollback {app}", timeout):
+            run = Run(record, self.store, self.progress)
+            self.store.save(record)
+            with self._recorded(run):
+                restored = self.cluster.patch(
+                    "apps/v1", "Deployment", namespace, app, {"spec": {"template": template}}
+                )
+                state = self._watch(run, restored, timeout, "rollback")
+                if state.phase != "succeeded":
+                    why = self._explain(namespace, state)
+                    return run.finish("failed", f"rollback failed: {why}", reason=why)
+                return run.finish(
+                    "succeeded",
+                    f"rolled back to revision "
+                    f"{owned[-2]['metadata']['annotations'][revision]} ({record.image})",
                 )
 
     def _switch_back(self, run: Run, current: DeployRecord, timeout: float) -> DeployResult:

@@ -186,8 +186,9 @@ def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Roll an app back to its last successful deploy before the latest (or switch blue-green
     traffic back), and watch until it is available."""
     env = _config(args.repository).environment(args.environment)
+    namespace = args.namespace or env.namespace or env.name
     return _engine(ctx, "rollback_deployment", env).rollback(
-        env.name, args.app_name, timeout=args.timeout_seconds
+        env.name, args.app_name, namespace=namespace, timeout=args.timeout_seconds
     )
 
 
