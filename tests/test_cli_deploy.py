@@ -176,3 +176,55 @@ def test_an_unreadable_kubeconfig_is_a_clear_error(cli, deploy_env, monkeypatch,
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot load the Kubernetes configuration")
     assert "hunter2" not in result.stderr
+
+
+def test_a_killed_deploy_leaves_a_record_of_where_it_stopped_and_its_lock(
+    cli, deploy_env, kube_api, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline_bot.integrations.store import SqlStore
+
+    kube_api.fail_image("registry.local/shop:hang", "Unready")
+    script = Path(sys.executable).parent / "pipeline-bot"
+    proc = subprocess.Popen(
+        [
+            str(script),
+            "deploy",
+            "--repo",
+            str(deploy_env.root),
+            "-e",
+            "production",
+            "--image",
+            "registry.local/shop:hang",
+            "--strategy",
+            "rolling",
+            "--timeout",
+            "60s",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait for the watch to start, then kill it hard
+        if "rollout:" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+
+    store = SqlStore(os.environ["PIPELINE_BOT_DATABASE_URL"])
+    record = store.history("production", "shop")[0]
+    assert (record.status, record.step) == ("running", "apply shop")
+    lock = store.lock("production")
+    assert lock is not None
+    assert lock.owner == record.id
+    status = cli("status", "--repo", str(deploy_env.root), "-e", "production")
+    assert f"locked by {record.id} (deploy shop registry.local/shop:hang)" in status.stdout
+    assert f"{record.id} running" in status.stdout

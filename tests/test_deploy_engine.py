@@ -467,3 +467,35 @@ def test_rollback_without_records_uses_the_previous_revision(
     assert result.status == "succeeded", result.message
     assert result.message == "rolled back to revision 1 (shop:1)"
     assert _image(_deployment(cluster, namespace)) == "shop:1"
+
+
+def test_a_crash_looping_container_fails_the_rollout_fast(
+    engine, cluster, env, namespace, kube_api
+):
+    engine.deploy(_req("shop:1"), _strategy("rolling"), env)
+    kube_api.fail_image("shop:crash", "CrashLoopBackOff")
+    result = engine.deploy(_req("shop:crash"), _strategy("rolling"), env)
+    assert result.status == "rolled_back"
+    assert "keeps crashing (3 restarts)" in result.message
+    assert "Back-off restarting failed container" in result.message
+
+
+def test_pods_that_never_get_ready_fail_at_the_progress_deadline(
+    engine, cluster, env, namespace, kube_api, tmp_path
+):
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: shop}\nspec:\n  replicas: 2\n"
+        "  progressDeadlineSeconds: 2\n  selector: {matchLabels: {app: shop}}\n  template:\n"
+        "    metadata: {labels: {app: shop}}\n"
+        "    spec: {containers: [{name: shop, image: shop:1}]}\n"
+    )
+    first = engine.deploy(_req("shop:1", manifests=[str(manifest)]), _strategy("rolling"), env)
+    assert first.status == "succeeded", first.message
+    kube_api.fail_image("shop:unready", "Unready")
+    result = engine.deploy(
+        _req("shop:unready", manifests=[str(manifest)]), _strategy("rolling"), env
+    )
+    assert result.status == "rolled_back"
+    assert "exceeded its progress deadline" in result.message
+    assert _image(_deployment(cluster, namespace)) == "shop:1"

@@ -423,7 +423,18 @@ class Controller:
         statuses = []
         for c in containers:
             reason = failing.get(c.get("image"))
-            if reason:
+            if reason == "Unready":  # runs, but its readiness probe never passes
+                statuses.append(
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": True,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                )
+            elif reason:
                 message = (
                     f'Back-off pulling image "{c["image"]}"'
                     if reason == "ImagePullBackOff"
@@ -452,7 +463,9 @@ class Controller:
         ok = not failing
         ready = {"type": "Ready", "status": "True" if ok else "False", "lastTransitionTime": now}
         new_status = {
-            "phase": "Running" if ok or "CrashLoopBackOff" in failing.values() else "Pending",
+            "phase": "Running"
+            if ok or {"CrashLoopBackOff", "Unready"} & set(failing.values())
+            else "Pending",
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                 {"type": "Initialized", "status": "True", "lastTransitionTime": now},
@@ -467,14 +480,17 @@ class Controller:
         self.store.replace(
             PODS, ns, name, {"metadata": {"name": name}, "status": new_status}, subresource="status"
         )
+        events = {
+            "ImagePullBackOff": ("Failed", 'Failed to pull image "{image}": not found'),
+            "CrashLoopBackOff": ("BackOff", "Back-off restarting failed container"),
+            "Unready": (
+                "Unhealthy",
+                "Readiness probe failed: HTTP probe failed with statuscode: 503",
+            ),
+        }
         for image, reason in failing.items():
-            self._event(
-                pod,
-                "Failed" if reason == "ImagePullBackOff" else "BackOff",
-                f'Failed to pull image "{image}": not found'
-                if reason == "ImagePullBackOff"
-                else "Back-off restarting failed container",
-            )
+            kind, message = events.get(reason, ("Failed", reason))
+            self._event(pod, kind, message.format(image=image))
 
     def _event(self, pod: Obj, reason: str, message: str) -> None:
         now = now_rfc3339()
