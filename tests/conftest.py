@@ -148,7 +148,7 @@ class KubeApi:
 
     def reset(self) -> None:
         self.control("DELETE", "failing-images")
-        self.control("POST", "settings", {"pod_ready_seconds": 0.2})
+        self.control("POST", "settings", {"pod_ready_seconds": 0.2, "server_side_apply": True})
 
     def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         path.write_text(

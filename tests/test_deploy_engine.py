@@ -499,3 +499,38 @@ def test_pods_that_never_get_ready_fail_at_the_progress_deadline(
     assert result.status == "rolled_back"
     assert "exceeded its progress deadline" in result.message
     assert _image(_deployment(cluster, namespace)) == "shop:1"
+
+
+def test_without_server_side_apply_objects_are_created_then_patched(
+    engine, cluster, env, namespace, kube_api
+):
+    kube_api.control("POST", "settings", {"server_side_apply": False})
+    assert engine.deploy(_req("shop:1"), _strategy("rolling"), env).status == "succeeded"
+    assert engine.deploy(_req("shop:2"), _strategy("rolling"), env).status == "succeeded"
+    assert cluster.no_server_side_apply is True
+    assert _image(_deployment(cluster, namespace)) == "shop:2"
+
+
+def test_connects_with_kubeconfig_content_and_a_named_context(kube_api, namespace):
+    import json
+
+    content = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "wrong",
+            "clusters": [
+                {"name": "test", "cluster": {"server": kube_api.url}},
+                {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}},
+            ],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [
+                {"name": "wrong", "context": {"cluster": "nowhere", "user": "u"}},
+                {"name": "right", "context": {"cluster": "test", "user": "u"}},
+            ],
+        }
+    )
+    cluster = KubernetesCluster.connect(kubeconfig_content=content, context="right")
+    assert cluster.get("v1", "Namespace", "", namespace)["metadata"]["name"] == namespace
+    with pytest.raises(IntegrationError, match="cannot load the Kubernetes configuration"):
+        KubernetesCluster.connect(kubeconfig_content=content, context="missing")

@@ -26,6 +26,7 @@ REVISION = "deployment.kubernetes.io/revision"
 @dataclass
 class Settings:
     pod_ready_seconds: float = 0.2
+    server_side_apply: bool = True  # False: answer apply patches with 415, as old servers did
     failing_images: dict[str, str] = field(default_factory=dict)  # image -> waiting reason
 
 

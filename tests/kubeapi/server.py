@@ -33,6 +33,11 @@ _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
 )
+_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
@@ -284,6 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
             settings.pod_ready_seconds = float(
                 body.get("pod_ready_seconds", settings.pod_ready_seconds)
             )
+            settings.server_side_apply = bool(
+                body.get("server_side_apply", settings.server_side_apply)
+            )
         elif path == "/__control/requests" and verb == "GET":
             self._send(200, dict(self.api.requests))
             return
@@ -394,6 +402,13 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         body = self._body()
         current = store.find(res, ns, name)
+        if ctype == "application/apply-patch+yaml" and not self.api.settings.server_side_apply:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown "
+                f"format - accepted media types include: {', '.join(_PATCH_TYPES)}",
+            )
         if ctype == "application/apply-patch+yaml":
             manager = query.get("fieldManager")
             if not manager:

@@ -36,6 +36,7 @@ class KubernetesCluster:
         self.host = api.configuration.host
         self._dynamic: dynamic.DynamicClient | None = None
         self.requests = 0
+        self.no_server_side_apply = False
 
     # ------------------------------------------------------------------ construction
 
@@ -73,12 +74,14 @@ class KubernetesCluster:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, passthrough: set[int] | None = None) -> T:
         for delay in (*_RETRIES, None):
             self.requests += 1
             try:
                 return fn()
             except ApiException as exc:
+                if exc.status in (passthrough or ()):
+                    raise
                 if exc.status in _TRANSIENT and delay is not None:
                     time.sleep(delay)
                     continue
@@ -111,21 +114,51 @@ class KubernetesCluster:
             ) from None
 
     def apply(self, obj: Obj, *, dry_run: bool = False) -> Obj:
-        """Server-side apply with field manager `pipeline-bot` (forcing ownership of its fields)."""
+        """Server-side apply with field manager `pipeline-bot` (forcing ownership of its fields);
+        create-or-patch on a server that does not support server-side apply."""
         meta = obj["metadata"]
         res = self._resource(obj["apiVersion"], obj["kind"])
         extra = {"dry_run": "All"} if dry_run else {}
-        out = self._call(
-            f"apply {obj['kind']}/{meta['name']}",
-            lambda: res.server_side_apply(
-                body=obj,
-                name=meta["name"],
-                namespace=meta.get("namespace"),
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-                **extra,
-            ),
-        )
+        what = f"apply {obj['kind']}/{meta['name']}"
+        if not self.no_server_side_apply:
+            try:
+                out = self._call(
+                    what,
+                    lambda: res.server_side_apply(
+                        body=obj,
+                        name=meta["name"],
+                        namespace=meta.get("namespace"),
+                        field_manager=FIELD_MANAGER,
+                        force_conflicts=True,
+                        **extra,
+                    ),
+                    passthrough={415},
+                )
+                return dict(out.to_dict())
+            except ApiException:
+                self.no_server_side_apply = True  # 415: this server has no apply patch type
+        if (
+            self.get(obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
+            is None
+        ):
+            out = self._call(
+                what,
+                lambda: res.create(
+                    body=obj, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, **extra
+                ),
+            )
+        else:
+            out = self._call(
+                what,
+                lambda: res.patch(
+                    body=obj,
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    content_type="application/merge-patch+json",
+                    field_manager=FIELD_MANAGER,
+                    **extra,
+                ),
+            )
         return dict(out.to_dict())
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
