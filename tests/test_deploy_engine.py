@@ -198,6 +198,8 @@ def test_blue_green_switches_the_service_only_when_the_new_colour_is_ready(
     second = engine.deploy(_req("shop:2"), _strategy("blue-green", keep=600), env)
     assert second.status == "succeeded", second.message
     assert "blue stays up 600s" in second.message
+    notes = cluster.get("v1", "Service", namespace, "shop")["metadata"]["annotations"]
+    assert notes["pipeline-bot.dev/strategy"] == "blue-green"
     assert (
         cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "green"
     )

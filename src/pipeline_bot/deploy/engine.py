@@ -301,9 +301,20 @@ class DeployEngine:
             "metadata": {
                 "name": st["service"],
                 "namespace": namespace,
-                "labels": (service.get("metadata") or {}).get("labels", {}),
+                # everything pipeline-bot set before, or server-side apply would drop it
+                "labels": (service.get("metadata") or {}).get("labels") or {},
+                "annotations": {
+                    k: v
+                    for k, v in ((service.get("metadata") or {}).get("annotations") or {}).items()
+                    if k.startswith("pipeline-bot.dev/")
+                },
             },
-            "spec": {**(service.get("spec") or {}), "selector": st["selector"]},
+            "spec": {
+                k: v
+                for k, v in (service.get("spec") or {}).items()
+                if k in ("ports", "type", "sessionAffinity")
+            }
+            | {"selector": st["selector"]},
         }
         self.cluster.apply(svc)
         run.step(
