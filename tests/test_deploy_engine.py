@@ -27,6 +27,9 @@ class RecordingGate:
         self.decisions = list(decisions or [])
         self.steps = []
 
+    def prepare(self, namespace, app):
+        self.prepared = (namespace, app)
+
     def evaluate(self, step):
         self.steps.append((step.weight, step.canary["spec"]["replicas"]))
         decision = self.decisions.pop(0) if self.decisions else "continue"

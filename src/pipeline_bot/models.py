@@ -307,6 +307,10 @@ class DeployStep(_Model):
     status: Literal["succeeded", "failed", "skipped", "paused"]
     message: str = ""
     seconds: float = 0.0
+    details: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="gate measurements: metric, query, value, threshold, passed, reason",
+    )
 
 
 class DeployResult(_Model):
@@ -382,3 +386,10 @@ class DeploymentStatus(_Model):
     lock: EnvironmentLock | None = None
     latest: DeployRecord | None = None
     history: list[DeployRecord] = Field(default_factory=list)
+
+
+class MetricSample(_Model):
+    """One series' value from an instant query."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float

@@ -106,6 +106,55 @@ class RiskConfig(_Strict):
     )
 
 
+_DURATION = r"^\d+(\.\d+)?(ms|s|m|h)$"
+
+
+class Threshold(_Strict):
+    """Where a measured value must lie: at least `min`, at most `max` (either or both)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max, or both")
+        return self
+
+
+class StableComparison(_Strict):
+    """The canary against the stable version: how far its value may move, relative to stable's."""
+
+    max_increase: float | None = Field(None, ge=0, description="0.1: at most 10 % above stable")
+    max_decrease: float | None = Field(None, ge=0, description="0.1: at most 10 % below stable")
+
+
+class MetricGate(_Strict):
+    """One PromQL measurement a canary must pass (field names as in Argo Rollouts' analysis).
+
+    `query` may use {{app}}, {{namespace}}, {{canary}} and {{stable}} (Deployment names; pods are
+    named `<deployment>-...`, so `pod=~"{{canary}}-.*"` selects the canary's pods) and
+    {{interval}}.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    query: str = Field(min_length=1)
+    success_condition: Threshold
+    interval: str = Field(
+        "1m", pattern=_DURATION, description="Between measurements; also {{interval}}."
+    )
+    count: int = Field(3, ge=1, description="Measurements per check.")
+    failure_limit: int = Field(0, ge=0, description="Failed measurements tolerated.")
+    consecutive_error_limit: int = Field(
+        4, ge=0, description="Query errors in a row tolerated before the gate fails."
+    )
+    initial_delay: str = Field("0s", pattern=_DURATION, description="Wait before the first.")
+    no_data: Literal["fail", "inconclusive", "pass"] = Field(
+        "inconclusive", description="What an empty result counts as."
+    )
+    compare_to_stable: StableComparison | None = None
+
+
 class RepoConfig(_Strict):
     """The whole `.github/pipeline-bot.yml`."""
 
@@ -113,13 +162,17 @@ class RepoConfig(_Strict):
     environments: list[Environment] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     risk: RiskConfig = Field(default_factory=RiskConfig)
-    gates: list[dict[str, Any]] = Field(
-        default_factory=list, description="Metric gates for canaries (schema grows later)."
+    gates: list[MetricGate] = Field(
+        default_factory=list,
+        description="Metric gates checked after every canary step and before a blue-green "
+        "switch. Empty: the defaults (success rate >= 99 %, p99 latency <= 500 ms) when a "
+        "Prometheus URL is configured.",
     )
 
     @model_validator(mode="after")
     def _references(self) -> RepoConfig:
         _unique("environments", [e.name for e in self.environments])
+        _unique("gates", [g.name for g in self.gates])
         names = [s.name for s in self.services]
         _unique("services", names)
         for service in self.services:

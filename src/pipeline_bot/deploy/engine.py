@@ -62,9 +62,22 @@ class Run:
         self.objects: list[Obj] = []
         self.reasons: list[str] = []
 
-    def step(self, name: str, status: str, message: str = "", seconds: float = 0.0) -> None:
+    def step(
+        self,
+        name: str,
+        status: str,
+        message: str = "",
+        seconds: float = 0.0,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.steps.append(
-            DeployStep(name=name, status=status, message=message, seconds=round(seconds, 3))
+            DeployStep(
+                name=name,
+                status=status,
+                message=message,
+                seconds=round(seconds, 3),
+                details=details or [],
+            )
         )
         self.record.step = name
         self.store.save(self.record)
@@ -142,6 +155,8 @@ class DeployEngine:
         run = Run(record, self.store, self.progress)
         run.objects = workload.objects
         run.reasons = strategy.reasons
+        if name in ("canary", "blue-green") and req.dry_run == "none":
+            self.gate.prepare(workload.namespace, req.app)  # a broken gate stops us before we start
         with self._locked(
             req.environment, deploy_id, f"deploy {req.app} {req.image}", req.timeout_seconds
         ):
@@ -284,6 +299,40 @@ class DeployEngine:
             return run.finish(
                 "rolled_back", f"{color} never took traffic: {why}", rolled_back=True, reason=why
             )
+        verdict = self.gate.evaluate(
+            StepContext(
+                req.environment,
+                w.namespace,
+                app,
+                1,
+                100,
+                0,
+                new,
+                self.cluster.get("apps/v1", "Deployment", w.namespace, previous)
+                if previous
+                else None,
+            )
+        )
+        run.step(
+            "gate",
+            "succeeded" if verdict.decision == "continue" else "failed",
+            verdict.reason,
+            details=verdict.measurements,
+        )
+        if verdict.decision == "rollback":
+            self.cluster.delete("apps/v1", "Deployment", w.namespace, new["metadata"]["name"])
+            return run.finish(
+                "rolled_back",
+                f"{color} failed its gates before taking traffic: {verdict.reason}",
+                rolled_back=True,
+                reason=verdict.reason,
+            )
+        if verdict.decision == "inconclusive":
+            return run.finish(
+                "paused",
+                f"{color} is ready but its gates are inconclusive: "
+                f"{verdict.reason}; promote or abort",
+            )
         if strategy.parameters.manual_promotion and previous:
             run.step(
                 "switch", "paused", f"{color} is ready; promote switches traffic from {previous}"
@@ -409,6 +458,7 @@ class DeployEngine:
                 f"gate {step.weight}%",
                 "succeeded" if verdict.decision == "continue" else "failed",
                 verdict.reason,
+                details=verdict.measurements,
             )
             if verdict.decision == "rollback":
                 return self._abort_canary(run, w.namespace, name, total, verdict.reason)

@@ -4,9 +4,24 @@ step pauses for its configured time, and the interface is what those gates imple
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+from pipeline_bot.core.canary import (
+    GateResult,
+    Measurement,
+    judge_gate,
+    measure,
+    render,
+    seconds,
+    verdict,
+)
+from pipeline_bot.errors import ConfigError, ConfigProblem, IntegrationError
+from pipeline_bot.integrations.ports import MetricsPort
+from pipeline_bot.models import MetricSample
+from pipeline_bot.repo_config import MetricGate
 
 Decision = Literal["continue", "rollback", "inconclusive"]
 
@@ -31,6 +46,9 @@ class Verdict:
 
 
 class Gate(Protocol):
+    def prepare(self, namespace: str, app: str) -> None:
+        """Check what can be checked before anything is deployed; raise if it cannot work."""
+
     def evaluate(self, step: StepContext) -> Verdict: ...
 
 
@@ -40,6 +58,9 @@ class PauseGate:
     def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
         self.sleep = sleep
 
+    def prepare(self, namespace: str, app: str) -> None:
+        return None
+
     def evaluate(self, step: StepContext) -> Verdict:
         if step.pause_seconds:
             self.sleep(step.pause_seconds)
@@ -47,3 +68,109 @@ class PauseGate:
             "continue",
             f"paused {step.pause_seconds}s at {step.weight}%; no metric gate is configured",
         )
+
+
+class PrometheusGate:
+    """Measures the canary with PromQL gates and judges it (see core.canary)."""
+
+    def __init__(
+        self,
+        metrics: MetricsPort,
+        gates: Sequence[MetricGate],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.metrics = metrics
+        self.gates = list(gates)
+        self.sleep, self.clock, self.now = sleep, clock, now
+
+    def prepare(self, namespace: str, app: str) -> None:
+        """Run every query once before anything is deployed: a query Prometheus cannot parse
+        (or a Prometheus that cannot be reached) stops the deploy before it starts."""
+        values = _values(namespace, app, f"{app}-canary", app, "1m")
+        for gate in self.gates:
+            query = _render(gate, values)
+            try:
+                self.metrics.query(query, at=self.now())
+            except IntegrationError as exc:
+                raise ConfigError(
+                    "gates", [ConfigProblem(f"gates.{gate.name}.query", exc.message)]
+                ) from None
+
+    def check(
+        self,
+        *,
+        namespace: str,
+        app: str,
+        canary: str,
+        stable: str,
+        last_step: bool,
+        once: bool = False,
+    ) -> tuple[str, str, list[GateResult]]:
+        """Every gate's measurements on its own schedule (initial_delay, then count x interval),
+        then the verdict. `once`: one measurement per gate, now."""
+        schedule = sorted(
+            (0.0 if once else seconds(g.initial_delay) + k * seconds(g.interval), i, g)
+            for i, g in enumerate(self.gates)
+            for k in range(1 if once else g.count)
+        )
+        start = self.clock()
+        taken: dict[str, list[Measurement]] = {g.name: [] for g in self.gates}
+        for at, _, gate in schedule:
+            wait = at - (self.clock() - start)
+            if wait > 0:
+                self.sleep(wait)
+            taken[gate.name].append(self._measure(gate, namespace, app, canary, stable))
+        results = [judge_gate(g, taken[g.name]) for g in self.gates]
+        decision, reason = verdict(results, last_step=last_step)
+        return decision, reason, results
+
+    def evaluate(self, step: StepContext) -> Verdict:
+        stable = (step.stable or {}).get("metadata", {}).get("name", step.app)
+        decision, reason, results = self.check(
+            namespace=step.namespace,
+            app=step.app,
+            canary=step.canary["metadata"]["name"],
+            stable=stable,
+            last_step=False,
+        )
+        rows = [m.as_dict() for r in results for m in r.measurements]
+        return Verdict("continue" if decision == "promote" else decision, reason, rows)  # type: ignore[arg-type]
+
+    def _measure(
+        self, gate: MetricGate, namespace: str, app: str, canary: str, stable: str
+    ) -> Measurement:
+        values = _values(namespace, app, canary, stable, gate.interval)
+        query = _render(gate, values)
+        try:
+            value = _first(self.metrics.query(query, at=self.now()))
+            baseline = None
+            if gate.compare_to_stable is not None:
+                base_query = _render(gate, {**values, "canary": stable})
+                baseline = _first(self.metrics.query(base_query, at=self.now()))
+        except IntegrationError as exc:
+            return measure(gate, query, None, error=exc.message)
+        return measure(gate, query, value, baseline=baseline)
+
+
+def _values(namespace: str, app: str, canary: str, stable: str, interval: str) -> dict[str, str]:
+    return {
+        "app": app,
+        "namespace": namespace,
+        "canary": canary,
+        "stable": stable,
+        "interval": interval,
+    }
+
+
+def _render(gate: MetricGate, values: dict[str, str]) -> str:
+    try:
+        return render(gate.query, values)
+    except ValueError as exc:
+        raise ConfigError("gates", [ConfigProblem(f"gates.{gate.name}.query", str(exc))]) from None
+
+
+def _first(samples: list[MetricSample]) -> float | None:
+    return samples[0].value if samples else None

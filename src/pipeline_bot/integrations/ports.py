@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline_bot.models import ChangeSet, DeployRecord, EnvironmentLock, History
+from pipeline_bot.models import ChangeSet, DeployRecord, EnvironmentLock, History, MetricSample
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,11 @@ class StorePort(Protocol):
     def release(self, environment: str, owner: str) -> bool: ...
 
     def lock(self, environment: str) -> EnvironmentLock | None: ...
+
+
+class MetricsPort(Protocol):
+    """A Prometheus-compatible query API."""
+
+    url: str
+
+    def query(self, promql: str, *, at: datetime | None = None) -> list[MetricSample]: ...
