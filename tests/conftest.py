@@ -333,3 +333,121 @@ def postgres_url() -> Iterator[str]:
             proc.kill()
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- Prometheus
+
+
+def _series(
+    lines: list[str], name: str, labels: str, start: int, end: int, per_step: float, step: int = 15
+) -> None:
+    for k, t in enumerate(range(start, end, step)):
+        lines.append(f"{name}{{{labels}}} {per_step * k:g} {t}")
+
+
+def gate_series(now: int) -> str:
+    """OpenMetrics for the gate tests, from 30 minutes before `now` to an hour after, so that
+    queries "now" find fresh samples for the whole test session.
+
+      gates-good/good-canary-*    1000 requests per 15 s, no errors, all faster than 100 ms
+      gates-bad/bad-canary-*      5 % of requests fail
+      gates-slow/slow-canary-*    no errors, every request between 0.5 s and 1 s
+      gates-cmp/cmp-canary-*      0.5 % errors, against its stable gates-cmp/cmp-* with none
+    """
+    start, end = now - 1800, now + 3600
+    lines = ["# TYPE http_requests counter", "# TYPE http_request_duration_seconds_bucket unknown"]
+    pods = {
+        "good": (1000, 0, 0.1),
+        "bad": (950, 50, 0.1),
+        "slow": (1000, 0, 1.0),
+        "cmp": (995, 5, 0.1),
+    }
+    requests: list[str] = []
+    buckets: list[str] = []
+    for name, (ok, failed, slowest) in pods.items():
+        for pod, (ok_n, failed_n) in (
+            (f"{name}-canary-5d8f9-x1", (ok, failed)),
+            (f"{name}-7c6b5-y2", (1000, 0)),
+        ):
+            if name != "cmp" and not pod.startswith(f"{name}-canary"):
+                continue
+            base = f'namespace="gates-{name}",pod="{pod}"'
+            _series(requests, "http_requests_total", f'{base},code="200"', start, end, ok_n)
+            _series(requests, "http_requests_total", f'{base},code="500"', start, end, failed_n)
+            total = ok_n + failed_n
+            for le in ("0.1", "0.5", "1", "+Inf"):
+                count = total if float(le.replace("+Inf", "inf")) >= slowest else 0
+                _series(
+                    buckets,
+                    "http_request_duration_seconds_bucket",
+                    f'{base},le="{le}"',
+                    start,
+                    end,
+                    count,
+                )
+    return "\n".join(lines[:1] + requests + lines[1:] + buckets + ["# EOF"]) + "\n"
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus on a free port of 127.0.0.1 with the gate series backfilled by promtool;
+    stopped by its own process id. Yields its URL."""
+    import shutil
+    import socket
+    import time
+    import urllib.request
+
+    binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    missing = "Prometheus is missing: `apt-get install -y prometheus` (scripts/test does)"
+    if not (binary and promtool):
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    root = tmp_path_factory.mktemp("prometheus")
+    (root / "series.om").write_text(gate_series(int(time.time())))
+    subprocess.run(
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(root / "series.om"),
+            str(root / "data"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+            time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -50,6 +50,14 @@ Context = Annotated[
 ]
 Timeout = Annotated[str, typer.Option(help="How long to wait for a rollout: 90s, 5m, 1h.")]
 Format = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+PromUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--prometheus-url",
+        help="Gate canaries and blue-green switches on this Prometheus. "
+        "Default: $PIPELINE_BOT_PROMETHEUS_URL; none: steps only pause.",
+    ),
+]
 
 
 def parse_duration(text: str) -> float:
@@ -60,7 +68,27 @@ def parse_duration(text: str) -> float:
     return h * 3600 + mnt * 60 + s
 
 
-def _context(kubeconfig: str | None, context: str | None) -> Any:
+def metrics_for(url: str | None) -> Any:
+    """The Prometheus to gate on: --prometheus-url, else PIPELINE_BOT_PROMETHEUS_URL, else none."""
+    from pipeline_bot.integrations.prometheus import PrometheusMetrics
+    from pipeline_bot.settings import get_settings
+
+    s = get_settings()
+    url = url or s.prometheus_url
+    if not url:
+        return None
+    basic = (
+        (s.prometheus_username, s.prometheus_password.get_secret_value())
+        if s.prometheus_username and s.prometheus_password
+        else None
+    )
+    token = s.prometheus_token.get_secret_value() if s.prometheus_token else None
+    return PrometheusMetrics(
+        url, token=token, basic_auth=basic, verify_tls=not s.prometheus_insecure
+    )
+
+
+def _context(kubeconfig: str | None, context: str | None, prometheus_url: str | None = None) -> Any:
     from pipeline_bot.integrations.git import GitSource
     from pipeline_bot.integrations.kubernetes import KubernetesCluster
     from pipeline_bot.integrations.store import SqlStore, default_database_url
@@ -89,6 +117,7 @@ def _context(kubeconfig: str | None, context: str | None) -> Any:
         cluster=cluster,
         store=SqlStore(settings.database_url or default_database_url()),
         progress=progress,
+        metrics=metrics_for(prometheus_url),
     )
 
 
@@ -140,6 +169,8 @@ def _report(result: DeployResult, output: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    app.add_typer(gates_app, name="gates")
+
     @app.command()
     def deploy(
         environment: Env,
@@ -183,6 +214,7 @@ def register(app: typer.Typer) -> None:
         repo: Repo = Path(),
         kubeconfig: Kubeconfig = None,
         context: Context = None,
+        prometheus_url: PromUrl = None,
         output: Format = OutputFormat.text,
     ) -> None:
         """Deploy an image, watch the rollout, roll back on failure."""
@@ -217,36 +249,15 @@ def register(app: typer.Typer) -> None:
             "namespace": namespace,
             "repository": str(repo),
         }
-        _report(_call("deploy_application", arguments, _context(kubeconfig, context)), output)
+        ctx = _context(kubeconfig, context, prometheus_url)
+        _report(_call("deploy_application", arguments, ctx), output)
 
     for verb, tool, doc in (
         ("promote", "promote_deployment", "Promote a paused canary or blue-green deploy."),
         ("abort", "abort_deployment", "Abort a paused canary or blue-green deploy."),
         ("rollback", "rollback_deployment", "Roll back to the last successful deploy."),
     ):
-
-        def command(
-            environment: Env,
-            app_name: App = None,
-            repo: Repo = Path(),
-            timeout: Timeout = "5m",
-            kubeconfig: Kubeconfig = None,
-            context: Context = None,
-            output: Format = OutputFormat.text,
-            _tool: str = tool,
-        ) -> None:
-            arguments = {
-                "app_name": _app(app_name, repo),
-                "environment": environment,
-                "repository": str(repo),
-                "timeout_seconds": parse_duration(timeout),
-            }
-            if _tool == "abort_deployment":
-                arguments.pop("timeout_seconds")
-            _report(_call(_tool, arguments, _context(kubeconfig, context)), output)
-
-        command.__doc__ = doc
-        app.command(name=verb)(command)
+        app.command(name=verb, help=doc)(_app_command(tool))
 
     @app.command()
     def status(
@@ -267,6 +278,28 @@ def register(app: typer.Typer) -> None:
         }
         result = _call("get_deployment_status", arguments, _context(kubeconfig, context))
         _status(result, output)
+
+
+def _app_command(tool: str) -> Any:
+    def command(
+        environment: Env,
+        app_name: App = None,
+        repo: Repo = Path(),
+        timeout: Timeout = "5m",
+        kubeconfig: Kubeconfig = None,
+        context: Context = None,
+        output: Format = OutputFormat.text,
+    ) -> None:
+        arguments: dict[str, Any] = {
+            "app_name": _app(app_name, repo),
+            "environment": environment,
+            "repository": str(repo),
+        }
+        if tool != "abort_deployment":
+            arguments["timeout_seconds"] = parse_duration(timeout)
+        _report(_call(tool, arguments, _context(kubeconfig, context)), output)
+
+    return command
 
 
 def _status(s: DeploymentStatus, output: str) -> None:
@@ -293,3 +326,86 @@ def _status(s: DeploymentStatus, output: str) -> None:
             f"  {r.started_at:%Y-%m-%d %H:%M}Z {r.id} {r.status:<11} {r.strategy:<10} "
             f"{r.image}" + (f"  ({r.reason})" if r.reason else "")
         )
+
+
+gates_app = typer.Typer(help="Check metric gates against Prometheus.", no_args_is_help=True)
+EXIT_INCONCLUSIVE = 3
+
+
+@gates_app.command("evaluate")
+def gates_evaluate(
+    environment: Env,
+    app_name: App = None,
+    prometheus_url: PromUrl = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config file. Default: the repository's .github/pipeline-bot.yml."),
+    ] = None,
+    repo: Repo = Path(),
+    canary: Annotated[
+        str | None, typer.Option(help="Canary Deployment. Default: <app>-canary.")
+    ] = None,
+    stable: Annotated[str | None, typer.Option(help="Stable Deployment. Default: <app>.")] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Measure on the gates' schedule "
+            "(initial_delay, count x interval) instead of once now.",
+        ),
+    ] = False,
+    output: Format = OutputFormat.text,
+) -> None:
+    """Measure the gates now and print the verdict with every query, value and threshold.
+    Exit 0: pass, 1: fail, 3: inconclusive, 2: bad input."""
+    from pipeline_bot.core.canary import DEFAULT_GATES
+    from pipeline_bot.deploy.gates import PrometheusGate
+    from pipeline_bot.repo_config import load_repo_config
+
+    app = _app(app_name, repo)
+    try:
+        cfg = load_repo_config(config, repo_root=repo)
+        env = cfg.environment(environment)
+        metrics = metrics_for(prometheus_url)
+        if metrics is None:
+            raise typer.BadParameter("give --prometheus-url (or set PIPELINE_BOT_PROMETHEUS_URL)")
+        gate = PrometheusGate(metrics, cfg.gates or DEFAULT_GATES)
+        decision, reason, results = gate.check(
+            namespace=env.namespace or env.name,
+            app=app,
+            canary=canary or f"{app}-canary",
+            stable=stable or app,
+            last_step=True,
+            once=not full,
+        )
+    except PipelineBotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    passed = decision in ("promote", "continue")
+    verdict = "pass" if passed else ("fail" if decision == "rollback" else "inconclusive")
+    rows = [m.as_dict() for r in results for m in r.measurements]
+    if output == "json":
+        import json
+
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "verdict": verdict,
+                    "reason": reason,
+                    "measurements": rows,
+                    "gates": [
+                        {"gate": r.gate, "outcome": r.outcome, "reason": r.reason} for r in results
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        typer.echo(f"{verdict.upper()}: {reason}")
+        for m in rows:
+            mark = {True: "ok  ", False: "FAIL", None: "??  "}[m["passed"]]  # type: ignore[index]
+            typer.echo(f"  [{mark}] {m['metric']}: {m['reason']} (threshold {m['threshold']})")
+            typer.echo(f"         {m['query']}")
+    if not passed:
+        raise typer.Exit(EXIT_FAILED if verdict == "fail" else EXIT_INCONCLUSIVE)

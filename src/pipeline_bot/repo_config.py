@@ -132,8 +132,8 @@ class StableComparison(_Strict):
 class MetricGate(_Strict):
     """One PromQL measurement a canary must pass (field names as in Argo Rollouts' analysis).
 
-    `query` may use {{app}}, {{namespace}}, {{canary}} and {{stable}} (Deployment names; pods are
-    named `<deployment>-...`, so `pod=~"{{canary}}-.*"` selects the canary's pods) and
+    `query` may use {{app}}, {{namespace}}, {{canary}} and {{stable}} (Deployment names),
+    {{canary_pods}} and {{stable_pods}} (regexes for their pods: `pod=~"{{canary_pods}}"`) and
     {{interval}}.
     """
 

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         None, description="A whole kubeconfig (from a secret) instead of a file."
     )
     in_cluster: bool = Field(False, description="Use the pod's service account.")
+    prometheus_url: str | None = Field(None, description="Prometheus query API for gates.")
+    prometheus_token: SecretStr | None = Field(None, description="Bearer token for Prometheus.")
+    prometheus_username: str | None = None
+    prometheus_password: SecretStr | None = None
+    prometheus_insecure: bool = Field(False, description="Skip TLS verification.")
 
 
 @lru_cache(maxsize=1)

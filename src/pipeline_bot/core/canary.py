@@ -21,15 +21,15 @@ Outcome = Literal["passed", "failed", "inconclusive"]
 DEFAULT_GATES = (
     MetricGate(
         name="request-success-rate",
-        query='sum(rate(http_requests_total{namespace="{{namespace}}",pod=~"{{canary}}-.*",'
+        query='sum(rate(http_requests_total{namespace="{{namespace}}",pod=~"{{canary_pods}}",'
         'code!~"5.."}[{{interval}}])) / sum(rate(http_requests_total{namespace="{{namespace}}",'
-        'pod=~"{{canary}}-.*"}[{{interval}}]))',
+        'pod=~"{{canary_pods}}"}[{{interval}}]))',
         success_condition=Threshold(min=0.99),
     ),
     MetricGate(
         name="request-duration-p99",
         query="histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{"
-        'namespace="{{namespace}}",pod=~"{{canary}}-.*"}[{{interval}}])) by (le))',
+        'namespace="{{namespace}}",pod=~"{{canary_pods}}"}[{{interval}}])) by (le))',
         success_condition=Threshold(max=0.5),
     ),
 )

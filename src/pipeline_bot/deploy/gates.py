@@ -148,7 +148,8 @@ class PrometheusGate:
             value = _first(self.metrics.query(query, at=self.now()))
             baseline = None
             if gate.compare_to_stable is not None:
-                base_query = _render(gate, {**values, "canary": stable})
+                swapped = {"canary": stable, "canary_pods": values["stable_pods"]}
+                base_query = _render(gate, {**values, **swapped})
                 baseline = _first(self.metrics.query(base_query, at=self.now()))
         except IntegrationError as exc:
             return measure(gate, query, None, error=exc.message)
@@ -162,7 +163,15 @@ def _values(namespace: str, app: str, canary: str, stable: str, interval: str) -
         "canary": canary,
         "stable": stable,
         "interval": interval,
+        "canary_pods": pods_of(canary),
+        "stable_pods": pods_of(stable),
     }
+
+
+def pods_of(deployment: str) -> str:
+    """A regex for the pods of one Deployment (`<name>-<replicaset hash>-<pod hash>`): unlike
+    `<name>-.*`, the stable `shop` does not also match the pods of `shop-canary`."""
+    return f"{deployment}-[a-z0-9]+-[a-z0-9]+"
 
 
 def _render(gate: MetricGate, values: dict[str, str]) -> str:

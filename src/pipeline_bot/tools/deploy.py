@@ -8,9 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.analysis import analyze
+from pipeline_bot.core.canary import DEFAULT_GATES
 from pipeline_bot.core.manifests import image_repository
 from pipeline_bot.core.strategy import strategy_named
 from pipeline_bot.deploy.engine import DeployEngine, render_only
+from pipeline_bot.deploy.gates import PrometheusGate
 from pipeline_bot.errors import ToolError
 from pipeline_bot.models import (
     ContainerResources,
@@ -80,12 +82,14 @@ def _config(repository: str) -> RepoConfig:
     return load_repo_config(None, repo_root=root if root.is_dir() else None)
 
 
-def _engine(ctx: ToolContext, tool: str, env: Environment) -> DeployEngine:
+def _engine(
+    ctx: ToolContext, tool: str, env: Environment, config: RepoConfig | None = None
+) -> DeployEngine:
+    gate = ctx.gate
+    if gate is None and ctx.metrics is not None:
+        gate = PrometheusGate(ctx.metrics, (config.gates if config else None) or DEFAULT_GATES)
     return DeployEngine(
-        ctx.require_cluster(tool, env),
-        ctx.require_store(tool),
-        gate=ctx.gate,
-        progress=ctx.progress,
+        ctx.require_cluster(tool, env), ctx.require_store(tool), gate=gate, progress=ctx.progress
     )
 
 
@@ -165,7 +169,7 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
     )
     if c.dry_run == "client":
         return render_only(request, strategy, env)
-    return _engine(ctx, "deploy_application", env).deploy(request, strategy, env)
+    return _engine(ctx, "deploy_application", env, config).deploy(request, strategy, env)
 
 
 def promote_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline_bot.deploy.gates import Gate
 from pipeline_bot.errors import ToolError, ToolInputError, UnknownToolError
-from pipeline_bot.integrations.ports import ClusterPort, SourcePort, StorePort
+from pipeline_bot.integrations.ports import ClusterPort, MetricsPort, SourcePort, StorePort
 from pipeline_bot.repo_config import Environment
 
 In = TypeVar("In", bound=BaseModel)
@@ -50,6 +50,7 @@ class ToolContext:
     store: StorePort | None = None
     progress: Callable[[str], None] | None = None
     gate: Gate | None = None
+    metrics: MetricsPort | None = None
 
     def require_source(self, tool: str) -> SourcePort:
         if self.source is None:

@@ -1,0 +1,279 @@
+"""Metric gates against a real Prometheus (Debian's, started by a fixture, series backfilled
+with promtool): the verdict engine, `pipeline-bot gates evaluate`, and gated deploys on the
+Kubernetes API test server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from kubernetes import client
+
+from pipeline_bot.core.canary import DEFAULT_GATES, render
+from pipeline_bot.deploy.engine import DeployEngine
+from pipeline_bot.deploy.gates import PrometheusGate, pods_of
+from pipeline_bot.errors import ConfigError
+from pipeline_bot.integrations.kubernetes import KubernetesCluster
+from pipeline_bot.integrations.prometheus import PrometheusMetrics
+from pipeline_bot.integrations.store import SqlStore
+from pipeline_bot.models import CanaryStep, DeployRequest, Strategy, StrategyParameters
+from pipeline_bot.repo_config import Environment, MetricGate, parse_repo_config
+
+ROW_KEYS = {"metric", "query", "value", "threshold", "passed", "reason"}
+
+
+def _config(repo, gates_yaml=""):
+    repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                "  - {name: good, namespace: gates-good}\n"
+                "  - {name: bad, namespace: gates-bad}\n"
+                "  - {name: slow, namespace: gates-slow}\n"
+                "  - {name: nodata, namespace: gates-none}\n"
+                "  - {name: cmp, namespace: gates-cmp}\n" + gates_yaml
+            )
+        },
+    )
+
+
+def _evaluate(cli, repo, env, app, prometheus, *extra):
+    return cli(
+        "gates",
+        "evaluate",
+        "--repo",
+        str(repo.root),
+        "-e",
+        env,
+        "--app",
+        app,
+        "--prometheus-url",
+        prometheus,
+        "--format",
+        "json",
+        *extra,
+    )
+
+
+def test_healthy_canary_passes_with_every_query_value_and_threshold(cli, base_repo, prometheus):
+    _config(base_repo)
+    result = _evaluate(cli, base_repo, "good", "good", prometheus)
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["verdict"] == "pass"
+    rows = {m["metric"]: m for m in data["measurements"]}
+    assert set(rows) == {"request-success-rate", "request-duration-p99"}
+    assert all(set(m) >= ROW_KEYS for m in data["measurements"])
+    assert rows["request-success-rate"]["value"] == pytest.approx(1.0)
+    assert rows["request-success-rate"]["threshold"] == ">= 0.99"
+    assert 'pod=~"good-canary-[a-z0-9]+-[a-z0-9]+"' in rows["request-success-rate"]["query"]
+    assert rows["request-duration-p99"]["value"] < 0.1
+
+
+def test_a_five_percent_error_rate_fails(cli, base_repo, prometheus):
+    _config(base_repo)
+    result = _evaluate(cli, base_repo, "bad", "bad", prometheus)
+    assert result.exit_code == 1
+    data = result.json()
+    assert data["verdict"] == "fail"
+    success = next(m for m in data["measurements"] if m["metric"] == "request-success-rate")
+    assert success["value"] == pytest.approx(0.95)
+    assert success["passed"] is False
+    assert success["reason"] == "0.95 is below the minimum 0.99"
+
+
+def test_slow_canary_fails_on_latency(cli, base_repo, prometheus):
+    _config(base_repo)
+    data = _evaluate(cli, base_repo, "slow", "slow", prometheus).json()
+    p99 = next(m for m in data["measurements"] if m["metric"] == "request-duration-p99")
+    assert p99["passed"] is False
+    assert "above the maximum 0.5" in p99["reason"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "verdict", "code"),
+    [("inconclusive", "inconclusive", 3), ("fail", "fail", 1), ("pass", "pass", 0)],
+)
+def test_no_data_follows_the_policy(cli, base_repo, prometheus, policy, verdict, code):
+    _config(
+        base_repo,
+        "gates:\n  - name: success\n"
+        '    query: sum(rate(http_requests_total{namespace="{{namespace}}"}[1m]))\n'
+        f"    success_condition: {{min: 1}}\n    no_data: {policy}\n",
+    )
+    result = _evaluate(cli, base_repo, "nodata", "ghost", prometheus)
+    assert result.exit_code == code, result.stderr
+    assert result.json()["verdict"] == verdict
+    assert f"no data (policy: {policy})" in result.json()["measurements"][0]["reason"]
+
+
+def test_canary_compared_with_stable(cli, base_repo, prometheus):
+    _config(
+        base_repo,
+        "gates:\n  - name: error-rate\n"
+        '    query: sum(rate(http_requests_total{namespace="{{namespace}}",pod=~"{{canary_pods}}",'
+        'code="500"}[1m])) / sum(rate(http_requests_total{namespace="{{namespace}}",'
+        'pod=~"{{canary_pods}}"}[1m]))\n'
+        "    success_condition: {max: 0.01}\n    compare_to_stable: {max_increase: 0.5}\n",
+    )
+    data = _evaluate(cli, base_repo, "cmp", "cmp", prometheus).json()
+    (row,) = data["measurements"]
+    assert row["value"] == pytest.approx(0.005)
+    assert row["baseline"] == pytest.approx(0.0)
+    assert data["verdict"] == "fail"
+    assert "above stable's 0" in row["reason"]
+
+
+def test_an_invalid_query_is_a_clear_error(cli, base_repo, prometheus):
+    _config(
+        base_repo, "gates:\n  - {name: broken, query: 'rate(foo[1m', success_condition: {min: 1}}\n"
+    )
+    result = _evaluate(cli, base_repo, "good", "good", prometheus)
+    assert result.json()["verdict"] == "inconclusive"
+    assert "bad_data" in result.json()["measurements"][0]["reason"]
+
+
+def test_an_unreachable_prometheus_is_never_a_pass(cli, base_repo):
+    _config(base_repo)
+    result = _evaluate(cli, base_repo, "good", "good", "http://127.0.0.1:9")
+    assert result.exit_code == 3
+    data = result.json()
+    assert data["verdict"] == "inconclusive"
+    assert "every query failed" in data["reason"]
+    assert "is unreachable" in data["measurements"][0]["reason"]
+
+
+def test_the_default_queries_pass_promtool_unit_tests(tmp_path):
+    """`promtool test rules` evaluates the default gate queries on series it is given."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is missing: `apt-get install -y prometheus`")
+    values = {
+        "app": "shop",
+        "namespace": "prod",
+        "canary": "shop-canary",
+        "stable": "shop",
+        "interval": "1m",
+        "canary_pods": pods_of("shop-canary"),
+        "stable_pods": pods_of("shop"),
+    }
+    success, latency = (render(g.query, values) for g in DEFAULT_GATES)
+    pod = 'namespace="prod",pod="shop-canary-abc-1"'
+    (tmp_path / "test.yml").write_text(f"""\
+rule_files: []
+evaluation_interval: 1m
+tests:
+  - interval: 15s
+    input_series:
+      - series: 'http_requests_total{{{pod},code="200"}}'
+        values: '0+98x20'
+      - series: 'http_requests_total{{{pod},code="503"}}'
+        values: '0+2x20'
+      - series: 'http_request_duration_seconds_bucket{{{pod},le="0.25"}}'
+        values: '0+98x20'
+      - series: 'http_request_duration_seconds_bucket{{{pod},le="1"}}'
+        values: '0+100x20'
+      - series: 'http_request_duration_seconds_bucket{{{pod},le="+Inf"}}'
+        values: '0+100x20'
+    promql_expr_test:
+      - expr: '{success}'
+        eval_time: 4m
+        exp_samples: [{{labels: '{{}}', value: 0.98}}]
+      - expr: '{latency}'
+        eval_time: 4m
+        exp_samples: [{{labels: '{{}}', value: 0.625}}]
+""")
+    proc = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "test.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- gated deploys
+
+
+@pytest.fixture
+def engine_for(kube_api, tmp_path):
+    cfg = client.Configuration()
+    cfg.host = kube_api.url
+    store = SqlStore(f"sqlite:///{tmp_path / 'pb.db'}")
+
+    def make(prometheus: str, gates=DEFAULT_GATES) -> DeployEngine:
+        gate = PrometheusGate(PrometheusMetrics(prometheus), gates, sleep=lambda _s: None)
+        return DeployEngine(KubernetesCluster(client.ApiClient(cfg)), store, gate=gate)
+
+    return make
+
+
+def _canary(app: str) -> tuple[DeployRequest, DeployRequest, Strategy, Environment]:
+    env = Environment(name=app, namespace=f"gates-{app}")
+    plan = Strategy(
+        name="canary",
+        environment=app,
+        reasons=["test"],
+        parameters=StrategyParameters(
+            replicas=4,
+            steps=[CanaryStep(weight=25, pause_seconds=0), CanaryStep(weight=50, pause_seconds=0)],
+        ),
+    )
+    first = DeployRequest(app=app, environment=app, image=f"{app}:1", timeout_seconds=20)
+    second = DeployRequest(app=app, environment=app, image=f"{app}:2", timeout_seconds=20)
+    return first, second, plan, env
+
+
+def test_a_healthy_canary_is_promoted_on_prometheus_gates(engine_for, prometheus):
+    engine = engine_for(prometheus)
+    first, second, plan, env = _canary("good")
+    engine.deploy(first, plan, env)
+    result = engine.deploy(second, plan, env)
+    assert result.status == "succeeded", result.message
+    gate_steps = [s for s in result.steps if s.name.startswith("gate")]
+    assert [s.name for s in gate_steps] == ["gate 25%", "gate 50%"]
+    row = gate_steps[0].details[0]
+    assert set(row) >= ROW_KEYS
+    assert row["value"] == pytest.approx(1.0)
+
+
+def test_a_canary_with_five_percent_errors_is_rolled_back(engine_for, prometheus):
+    engine = engine_for(prometheus)
+    first, second, plan, env = _canary("bad")
+    engine.deploy(first, plan, env)
+    result = engine.deploy(second, plan, env)
+    assert result.status == "rolled_back"
+    assert "request-success-rate" in result.message
+    assert "0.95 is below the minimum 0.99" in result.message
+    stable = engine.cluster.get("apps/v1", "Deployment", "gates-bad", "bad")
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "bad:1"
+
+
+def test_an_invalid_query_stops_the_deploy_before_it_starts(engine_for, prometheus):
+    broken = [MetricGate(name="broken", query="rate(foo[1m", success_condition={"min": 1})]
+    engine = engine_for(prometheus, broken)
+    _, second, plan, env = _canary("good")
+    with pytest.raises(
+        ConfigError, match=r"gates\.broken\.query: Prometheus at .* rejected the query"
+    ):
+        engine.deploy(second.model_copy(update={"app": "never"}), plan, env)
+    assert engine.cluster.get("apps/v1", "Deployment", "gates-good", "never") is None
+
+
+def test_an_unreachable_prometheus_stops_the_deploy_before_it_starts(engine_for):
+    engine = engine_for("http://127.0.0.1:9")
+    _, second, plan, env = _canary("good")
+    with pytest.raises(ConfigError, match="is unreachable"):
+        engine.deploy(second.model_copy(update={"app": "never"}), plan, env)
+
+
+def test_gate_config_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match="give min, max, or both"):
+        parse_repo_config("version: 1\ngates:\n  - {name: x, query: up, success_condition: {}}\n")
+    with pytest.raises(ConfigError, match="interval"):
+        parse_repo_config(
+            "version: 1\ngates:\n  - {name: x, query: up, interval: soon, "
+            "success_condition: {min: 1}}\n"
+        )
