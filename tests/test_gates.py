@@ -178,10 +178,10 @@ tests:
       - series: 'http_request_duration_seconds_bucket{{{pod},le="+Inf"}}'
         values: '0+100x20'
     promql_expr_test:
-      - expr: '{success}'
+      - expr: 'round({success}, 0.0001)'
         eval_time: 4m
         exp_samples: [{{labels: '{{}}', value: 0.98}}]
-      - expr: '{latency}'
+      - expr: 'round({latency}, 0.0001)'
         eval_time: 4m
         exp_samples: [{{labels: '{{}}', value: 0.625}}]
 """)
