@@ -385,7 +385,36 @@ def gate_series(now: int) -> str:
                     end,
                     count,
                 )
-    return "\n".join(lines[:1] + requests + lines[1:] + buckets + ["# EOF"]) + "\n"
+    usage: list[str] = []  # one core busy and 256 MiB in use, in gates-good
+    _series(
+        usage,
+        "container_cpu_usage_seconds_total",
+        'namespace="gates-good",pod="good-7c6b5-y2",container="good"',
+        start,
+        end,
+        15,
+    )
+    memory = [
+        f'container_memory_working_set_bytes{{namespace="gates-good",pod="good-7c6b5-y2",'
+        f'container="good"}} {256 * 2**20} {t}'
+        for t in range(start, end, 15)
+    ]
+    return (
+        "\n".join(
+            lines[:1]
+            + requests
+            + lines[1:]
+            + buckets
+            + [
+                "# TYPE container_cpu_usage_seconds counter",
+                *usage,
+                "# TYPE container_memory_working_set_bytes gauge",
+                *memory,
+                "# EOF",
+            ]
+        )
+        + "\n"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,18 @@ class ApiServer:
         self.port = self.http.server_address[1]
         self._thread = threading.Thread(target=self.http.serve_forever, daemon=True)
         self.store.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": "default"}})
+        for i, ready in enumerate(("True", "True", "False")):  # two working nodes, one broken
+            self.store.create(
+                BY_PATH[("", "v1", "nodes")],
+                "",
+                {
+                    "metadata": {"name": f"node-{i}"},
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": ready}],
+                        "capacity": {"cpu": "4", "memory": "16Gi"},
+                    },
+                },
+            )
 
     def start(self) -> None:
         self.controller.start()

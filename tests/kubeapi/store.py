@@ -44,6 +44,9 @@ RESOURCES = [
         subresources=("status",),
     ),
     Resource("", "v1", "pods", "Pod", short_names=("po",), subresources=("status",)),
+    Resource(
+        "", "v1", "nodes", "Node", namespaced=False, short_names=("no",), subresources=("status",)
+    ),
     Resource("", "v1", "services", "Service", short_names=("svc",), subresources=("status",)),
     Resource("", "v1", "events", "Event", short_names=("ev",)),
     Resource("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),

@@ -213,7 +213,9 @@ class KubernetesCluster:
         selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
         out = self._call(
             f"list {kind}",
-            lambda: res.get(namespace=namespace, label_selector=selector, field_selector=fields),
+            lambda: res.get(
+                namespace=namespace or None, label_selector=selector, field_selector=fields
+            ),
         )
         return [dict(item) for item in out.to_dict().get("items", [])]
 

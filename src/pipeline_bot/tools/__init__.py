@@ -7,11 +7,12 @@ from pipeline_bot.tools.registry import Tool, ToolAnnotations, ToolContext, Tool
 
 def build_registry() -> ToolRegistry:
     """A registry holding every tool pipeline-bot has."""
-    from pipeline_bot.tools import analyze, deploy
+    from pipeline_bot.tools import analyze, deploy, monitor
 
     registry = ToolRegistry()
     analyze.register(registry)
     deploy.register(registry)
+    monitor.register(registry)
     return registry
 
 
