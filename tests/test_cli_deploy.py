@@ -228,3 +228,22 @@ def test_a_killed_deploy_leaves_a_record_of_where_it_stopped_and_its_lock(
     status = cli("status", "--repo", str(deploy_env.root), "-e", "production")
     assert f"locked by {record.id} (deploy shop registry.local/shop:hang)" in status.stdout
     assert f"{record.id} running" in status.stdout
+
+
+def test_own_metrics_are_written_as_a_textfile(cli, deploy_env, tmp_path, monkeypatch):
+    from pipeline_bot.settings import get_settings
+
+    target = tmp_path / "pipeline-bot.prom"
+    monkeypatch.setenv("PIPELINE_BOT_METRICS_TEXTFILE", str(target))
+    get_settings.cache_clear()
+    assert (
+        _deploy(
+            cli, deploy_env, "--image", "registry.local/shop:1", "--strategy", "rolling"
+        ).exit_code
+        == 0
+    )
+    text = target.read_text()
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    deploys = [line for line in lines if line.startswith("pipeline_bot_deploys_total{")]
+    assert any('result="succeeded"' in line and 'strategy="rolling"' in line for line in deploys)
+    assert any(line.startswith("pipeline_bot_deploy_duration_seconds_count") for line in lines)

@@ -147,7 +147,18 @@ def _app(app: str | None, repo: Path) -> str:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _write_metrics() -> None:
+    from pipeline_bot.settings import get_settings
+
+    path = get_settings().metrics_textfile
+    if path:
+        from pipeline_bot.observability import write_textfile
+
+        write_textfile(Path(path))
+
+
 def _report(result: DeployResult, output: str) -> None:
+    _write_metrics()
     if output == "json":
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
@@ -381,6 +392,7 @@ def gates_evaluate(
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    _write_metrics()
     passed = decision in ("promote", "continue")
     verdict = "pass" if passed else ("fail" if decision == "rollback" else "inconclusive")
     rows = [m.as_dict() for r in results for m in r.measurements]

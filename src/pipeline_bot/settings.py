@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     prometheus_username: str | None = None
     prometheus_password: SecretStr | None = None
     prometheus_insecure: bool = Field(False, description="Skip TLS verification.")
+    metrics_textfile: str | None = Field(
+        None, description="Write pipeline-bot's own metrics here after a command (textfile format)."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -40,6 +40,7 @@ from pipeline_bot.models import (
     Strategy,
     WorkloadStatus,
 )
+from pipeline_bot.observability import DEPLOY_SECONDS, DEPLOYS, ROLLBACKS
 from pipeline_bot.repo_config import Environment
 
 Obj = dict[str, Any]
@@ -92,6 +93,11 @@ class Run:
         r.finished_at = _now()
         self.store.save(r)
         result_status = "rolled_back" if status in ("rolled_back", "aborted") else status
+        seconds = round(time.monotonic() - self.start, 3)
+        DEPLOYS.labels(r.strategy, result_status).inc()
+        DEPLOY_SECONDS.labels(r.strategy).observe(seconds)
+        if rolled_back:
+            ROLLBACKS.labels(r.strategy).inc()
         return DeployResult(
             deploy_id=r.id,
             environment=r.environment,
@@ -108,7 +114,7 @@ class Run:
             objects=self.objects,
             started_at=r.started_at,
             finished_at=r.finished_at,
-            seconds=round(time.monotonic() - self.start, 3),
+            seconds=seconds,
         )
 
 

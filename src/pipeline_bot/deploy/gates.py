@@ -21,6 +21,7 @@ from pipeline_bot.core.canary import (
 from pipeline_bot.errors import ConfigError, ConfigProblem, IntegrationError
 from pipeline_bot.integrations.ports import MetricsPort
 from pipeline_bot.models import MetricSample
+from pipeline_bot.observability import GATE_EVALUATIONS
 from pipeline_bot.repo_config import MetricGate
 
 Decision = Literal["continue", "rollback", "inconclusive"]
@@ -124,6 +125,8 @@ class PrometheusGate:
                 self.sleep(wait)
             taken[gate.name].append(self._measure(gate, namespace, app, canary, stable))
         results = [judge_gate(g, taken[g.name]) for g in self.gates]
+        for r in results:
+            GATE_EVALUATIONS.labels(r.gate, r.outcome).inc()
         decision, reason = verdict(results, last_step=last_step)
         return decision, reason, results
 
