@@ -399,22 +399,40 @@ def gate_series(now: int) -> str:
         f'container="good"}} {256 * 2**20} {t}'
         for t in range(start, end, 15)
     ]
-    return (
-        "\n".join(
-            lines[:1]
-            + requests
-            + lines[1:]
-            + buckets
-            + [
-                "# TYPE container_cpu_usage_seconds counter",
-                *usage,
-                "# TYPE container_memory_working_set_bytes gauge",
-                *memory,
-                "# EOF",
-            ]
-        )
-        + "\n"
-    )
+    # gates-leak: a container growing 1 MiB every 15 s towards its 512 MiB limit
+    leak = 'namespace="gates-leak",pod="leaky-7c6b5-y2",container="leaky"'
+    memory += [
+        f"container_memory_working_set_bytes{{{leak}}} {(100 + k) * 2**20} {t}"
+        for k, t in enumerate(range(start, end, 15))
+    ]
+    limits = [
+        f"container_spec_memory_limit_bytes{{{leak}}} {512 * 2**20} {t}"
+        for t in range(start, end, 15)
+    ]
+    # gates-rising: no errors until 15 minutes before now, then 10 %
+    rising: list[str] = []
+    ok_total = failed_total = 0
+    for t in range(start, end, 15):
+        ok_total += 90 if t >= now - 900 else 100
+        failed_total += 10 if t >= now - 900 else 0
+        where = 'namespace="gates-rising",pod="r-1-2"'
+        rising.append(f'http_requests_total{{{where},code="200"}} {ok_total} {t}')
+        rising.append(f'http_requests_total{{{where},code="500"}} {failed_total} {t}')
+    families = [
+        *lines[:1],
+        *requests,
+        *rising,
+        *lines[1:],
+        *buckets,
+        "# TYPE container_cpu_usage_seconds counter",
+        *usage,
+        "# TYPE container_memory_working_set_bytes gauge",
+        *memory,
+        "# TYPE container_spec_memory_limit_bytes gauge",
+        *limits,
+        "# EOF",
+    ]
+    return "\n".join(families) + "\n"
 
 
 @pytest.fixture(scope="session")

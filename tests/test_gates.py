@@ -277,3 +277,70 @@ def test_gate_config_is_validated(tmp_path):
             "version: 1\ngates:\n  - {name: x, query: up, interval: soon, "
             "success_condition: {min: 1}}\n"
         )
+
+
+# ---------------------------------------------------------------- trend warnings
+
+
+def _predict_config(repo):
+    repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                "  - {name: leak, namespace: gates-leak}\n"
+                "  - {name: rising, namespace: gates-rising}\n"
+                "  - {name: calm, namespace: gates-good}\n"
+            )
+        },
+    )
+    repo.commit("code", {"src/shop/app.py": "def main():\n    return 'ok!'\n"})
+
+
+def _findings(cli, repo, env, prometheus):
+    result = cli(
+        "analyze",
+        "--repo",
+        str(repo.root),
+        "--environment",
+        env,
+        "--prometheus-url",
+        prometheus,
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    return [f for f in result.json()["findings"] if f["path"] is None]
+
+
+def test_a_container_heading_for_its_memory_limit_is_a_finding(cli, base_repo, prometheus):
+    _predict_config(base_repo)
+    (finding,) = _findings(cli, base_repo, "leak", prometheus)
+    assert finding["rule"] == "predicted-memory-exhaustion"
+    assert finding["severity"] == "high"
+    assert finding["message"].startswith(
+        "leaky-7c6b5-y2/leaky will reach its memory limit within 4 h"
+    )
+
+
+def test_a_rising_error_rate_is_a_finding(cli, base_repo, prometheus):
+    _predict_config(base_repo)
+    (finding,) = _findings(cli, base_repo, "rising", prometheus)
+    assert finding["rule"] == "error-rate-rising"
+    assert "the error rate in gates-rising is 10.0%" in finding["message"]
+
+
+def test_a_calm_namespace_has_no_warnings(cli, base_repo, prometheus):
+    _predict_config(base_repo)
+    assert _findings(cli, base_repo, "calm", prometheus) == []
+
+
+def test_predictions_that_cannot_be_checked_say_so(cli, base_repo):
+    _predict_config(base_repo)
+    findings = _findings(cli, base_repo, "calm", "http://127.0.0.1:9")
+    assert {f["rule"] for f in findings} == {
+        "predicted-memory-exhaustion",
+        "predicted-disk-exhaustion",
+        "error-rate-rising",
+    }
+    assert all(f["severity"] == "info" and "could not check" in f["message"] for f in findings)

@@ -95,6 +95,13 @@ def analyze(
     fail_on: Annotated[
         Level | None, typer.Option(help="Exit 1 when the risk level is this or worse.")
     ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Add trend warnings (memory, disk, error rate) from this Prometheus. "
+            "Default: $PIPELINE_BOT_PROMETHEUS_URL; none: no warnings."
+        ),
+    ] = None,
 ) -> None:
     """Analyse a range of commits: risk, findings, affected services and a deploy strategy."""
     from pipeline_bot.integrations.git import GitSource
@@ -103,7 +110,8 @@ def analyze(
 
     settings = get_settings()
     ctx = ToolContext(
-        source=GitSource(git=settings.git_binary, history_commits=settings.history_commits)
+        source=GitSource(git=settings.git_binary, history_commits=settings.history_commits),
+        metrics=cli_deploy.metrics_for(prometheus_url),
     )
     arguments = {
         "repository": str(repo),

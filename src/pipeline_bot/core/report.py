@@ -10,7 +10,7 @@ EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 
 def location(f: Finding) -> str:
     if not f.path:
-        return "(commit message)"
+        return "(commit message)" if f.rule.startswith("commit-") else "(cluster)"
     if f.start_line is None:
         return f.path
     if f.end_line is None or f.end_line == f.start_line:

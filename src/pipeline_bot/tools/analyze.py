@@ -7,7 +7,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.analysis import analyze
-from pipeline_bot.models import Analysis
+from pipeline_bot.core.predict import PREDICTIONS, findings_for, query_for
+from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.ports import MetricsPort
+from pipeline_bot.models import Analysis, Finding
 from pipeline_bot.repo_config import load_repo_config
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
@@ -27,6 +30,9 @@ class AnalyzeInput(BaseModel):
         description="Path of a pipeline-bot.yml; default: the repository's "
         ".github/pipeline-bot.yml, or built-in defaults when it has none.",
     )
+    predict_hours: float = Field(
+        4, gt=0, le=168, description="Horizon of the trend warnings (with a Prometheus configured)."
+    )
     environment: str | None = Field(
         None,
         description="Environment to fit the strategy to; default: the last in promotion "
@@ -45,7 +51,34 @@ def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
         args.repository, args.base, args.head
     )
     config = load_repo_config(Path(args.config) if args.config else None, repo_root=source.root)
-    return analyze(source.changes, config, history=source.history, environment=args.environment)
+    result = analyze(source.changes, config, history=source.history, environment=args.environment)
+    if ctx.metrics is not None:
+        env = config.environment(args.environment)
+        result.findings += predictive_findings(
+            ctx.metrics, env.namespace or env.name, hours=args.predict_hours
+        )
+    return result
+
+
+def predictive_findings(metrics: MetricsPort, namespace: str, *, hours: float) -> list[Finding]:
+    """Trend warnings for the environment's namespace; a prediction Prometheus cannot answer
+    becomes a finding that says so (it is never silently skipped)."""
+    out: list[Finding] = []
+    for p in PREDICTIONS:
+        try:
+            samples = metrics.query(query_for(p, namespace=namespace, hours=hours))
+        except IntegrationError as exc:
+            out.append(
+                Finding(
+                    path=None,
+                    severity="info",
+                    rule=p.rule,
+                    message=f"could not check: {exc.message}",
+                )
+            )
+            continue
+        out += findings_for(p, samples, namespace=namespace, hours=hours)
+    return out
 
 
 def register(registry: ToolRegistry) -> None:
