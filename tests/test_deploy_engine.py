@@ -539,3 +539,29 @@ def test_connects_with_kubeconfig_content_and_a_named_context(kube_api, namespac
     assert cluster.get("v1", "Namespace", "", namespace)["metadata"]["name"] == namespace
     with pytest.raises(IntegrationError, match="cannot load the Kubernetes configuration"):
         KubernetesCluster.connect(kubeconfig_content=content, context="missing")
+
+
+def test_inconclusive_gates_pause_then_expire_by_policy(engine, cluster, gate, namespace, store):
+    env = Environment(name="production", namespace=namespace, inconclusive_timeout="0s")
+    engine.deploy(_req("shop:1"), _strategy("canary", steps=[25]), env)
+    gate.decisions = ["inconclusive"]
+    paused = engine.deploy(_req("shop:2"), _strategy("canary", steps=[25, 50]), env)
+    assert paused.status == "paused"
+    assert "inconclusive" in paused.message
+    with pytest.raises(Exception, match="its last deploy is aborted"):
+        engine.promote("production", "shop")
+    record = store.history("production", "shop")[0]
+    assert record.status == "aborted"
+    assert "inconclusive_timeout" in record.reason
+    assert _deployment(cluster, namespace, "shop-canary") is None
+    assert _deployment(cluster, namespace)["spec"]["replicas"] == 4
+
+
+def test_inconclusive_gates_roll_back_where_the_policy_says_fail(engine, cluster, gate, namespace):
+    env = Environment(name="production", namespace=namespace, on_inconclusive="fail")
+    engine.deploy(_req("shop:1"), _strategy("canary", steps=[25]), env)
+    gate.decisions = ["inconclusive"]
+    result = engine.deploy(_req("shop:2"), _strategy("canary", steps=[25]), env)
+    assert result.status == "rolled_back"
+    assert "policy is to fail" in result.message
+    assert _image(_deployment(cluster, namespace)) == "shop:1"

@@ -344,3 +344,20 @@ def test_predictions_that_cannot_be_checked_say_so(cli, base_repo):
         "error-rate-rising",
     }
     assert all(f["severity"] == "info" and "could not check" in f["message"] for f in findings)
+
+
+def test_gates_from_a_file_replace_the_configs(cli, base_repo, prometheus, tmp_path):
+    _config(base_repo)
+    gates = tmp_path / "gates.yml"
+    gates.write_text(
+        "- name: any-traffic\n"
+        '  query: sum(rate(http_requests_total{namespace="{{namespace}}"}[1m]))\n'
+        "  success_condition: {min: 1}\n"
+    )
+    result = _evaluate(cli, base_repo, "good", "good", prometheus, "--gates", str(gates))
+    assert result.exit_code == 0, result.stderr
+    assert [m["metric"] for m in result.json()["measurements"]] == ["any-traffic"]
+    gates.write_text("- name: broken\n  query: up\n  success_condition: {}\n")
+    bad = _evaluate(cli, base_repo, "good", "good", prometheus, "--gates", str(gates))
+    assert bad.exit_code == 2
+    assert "gates[0].success_condition" in bad.stderr

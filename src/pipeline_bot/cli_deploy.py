@@ -50,6 +50,10 @@ Context = Annotated[
 ]
 Timeout = Annotated[str, typer.Option(help="How long to wait for a rollout: 90s, 5m, 1h.")]
 Format = Annotated[OutputFormat, typer.Option("--format", help="Output format.")]
+GatesFile = Annotated[
+    Path | None,
+    typer.Option("--gates", help="YAML file with a list of gates, instead of the config's."),
+]
 PromUrl = Annotated[
     str | None,
     typer.Option(
@@ -147,6 +151,18 @@ def _app(app: str | None, repo: Path) -> str:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _gates(path: Path | None) -> list[dict[str, Any]] | None:
+    if path is None:
+        return None
+    from pipeline_bot.repo_config import load_gates_file
+
+    try:
+        return [g.model_dump() for g in load_gates_file(path)]
+    except PipelineBotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 def _write_metrics() -> None:
     from pipeline_bot.settings import get_settings
 
@@ -226,6 +242,7 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Kubeconfig = None,
         context: Context = None,
         prometheus_url: PromUrl = None,
+        gates: GatesFile = None,
         output: Format = OutputFormat.text,
     ) -> None:
         """Deploy an image, watch the rollout, roll back on failure."""
@@ -238,6 +255,7 @@ def register(app: typer.Typer) -> None:
         config = {
             "replicas": replicas,
             "port": port,
+            "gates": _gates(gates),
             "cpu_request": cpu_request,
             "cpu_limit": cpu_limit,
             "memory_request": memory_request,
@@ -348,6 +366,7 @@ def gates_evaluate(
     environment: Env,
     app_name: App = None,
     prometheus_url: PromUrl = None,
+    gates: GatesFile = None,
     config: Annotated[
         Path | None,
         typer.Option(help="Config file. Default: the repository's .github/pipeline-bot.yml."),
@@ -371,7 +390,7 @@ def gates_evaluate(
     Exit 0: pass, 1: fail, 3: inconclusive, 2: bad input."""
     from pipeline_bot.core.canary import DEFAULT_GATES
     from pipeline_bot.deploy.gates import PrometheusGate
-    from pipeline_bot.repo_config import load_repo_config
+    from pipeline_bot.repo_config import load_gates_file, load_repo_config
 
     app = _app(app_name, repo)
     try:
@@ -380,7 +399,8 @@ def gates_evaluate(
         metrics = metrics_for(prometheus_url)
         if metrics is None:
             raise typer.BadParameter("give --prometheus-url (or set PIPELINE_BOT_PROMETHEUS_URL)")
-        gate = PrometheusGate(metrics, cfg.gates or DEFAULT_GATES)
+        chosen = load_gates_file(gates) if gates else cfg.gates
+        gate = PrometheusGate(metrics, chosen or DEFAULT_GATES)
         decision, reason, results = gate.check(
             namespace=env.namespace or env.name,
             app=app,

@@ -55,6 +55,14 @@ class Environment(_Strict):
         "auto", description="Force a strategy, or `auto` to fit it to the change's risk."
     )
     replicas: int = Field(2, ge=1, description="Replicas the strategy plans for.")
+    on_inconclusive: Literal["pause", "fail"] = Field(
+        "pause", description="When gates cannot decide: pause for promote/abort, or roll back."
+    )
+    inconclusive_timeout: str = Field(
+        "1h",
+        pattern=r"^\d+(\.\d+)?(ms|s|m|h)$",
+        description="A pause longer than this is aborted by the next operation on the app.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -329,3 +337,26 @@ def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
         return node.value[part]  # type: ignore[no-any-return]
     return None
+
+
+def load_gates_file(path: Path) -> list[MetricGate]:
+    """A YAML file holding only a list of gates (the config's `gates:`), e.g. from a CI input."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        config = parse_repo_config(f"version: 1\ngates:\n{_indent(text)}", source=str(path))
+    except ConfigError as exc:  # point at the file's own lines (two were added above them)
+        raise ConfigError(
+            str(path),
+            [
+                ConfigProblem(p.field, p.message, p.line - 2 if p.line and p.line > 2 else p.line)
+                for p in exc.problems
+            ],
+        ) from None
+    return config.gates
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines()) or "  []\n"

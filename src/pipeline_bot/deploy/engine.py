@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline_bot.core.canary import seconds as duration_seconds
 from pipeline_bot.core.rollout import RolloutState, assess
 from pipeline_bot.core.variants import (
     COLOR_LABEL,
@@ -62,6 +63,7 @@ class Run:
         self.start = time.monotonic()
         self.objects: list[Obj] = []
         self.reasons: list[str] = []
+        self.env: Environment | None = None
 
     def step(
         self,
@@ -161,6 +163,7 @@ class DeployEngine:
         run = Run(record, self.store, self.progress)
         run.objects = workload.objects
         run.reasons = strategy.reasons
+        run.env = env
         if name in ("canary", "blue-green") and req.dry_run == "none":
             self.gate.prepare(workload.namespace, req.app)  # a broken gate stops us before we start
         with self._locked(
@@ -170,6 +173,7 @@ class DeployEngine:
             with self._recorded(run):
                 if req.dry_run == "server":
                     return self._server_dry_run(run, workload)
+                self._expire_pause(req.environment, req.app)
                 self._tidy(req.environment, req.app)
                 self.cluster.ensure_namespace(workload.namespace)
                 for obj in workload.others:
@@ -334,6 +338,13 @@ class DeployEngine:
                 reason=verdict.reason,
             )
         if verdict.decision == "inconclusive":
+            if run.env is not None and run.env.on_inconclusive == "fail":
+                self.cluster.delete("apps/v1", "Deployment", w.namespace, new["metadata"]["name"])
+                why = (
+                    f"gates inconclusive and the environment's policy is to fail: {verdict.reason}"
+                )
+                return run.finish("rolled_back", why, rolled_back=True, reason=why)
+            self._pause_expires(run)
             return run.finish(
                 "paused",
                 f"{color} is ready but its gates are inconclusive: "
@@ -387,6 +398,28 @@ class DeployEngine:
             f"{st['deployment']} is live; {previous} stays up "
             f"{st.get('keep_seconds', 0)}s for instant rollback",
         )
+
+    def _pause_expires(self, run: Run) -> None:
+        timeout = duration_seconds(run.env.inconclusive_timeout) if run.env else 3600.0
+        run.record.state["expires_at"] = time.time() + timeout
+
+    def _expire_pause(self, environment: str, app: str) -> None:
+        """A pause older than the environment's inconclusive_timeout is aborted now."""
+        latest = next(iter(self.store.history(environment, app, limit=1)), None)
+        if latest is None or latest.status != "paused":
+            return
+        expires = latest.state.get("expires_at")
+        if expires is None or time.time() < expires:
+            return
+        run = Run(latest, self.store, self.progress)
+        why = "the gates stayed inconclusive past the environment's inconclusive_timeout"
+        st = latest.state
+        if st.get("kind") == "canary":
+            self._abort_canary(run, latest.namespace, st["deployment"], st["total"], why, "aborted")
+        else:
+            self.cluster.delete("apps/v1", "Deployment", latest.namespace, st["deployment"])
+            run.finish("aborted", why, rolled_back=True, reason=why)
+        self.progress(f"aborted paused deploy {latest.id}: {why}")
 
     def _tidy(self, environment: str, app: str) -> None:
         """Scale down the Deployment a blue-green switch left up, once its window has passed."""
@@ -469,6 +502,13 @@ class DeployEngine:
             if verdict.decision == "rollback":
                 return self._abort_canary(run, w.namespace, name, total, verdict.reason)
             if verdict.decision == "inconclusive":
+                if run.env is not None and run.env.on_inconclusive == "fail":
+                    why = (
+                        "gates inconclusive and the environment's policy is to fail: "
+                        + verdict.reason
+                    )
+                    return self._abort_canary(run, w.namespace, name, total, why)
+                self._pause_expires(run)
                 run.step("canary", "paused", "inconclusive: waiting for promote or abort")
                 return run.finish(
                     "paused",
@@ -513,12 +553,18 @@ class DeployEngine:
         return run.finish("succeeded", f"canary promoted: {state.message}")
 
     def _abort_canary(
-        self, run: Run, namespace: str, name: str, total: int, why: str
+        self,
+        run: Run,
+        namespace: str,
+        name: str,
+        total: int,
+        why: str,
+        status: str = "rolled_back",
     ) -> DeployResult:
         self.cluster.delete("apps/v1", "Deployment", namespace, run.record.state["canary"])
         self.cluster.patch("apps/v1", "Deployment", namespace, name, {"spec": {"replicas": total}})
         run.step("abort", "succeeded", f"removed the canary; stable back to {total} replicas")
-        return run.finish("rolled_back", f"canary aborted: {why}", rolled_back=True, reason=why)
+        return run.finish(status, f"canary aborted: {why}", rolled_back=True, reason=why)
 
     # ------------------------------------------------------------------ promote, abort, rollback
 
@@ -534,6 +580,7 @@ class DeployEngine:
         return latest
 
     def promote(self, environment: str, app: str, *, timeout: float = 300) -> DeployResult:
+        self._expire_pause(environment, app)  # an expired pause is aborted, not promoted
         record = self._paused(environment, app)
         with self._locked(environment, record.id, f"promote {app}", timeout):
             run = Run(record, self.store, self.progress)
@@ -555,7 +602,12 @@ class DeployEngine:
             with self._recorded(run):
                 if st.get("kind") == "canary":
                     return self._abort_canary(
-                        run, record.namespace, st["deployment"], st["total"], "aborted by request"
+                        run,
+                        record.namespace,
+                        st["deployment"],
+                        st["total"],
+                        "aborted by request",
+                        "aborted",
                     )
                 self.cluster.delete("apps/v1", "Deployment", record.namespace, st["deployment"])
                 run.step(

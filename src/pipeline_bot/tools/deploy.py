@@ -22,7 +22,7 @@ from pipeline_bot.models import (
     ReadinessProbe,
     Strategy,
 )
-from pipeline_bot.repo_config import Environment, RepoConfig, load_repo_config
+from pipeline_bot.repo_config import Environment, MetricGate, RepoConfig, load_repo_config
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
 CHANGES_CLUSTER = ToolAnnotations(
@@ -52,6 +52,9 @@ class DeployConfig(_Input):
     canary_steps: list[int] | None = Field(None, description="Canary weights in percent")
     pause_seconds: int | None = Field(None, ge=0, description="Pause after each canary step")
     commit_sha: str | None = None
+    gates: list[MetricGate] | None = Field(
+        None, description="Metric gates for this deploy, instead of the config's"
+    )
 
 
 class DeployInput(_Input):
@@ -169,6 +172,8 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
     )
     if c.dry_run == "client":
         return render_only(request, strategy, env)
+    if c.gates is not None:
+        config = config.model_copy(update={"gates": c.gates})
     return _engine(ctx, "deploy_application", env, config).deploy(request, strategy, env)
 
 
