@@ -25,6 +25,7 @@ def test_analyze_changes_is_registered_read_only_with_schemas():
         "head",
         "config",
         "environment",
+        "predict_hours",
     }
     assert {"risk", "strategy", "findings", "affected_services", "stats"} <= set(
         tool.output_schema()["properties"]
