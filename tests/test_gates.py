@@ -361,3 +361,142 @@ def test_gates_from_a_file_replace_the_configs(cli, base_repo, prometheus, tmp_p
     bad = _evaluate(cli, base_repo, "good", "good", prometheus, "--gates", str(gates))
     assert bad.exit_code == 2
     assert "gates[0].success_condition" in bad.stderr
+
+
+# ---------------------------------------------------------------- TLS, auth, headers, push
+
+
+@pytest.fixture(scope="module")
+def secure_prometheus(tmp_path_factory):
+    """A second real Prometheus behind TLS (a self-signed certificate) and basic auth."""
+    import socket
+    import time
+    import urllib.request
+    import warnings
+
+    if not (shutil.which("prometheus") and shutil.which("openssl")):
+        pytest.skip("needs prometheus and openssl: `apt-get install -y prometheus openssl`")
+    with warnings.catch_warnings():  # the stdlib's crypt is the one bcrypt maker at hand
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10))  # noqa: S324 - bcrypt, as Prometheus requires
+    root = tmp_path_factory.mktemp("secure-prometheus")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(root / "key.pem"),
+            "-out",
+            str(root / "cert.pem"),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (root / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {root / 'cert.pem'}\n  key_file: {root / 'key.pem'}\n"
+        f"basic_auth_users:\n  pb: '{hashed}'\n"
+    )
+    (root / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.config.file={root / 'web.yml'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"https://127.0.0.1:{port}"
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(root / "cert.pem"))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/-/healthy", timeout=2, context=context).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (401 without credentials): it is up
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+        yield url, str(root / "cert.pem")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_tls_with_a_private_ca_and_basic_auth(secure_prometheus):
+    url, ca = secure_prometheus
+    ok = PrometheusMetrics(
+        url, ca_file=ca, basic_auth=("pb", "s3cret"), headers={"X-Scope-OrgID": "team-a"}
+    )
+    assert [s.value for s in ok.query("vector(1)")] == [1.0]
+    with pytest.raises(Exception, match="is unreachable: SSLError") as untrusted:
+        PrometheusMetrics(url, basic_auth=("pb", "s3cret")).query("vector(1)")
+    assert "s3cret" not in str(untrusted.value)
+    with pytest.raises(Exception, match="rejected the query") as denied:
+        PrometheusMetrics(url, ca_file=ca, basic_auth=("pb", "wrong")).query("vector(1)")
+    assert "wrong" not in str(denied.value)
+
+
+@pytest.fixture
+def recording_pushgateway():
+    """Test double for a Pushgateway: a loopback HTTP server that records what it is sent."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(("PUT", self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_own_metrics_are_pushed_to_a_pushgateway(
+    cli, base_repo, recording_pushgateway, monkeypatch
+):
+    from pipeline_bot.settings import get_settings
+
+    gateway, received = recording_pushgateway
+    _config(base_repo)
+    monkeypatch.setenv("PIPELINE_BOT_METRICS_PUSHGATEWAY", gateway)
+    get_settings.cache_clear()
+    result = _evaluate(cli, base_repo, "good", "good", "http://127.0.0.1:9")
+    assert result.exit_code == 3
+    ((method, path, body),) = received
+    assert (method, path) == ("PUT", "/metrics/job/pipeline-bot")
+    assert b"pipeline_bot_gate_evaluations_total" in body

@@ -87,9 +87,31 @@ def metrics_for(url: str | None) -> Any:
         else None
     )
     token = s.prometheus_token.get_secret_value() if s.prometheus_token else None
+    headers = _headers(s.prometheus_headers.get_secret_value()) if s.prometheus_headers else None
     return PrometheusMetrics(
-        url, token=token, basic_auth=basic, verify_tls=not s.prometheus_insecure
+        url,
+        token=token,
+        basic_auth=basic,
+        headers=headers,
+        verify_tls=not s.prometheus_insecure,
+        ca_file=s.prometheus_ca_file,
     )
+
+
+def _headers(text: str) -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        # the value may hold credentials: say what is wrong, never what it is
+        typer.echo(
+            "error: PIPELINE_BOT_PROMETHEUS_HEADERS must be a JSON object of strings", err=True
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return {str(k): v for k, v in data.items()}
 
 
 def _context(kubeconfig: str | None, context: str | None, prometheus_url: str | None = None) -> Any:
@@ -166,11 +188,14 @@ def _gates(path: Path | None) -> list[dict[str, Any]] | None:
 def _write_metrics() -> None:
     from pipeline_bot.settings import get_settings
 
-    path = get_settings().metrics_textfile
-    if path:
-        from pipeline_bot.observability import write_textfile
+    settings = get_settings()
+    if settings.metrics_textfile or settings.metrics_pushgateway:
+        from pipeline_bot.observability import push, write_textfile
 
-        write_textfile(Path(path))
+        if settings.metrics_textfile:
+            write_textfile(Path(settings.metrics_textfile))
+        if settings.metrics_pushgateway:
+            push(settings.metrics_pushgateway)
 
 
 def _report(result: DeployResult, output: str) -> None:

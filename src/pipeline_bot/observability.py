@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    push_to_gateway,
+    write_to_textfile,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 DEPLOYS = Counter(
@@ -38,3 +44,14 @@ GATE_EVALUATIONS = Counter(
 def write_textfile(path: Path) -> None:
     """Write every metric in the text format (atomically: a temporary file, then a rename)."""
     write_to_textfile(str(path), REGISTRY)
+
+
+def push(gateway: str, *, job: str = "pipeline-bot") -> None:
+    """Push every metric to a Pushgateway, replacing this job's previous push. A gateway that
+    cannot be reached gets a warning on stderr: the deploy's own outcome stands."""
+    try:
+        push_to_gateway(gateway, job=job, registry=REGISTRY, timeout=10)
+    except OSError as exc:
+        import sys
+
+        sys.stderr.write(f"warning: could not push metrics to {gateway}: {type(exc).__name__}\n")

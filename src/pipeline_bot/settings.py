@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     prometheus_username: str | None = None
     prometheus_password: SecretStr | None = None
     prometheus_insecure: bool = Field(False, description="Skip TLS verification.")
+    prometheus_ca_file: str | None = Field(None, description="CA bundle to verify Prometheus.")
+    prometheus_headers: SecretStr | None = Field(
+        None, description='Extra request headers as JSON, e.g. {"X-Scope-OrgID": "team-a"}.'
+    )
+    metrics_pushgateway: str | None = Field(
+        None, description="Push pipeline-bot's own metrics to this Pushgateway after a command."
+    )
     metrics_textfile: str | None = Field(
         None, description="Write pipeline-bot's own metrics here after a command (textfile format)."
     )

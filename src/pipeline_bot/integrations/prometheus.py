@@ -30,6 +30,7 @@ class PrometheusMetrics:
         basic_auth: tuple[str, str] | None = None,
         headers: dict[str, str] | None = None,
         verify_tls: bool = True,
+        ca_file: str | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.url = url.rstrip("/")
@@ -42,6 +43,10 @@ class PrometheusMetrics:
             "auth": basic_auth,
             "timeout": timeout,
         }
+        if ca_file:  # a private CA: verify against it instead of the system's
+            session = requests.Session()
+            session.verify = ca_file
+            options["session"] = session
         self._prom = PrometheusConnect(
             url=self.url,
             disable_ssl=not verify_tls,
