@@ -500,3 +500,17 @@ def test_own_metrics_are_pushed_to_a_pushgateway(
     ((method, path, body),) = received
     assert (method, path) == ("PUT", "/metrics/job/pipeline-bot")
     assert b"pipeline_bot_gate_evaluations_total" in body
+
+
+def test_range_queries_return_points(prometheus):
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC)
+    (series,) = PrometheusMetrics(prometheus).query_range(
+        'sum(container_memory_working_set_bytes{namespace="gates-good"})',
+        start=end - timedelta(minutes=5),
+        end=end,
+        step="1m",
+    )
+    assert len(series.points) == 6
+    assert {v for _, v in series.points} == {256 * 2**20}

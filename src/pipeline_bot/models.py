@@ -393,3 +393,10 @@ class MetricSample(_Model):
 
     labels: dict[str, str] = Field(default_factory=dict)
     value: float
+
+
+class MetricSeries(_Model):
+    """One series from a range query."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    points: list[tuple[datetime, float]] = Field(default_factory=list)

@@ -8,7 +8,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline_bot.models import ChangeSet, DeployRecord, EnvironmentLock, History, MetricSample
+from pipeline_bot.models import (
+    ChangeSet,
+    DeployRecord,
+    EnvironmentLock,
+    History,
+    MetricSample,
+    MetricSeries,
+)
 
 
 @dataclass(frozen=True)
@@ -97,3 +104,7 @@ class MetricsPort(Protocol):
     url: str
 
     def query(self, promql: str, *, at: datetime | None = None) -> list[MetricSample]: ...
+
+    def query_range(
+        self, promql: str, *, start: datetime, end: datetime, step: str = "30s"
+    ) -> list[MetricSeries]: ...

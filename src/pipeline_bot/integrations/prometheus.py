@@ -7,7 +7,7 @@ Errors name the server and Prometheus's own explanation (a parse error, a timeou
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -16,7 +16,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from pipeline_bot.errors import IntegrationError
-from pipeline_bot.models import MetricSample
+from pipeline_bot.models import MetricSample, MetricSeries
 
 
 class PrometheusMetrics:
@@ -75,6 +75,34 @@ class PrometheusMetrics:
                 service="prometheus",
             ) from None
         return _samples(result)
+
+    def query_range(
+        self, promql: str, *, start: datetime, end: datetime, step: str = "30s"
+    ) -> list[MetricSeries]:
+        """Range query: each series with its (time, value) points; NaN points are left out."""
+        try:
+            result = self._prom.custom_query_range(
+                query=promql, start_time=start, end_time=end, step=step
+            )
+        except PrometheusApiClientException as exc:
+            raise IntegrationError(
+                f"Prometheus at {self.url} rejected the query: {_prometheus_error(exc)}",
+                service="prometheus",
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise IntegrationError(
+                f"Prometheus at {self.url} is unreachable: {type(exc).__name__}",
+                service="prometheus",
+            ) from None
+        out = []
+        for item in result or []:
+            points = [
+                (datetime.fromtimestamp(float(t), tz=UTC), float(v))
+                for t, v in item.get("values") or []
+                if math.isfinite(float(v))
+            ]
+            out.append(MetricSeries(labels=dict(item.get("metric") or {}), points=points))
+        return out
 
 
 def _samples(result: Any) -> list[MetricSample]:
