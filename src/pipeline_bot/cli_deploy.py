@@ -222,6 +222,7 @@ def _report(result: DeployResult, output: str) -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(gates_app, name="gates")
+    register_mcp(app)
 
     @app.command()
     def deploy(
@@ -466,3 +467,51 @@ def gates_evaluate(
             typer.echo(f"         {m['query']}")
     if not passed:
         raise typer.Exit(EXIT_FAILED if verdict == "fail" else EXIT_INCONCLUSIVE)
+
+
+def register_mcp(app: typer.Typer) -> None:
+    @app.command("mcp")
+    def mcp_command(
+        transport: Annotated[
+            str, typer.Option(help="stdio, or http (streamable HTTP at /mcp).")
+        ] = "stdio",
+        host: Annotated[str, typer.Option(help="HTTP: address to bind.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="HTTP: port.")] = 8765,
+        read_only: Annotated[
+            bool, typer.Option("--read-only", help="Serve only read-only tools.")
+        ] = False,
+        tools: Annotated[str | None, typer.Option(help="Serve only these tools (a,b,c).")] = None,
+        exclude_tools: Annotated[str | None, typer.Option(help="Leave these tools out.")] = None,
+        kubeconfig: Kubeconfig = None,
+        context: Context = None,
+        prometheus_url: PromUrl = None,
+    ) -> None:
+        """Serve the tools over the Model Context Protocol (stdio or streamable HTTP)."""
+        import functools
+
+        from pipeline_bot.mcp_server.server import build_server
+        from pipeline_bot.tools import build_registry
+
+        if transport not in ("stdio", "http"):
+            raise typer.BadParameter(f"--transport {transport!r}: use stdio or http")
+        # collaborators are built on the first tool call: starting has no side effects
+        ctx = functools.cache(lambda: _context(kubeconfig, context, prometheus_url))
+        try:
+            server = build_server(
+                build_registry(),
+                ctx,
+                read_only=read_only,
+                include=tools.split(",") if tools else None,
+                exclude=exclude_tools.split(",") if exclude_tools else None,
+            )
+            if transport == "stdio":
+                server.run("stdio")
+                return
+            from pipeline_bot.mcp_server.http import serve
+            from pipeline_bot.settings import get_settings
+
+            token = get_settings().mcp_token
+            serve(server, host=host, port=port, token=token.get_secret_value() if token else None)
+        except PipelineBotError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     prometheus_headers: SecretStr | None = Field(
         None, description='Extra request headers as JSON, e.g. {"X-Scope-OrgID": "team-a"}.'
     )
+    mcp_token: SecretStr | None = Field(
+        None, description="Bearer token the MCP HTTP server requires (always, once set)."
+    )
     metrics_pushgateway: str | None = Field(
         None, description="Push pipeline-bot's own metrics to this Pushgateway after a command."
     )

@@ -1,0 +1,1 @@
+"""Front end 3: the tool registry served over MCP (stdio and streamable HTTP)."""

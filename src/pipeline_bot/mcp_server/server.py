@@ -1,0 +1,175 @@
+"""The registry's tools as MCP tools, with the same policy: read-only selection, and a person's
+confirmation before any destructive tool runs (elicitation on 2025-11-25 clients, input_required
+on 2026-07-28 ones; the SDK's resolvers pick the right one). Without a way to ask, it refuses."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio.to_thread
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError as McpToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from pipeline_bot import __version__
+from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.tools import Tool, ToolContext, ToolRegistry
+
+INSTRUCTIONS = (
+    "pipeline-bot analyses changes and deploys them to Kubernetes safely. Read-only tools "
+    "(analyze_changes, get_deployment_status, monitor_infrastructure, query_metrics) need no "
+    "confirmation; tools that change a cluster ask the user to confirm first."
+)
+
+
+class Confirmation(BaseModel):
+    confirm: bool = Field(description="Carry out this change now?")
+
+
+def select_tools(
+    registry: ToolRegistry, *, read_only: bool, include: list[str] | None, exclude: list[str] | None
+) -> list[Tool[Any, Any]]:
+    tools = registry.list()
+    known = {t.name for t in tools}
+    for name in [*(include or []), *(exclude or [])]:
+        if name not in known:
+            raise PipelineBotError(
+                f"unknown tool {name!r}; known tools: {', '.join(sorted(known))}"
+            )
+    return [
+        t
+        for t in tools
+        if (not read_only or t.annotations.read_only)
+        and (not include or t.name in include)
+        and t.name not in (exclude or [])
+    ]
+
+
+def build_server(
+    registry: ToolRegistry,
+    context: Callable[[], ToolContext],
+    *,
+    read_only: bool = False,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> MCPServer:
+    server = MCPServer(
+        name="pipeline-bot", title="pipeline-bot", version=__version__, instructions=INSTRUCTIONS
+    )
+    for tool in select_tools(registry, read_only=read_only, include=include, exclude=exclude):
+        server.add_tool(
+            _function_for(tool, registry, context),
+            name=tool.name,
+            title=tool.title,
+            description=tool.description,
+            structured_output=True,
+            annotations=ToolAnnotations(
+                read_only_hint=tool.annotations.read_only,
+                destructive_hint=tool.annotations.destructive,
+                idempotent_hint=tool.annotations.idempotent,
+                open_world_hint=tool.annotations.open_world,
+            ),
+        )
+    return server
+
+
+NO_CONFIRMATION = (
+    "{tool} changes a cluster, so it needs your confirmation, and this client cannot ask for it "
+    "(it does not support elicitation). Nothing was changed. Use a client that supports "
+    "elicitation, or run `pipeline-bot {verb}` from a terminal."
+)
+
+
+def _ask(tool: str) -> Callable[..., Elicit[Confirmation]]:
+    def ask(ctx: Context[Any, Any], **arguments: Any) -> Elicit[Confirmation]:
+        caps = ctx.client_capabilities
+        if caps is None or caps.elicitation is None:  # fail closed, and say how to proceed
+            verb = tool.split("_")[0].replace("get", "status")
+            raise McpToolError(NO_CONFIRMATION.format(tool=tool, verb=verb))
+        shown = {
+            k: (v.model_dump(exclude_defaults=True) if isinstance(v, BaseModel) else v)
+            for k, v in arguments.items()
+            if v is not None
+        }
+        summary = json.dumps(shown, default=str)
+        return Elicit(
+            f"pipeline-bot wants to run {tool} with {summary}. This changes a cluster. Confirm?",
+            Confirmation,
+        )
+
+    return ask
+
+
+def _without_default(info: FieldInfo) -> FieldInfo:
+    """The field's description and constraints; its default goes on the parameter instead."""
+    out = copy.copy(info)
+    out.default = PydanticUndefined
+    out.default_factory = None
+    return out
+
+
+def _function_for(
+    tool: Tool[Any, Any], registry: ToolRegistry, context: Callable[[], ToolContext]
+) -> Callable[..., Any]:
+    """A function whose signature is the tool's input model, so the SDK derives the same schema;
+    destructive tools get one more parameter that the SDK fills by asking the user."""
+    params = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[info.annotation, _without_default(info)],
+            default=inspect.Parameter.empty
+            if info.is_required()
+            else info.get_default(call_default_factory=True),
+        )
+        for name, info in tool.input_model.model_fields.items()
+    ]
+    destructive = tool.annotations.destructive
+
+    async def run(**kwargs: Any) -> Any:
+        confirmation = kwargs.pop("confirmation", None)
+        if destructive and not (
+            isinstance(confirmation, AcceptedElicitation) and confirmation.data.confirm
+        ):
+            raise McpToolError(f"{tool.name} was not confirmed, so nothing was changed")
+        arguments = {
+            k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in kwargs.items()
+        }
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: registry.call(tool.name, arguments, context())
+            )
+        except PipelineBotError as exc:
+            raise McpToolError(exc.message) from None
+
+    if destructive:
+        ask = _ask(tool.name)
+        ask.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context)]
+            + [
+                inspect.Parameter(
+                    p.name, inspect.Parameter.KEYWORD_ONLY, annotation=Any, default=None
+                )
+                for p in params
+            ]
+        )
+        params.append(
+            inspect.Parameter(
+                "confirmation",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[ElicitationResult[Confirmation], Resolve(ask)],
+            )
+        )
+    run.__signature__ = inspect.Signature(params, return_annotation=tool.output_model)  # type: ignore[attr-defined]
+    run.__name__ = tool.name
+    run.__annotations__ = {p.name: p.annotation for p in params} | {"return": tool.output_model}
+    return run

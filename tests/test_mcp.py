@@ -1,0 +1,235 @@
+"""`pipeline-bot mcp` over stdio and streamable HTTP, driven by the official SDK's own Client in
+both protocol generations (2025-11-25 handshake, 2026-07-28 stateless)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp_types import ElicitResult
+
+SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
+READ_ONLY = {"analyze_changes", "get_deployment_status", "monitor_infrastructure", "query_metrics"}
+ALL = READ_ONLY | {
+    "deploy_application",
+    "promote_deployment",
+    "abort_deployment",
+    "rollback_deployment",
+}
+
+
+@pytest.fixture
+def env(tmp_path, kube_api, namespace, base_repo):
+    """Environment variables for the server: the test server's kubeconfig, a store, a config."""
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                f"version: 1\nenvironments:\n  - {{name: staging, namespace: {namespace}}}\n"
+            )
+        },
+    )
+    base_repo.commit("change", {"src/shop/app.py": "def main():\n    return 'ok!'\n"})
+    return {
+        **os.environ,
+        "KUBECONFIG": str(kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)),
+        "PIPELINE_BOT_DATABASE_URL": f"sqlite:///{tmp_path / 'pb.db'}",
+    }
+
+
+def _stdio(env, *args):
+    return StdioServerParameters(command=SCRIPT, args=["mcp", *args], env=env)
+
+
+async def _list_and_analyze(server, repo, mode):
+    async with Client(server, mode=mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        result = await client.call_tool("analyze_changes", {"repository": str(repo)})
+        return tools, result
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_stdio_lists_every_tool_with_schemas_and_analyzes_a_repository(env, base_repo, mode):
+    tools, result = anyio.run(_list_and_analyze, _stdio(env), base_repo.root, mode)
+    assert set(tools) == ALL
+    deploy = tools["deploy_application"]
+    assert deploy.annotations.destructive_hint is True
+    assert deploy.annotations.read_only_hint is False
+    assert tools["analyze_changes"].annotations.read_only_hint is True
+    assert {"app_name", "environment", "image_tag", "config", "strategy", "namespace"} <= set(
+        deploy.input_schema["properties"]
+    )
+    assert "risk" in tools["analyze_changes"].output_schema["properties"]
+    assert result.is_error is False
+    assert result.structured_content["risk"]["level"] in ("low", "medium", "high", "critical")
+    assert result.structured_content["stats"]["files"] == 1
+    assert '"risk"' in result.content[0].text  # the text fallback
+
+
+def test_read_only_serves_only_read_only_tools(env, base_repo):
+    tools, _ = anyio.run(_list_and_analyze, _stdio(env, "--read-only"), base_repo.root, "legacy")
+    assert set(tools) == READ_ONLY
+
+
+def test_tools_and_exclude_tools_select(env, base_repo):
+    tools, _ = anyio.run(
+        _list_and_analyze,
+        _stdio(env, "--tools", "analyze_changes,query_metrics", "--exclude-tools", "query_metrics"),
+        base_repo.root,
+        "legacy",
+    )
+    assert set(tools) == {"analyze_changes"}
+
+
+async def _deploy(server, repo, mode, answer):
+    asked: list[str] = []
+
+    async def elicit(_ctx, params):
+        asked.append(params.message)
+        if answer == "accept":
+            return ElicitResult(action="accept", content={"confirm": True})
+        return ElicitResult(action=answer)
+
+    callback = elicit if answer else None
+    async with Client(server, mode=mode, elicitation_callback=callback) as client:
+        result = await client.call_tool(
+            "deploy_application",
+            {
+                "app_name": "shop",
+                "environment": "staging",
+                "image_tag": "shop:1",
+                "strategy": "rolling",
+                "repository": str(repo),
+                "config": {"timeout_seconds": 30},
+            },
+        )
+    return result, asked
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_a_destructive_tool_runs_only_when_the_user_confirms(
+    env, base_repo, mode, kube_api, namespace
+):
+    refused, _ = anyio.run(_deploy, _stdio(env), base_repo.root, mode, None)
+    assert refused.is_error is True
+    assert "needs your confirmation" in refused.content[0].text
+    assert "Nothing was changed" in refused.content[0].text
+
+    declined, asked = anyio.run(_deploy, _stdio(env), base_repo.root, mode, "decline")
+    assert declined.is_error is True
+    assert "was not confirmed" in declined.content[0].text
+    assert "deploy_application" in asked[0]
+
+    done, asked = anyio.run(_deploy, _stdio(env), base_repo.root, mode, "accept")
+    assert done.is_error is False, done.content[0].text
+    assert done.structured_content["status"] == "succeeded"
+    assert len(asked) == 1
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def http_server(env):
+    """`pipeline-bot mcp --transport http` in its own process, stopped by its pid."""
+    procs = []
+
+    def start(*args, token=None):
+        port = _free_port()
+        extra = {"PIPELINE_BOT_MCP_TOKEN": token} if token else {}
+        proc = subprocess.Popen(
+            [SCRIPT, "mcp", "--transport", "http", "--port", str(port), *args],
+            env={**env, **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(proc.stderr.read() if proc.stderr else "did not start")
+                time.sleep(0.05)  # waiting for the port, with a deadline
+        return f"http://127.0.0.1:{port}/mcp"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_http_serves_the_same_tools(http_server, base_repo, mode):
+    url = http_server()
+    tools, result = anyio.run(_list_and_analyze, url, base_repo.root, mode)
+    assert set(tools) == ALL
+    assert result.structured_content["stats"]["files"] == 1
+
+
+def _post(url, headers=None):
+    """Status of a raw JSON-RPC POST (a ping), as a client nobody here wrote would send it."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    conn.request(
+        "POST",
+        parts.path,
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            **(headers or {}),
+        },
+    )
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_http_rejects_a_foreign_host_header(http_server):
+    url = http_server()
+    assert _post(url, {"Host": "evil.example:80"}) in (403, 421)
+    assert _post(url, {"Origin": "http://evil.example"}) == 403
+
+
+def test_http_requires_the_token_once_it_is_set(http_server):
+    url = http_server(token="let-me-in")
+    assert _post(url) == 401
+    assert _post(url, {"Authorization": "Bearer nope"}) == 401
+    assert _post(url, {"Authorization": "Bearer let-me-in"}) != 401
+
+
+def test_binding_beyond_loopback_without_a_token_is_refused(env):
+    proc = subprocess.run(
+        [SCRIPT, "mcp", "--transport", "http", "--host", "0.0.0.0", "--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "refusing to serve MCP on 0.0.0.0 without a token" in proc.stderr
