@@ -165,7 +165,9 @@ def http_server(env):
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(proc.stderr.read() if proc.stderr else "did not start")
+                    raise RuntimeError(
+                        proc.stderr.read() if proc.stderr else "did not start"
+                    ) from None
                 time.sleep(0.05)  # waiting for the port, with a deadline
         return f"http://127.0.0.1:{port}/mcp"
 
@@ -224,7 +226,8 @@ def test_http_requires_the_token_once_it_is_set(http_server):
 
 def test_binding_beyond_loopback_without_a_token_is_refused(env):
     proc = subprocess.run(
-        [SCRIPT, "mcp", "--transport", "http", "--host", "0.0.0.0", "--port", str(_free_port())],
+        # refused before binding anything: nothing listens beyond loopback in this test
+        [SCRIPT, "mcp", "--transport", "http", "--host", "0.0.0.0", "--port", str(_free_port())],  # noqa: S104
         env=env,
         capture_output=True,
         text=True,
