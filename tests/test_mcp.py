@@ -236,3 +236,37 @@ def test_binding_beyond_loopback_without_a_token_is_refused(env):
     )
     assert proc.returncode == 2
     assert "refusing to serve MCP on 0.0.0.0 without a token" in proc.stderr
+
+
+async def _resources(server, mode, uris):
+    async with Client(server, mode=mode) as client:
+        templates = (await client.list_resource_templates()).resource_templates
+        listed = (await client.list_resources()).resources
+        texts = {}
+        for uri in uris:
+            result = await client.read_resource(uri)
+            texts[uri] = result.contents[0].text
+        return templates, listed, texts
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
+    import json
+
+    anyio.run(_deploy, _stdio(env), base_repo.root, "legacy", "accept")  # one deploy on record
+    uris = ["devops://clusters/current", "devops://deployments/staging",
+            "devops://metrics/prometheus"]
+    templates, listed, texts = anyio.run(_resources, _stdio(env), mode, uris)
+    assert {t.uri_template for t in templates} == {"devops://clusters/{name}",
+                                                    "devops://deployments/{environment}"}
+    assert [str(r.uri) for r in listed] == ["devops://metrics/prometheus"]
+    cluster = json.loads(texts["devops://clusters/current"])
+    nodes = next(f for f in cluster["figures"] if f["name"] == "nodes")
+    assert (nodes["value"], nodes["detail"]["total"]) == (2, 3)
+    cpu = next(f for f in cluster["figures"] if f["name"] == "cpu")
+    assert cpu["value"] is None and "no Prometheus is configured" in cpu["unavailable"]
+    deploys = json.loads(texts["devops://deployments/staging"])["deploys"]
+    assert [(d["app"], d["status"]) for d in deploys] == [("shop", "succeeded")]
+    metrics = json.loads(texts["devops://metrics/prometheus"])
+    assert metrics["prometheus"] is None
+    assert [g["name"] for g in metrics["gates"]] == ["request-success-rate", "request-duration-p99"]

@@ -22,6 +22,7 @@ from pydantic_core import PydanticUndefined
 
 from pipeline_bot import __version__
 from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.mcp_server.resources import add_resources
 from pipeline_bot.tools import Tool, ToolContext, ToolRegistry
 
 INSTRUCTIONS = (
@@ -79,6 +80,7 @@ def build_server(
                 open_world_hint=tool.annotations.open_world,
             ),
         )
+    add_resources(server, registry, context)
     return server
 
 

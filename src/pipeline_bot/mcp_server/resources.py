@@ -1,0 +1,99 @@
+"""MCP resources with real content, or a plain statement of why there is none."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+from mcp.server.mcpserver import MCPServer
+
+from pipeline_bot.core.canary import DEFAULT_GATES
+from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.repo_config import load_repo_config
+from pipeline_bot.tools import ToolContext, ToolRegistry
+
+
+def add_resources(
+    server: MCPServer, registry: ToolRegistry, context: Callable[[], ToolContext]
+) -> None:
+    def call(tool: str, arguments: dict[str, Any]) -> str:
+        try:
+            result = registry.call(tool, arguments, context())
+            return result.model_dump_json(indent=2)
+        except PipelineBotError as exc:
+            return json.dumps({"unavailable": exc.message}, indent=2)
+
+    @server.resource(
+        "devops://clusters/{name}",
+        mime_type="application/json",
+        description="Cluster summary: nodes ready, pods by phase, restarts, and CPU "
+        "and memory from Prometheus where configured. `current` is the default "
+        "kubeconfig context.",
+    )
+    async def cluster(name: str) -> str:
+        return await anyio.to_thread.run_sync(
+            lambda: call("monitor_infrastructure", {"cluster_name": name})
+        )
+
+    @server.resource(
+        "devops://deployments/{environment}",
+        mime_type="application/json",
+        description="Recent deploys to an environment, from the deploy store.",
+    )
+    async def deployments(environment: str) -> str:
+        def read() -> str:
+            ctx = context()
+            if ctx.store is None:
+                return json.dumps({"unavailable": "no deploy store is configured"})
+            records = ctx.store.history(environment, limit=20)
+            return json.dumps(
+                {
+                    "environment": environment,
+                    "lock": _dump(ctx.store.lock(environment)),
+                    "deploys": [r.model_dump(mode="json", exclude={"state"}) for r in records],
+                },
+                indent=2,
+            )
+
+        return await anyio.to_thread.run_sync(read)
+
+    @server.resource(
+        "devops://metrics/prometheus",
+        mime_type="application/json",
+        description="The configured Prometheus and the gates canaries are held to.",
+    )
+    async def prometheus() -> str:
+        def read() -> str:
+            ctx = context()
+            try:
+                gates = load_repo_config(None, repo_root=_cwd()).gates
+            except PipelineBotError as exc:
+                return json.dumps({"unavailable": exc.message})
+            chosen = gates or list(DEFAULT_GATES)
+            url = ctx.metrics.url if ctx.metrics is not None else None
+            return json.dumps(
+                {
+                    "prometheus": url or None,
+                    "note": None
+                    if url
+                    else "no Prometheus is configured: set "
+                    "PIPELINE_BOT_PROMETHEUS_URL; canary steps then only pause",
+                    "gates_source": "repository config" if gates else "defaults",
+                    "gates": [g.model_dump(mode="json") for g in chosen],
+                },
+                indent=2,
+            )
+
+        return await anyio.to_thread.run_sync(read)
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json") if model is not None else None
+
+
+def _cwd() -> Any:
+    from pathlib import Path
+
+    return Path.cwd()
