@@ -254,17 +254,23 @@ def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
     import json
 
     anyio.run(_deploy, _stdio(env), base_repo.root, "legacy", "accept")  # one deploy on record
-    uris = ["devops://clusters/current", "devops://deployments/staging",
-            "devops://metrics/prometheus"]
+    uris = [
+        "devops://clusters/current",
+        "devops://deployments/staging",
+        "devops://metrics/prometheus",
+    ]
     templates, listed, texts = anyio.run(_resources, _stdio(env), mode, uris)
-    assert {t.uri_template for t in templates} == {"devops://clusters/{name}",
-                                                    "devops://deployments/{environment}"}
+    assert {t.uri_template for t in templates} == {
+        "devops://clusters/{name}",
+        "devops://deployments/{environment}",
+    }
     assert [str(r.uri) for r in listed] == ["devops://metrics/prometheus"]
     cluster = json.loads(texts["devops://clusters/current"])
     nodes = next(f for f in cluster["figures"] if f["name"] == "nodes")
     assert (nodes["value"], nodes["detail"]["total"]) == (2, 3)
     cpu = next(f for f in cluster["figures"] if f["name"] == "cpu")
-    assert cpu["value"] is None and "no Prometheus is configured" in cpu["unavailable"]
+    assert cpu["value"] is None
+    assert "no Prometheus is configured" in cpu["unavailable"]
     deploys = json.loads(texts["devops://deployments/staging"])["deploys"]
     assert [(d["app"], d["status"]) for d in deploys] == [("shop", "succeeded")]
     metrics = json.loads(texts["devops://metrics/prometheus"])

@@ -7,6 +7,7 @@ Errors name the server and Prometheus's own explanation (a parse error, a timeou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,11 +60,10 @@ class PrometheusMetrics:
             ),
         )
 
-    def query(self, promql: str, *, at: datetime | None = None) -> list[MetricSample]:
-        """Instant query; NaN and infinite values are left out (they are no data)."""
-        params: dict[str, Any] = {"time": at.timestamp()} if at else {}
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Prometheus's own error (a parse error, a timeout) or the transport's, as one line."""
         try:
-            result = self._prom.custom_query(query=promql, params=params)
+            return fn()
         except PrometheusApiClientException as exc:
             raise IntegrationError(
                 f"Prometheus at {self.url} rejected the query: {_prometheus_error(exc)}",
@@ -74,26 +74,21 @@ class PrometheusMetrics:
                 f"Prometheus at {self.url} is unreachable: {type(exc).__name__}",
                 service="prometheus",
             ) from None
-        return _samples(result)
+
+    def query(self, promql: str, *, at: datetime | None = None) -> list[MetricSample]:
+        """Instant query; NaN and infinite values are left out (they are no data)."""
+        params: dict[str, Any] = {"time": at.timestamp()} if at else {}
+        return _samples(self._call(lambda: self._prom.custom_query(query=promql, params=params)))
 
     def query_range(
         self, promql: str, *, start: datetime, end: datetime, step: str = "30s"
     ) -> list[MetricSeries]:
         """Range query: each series with its (time, value) points; NaN points are left out."""
-        try:
-            result = self._prom.custom_query_range(
+        result = self._call(
+            lambda: self._prom.custom_query_range(
                 query=promql, start_time=start, end_time=end, step=step
             )
-        except PrometheusApiClientException as exc:
-            raise IntegrationError(
-                f"Prometheus at {self.url} rejected the query: {_prometheus_error(exc)}",
-                service="prometheus",
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise IntegrationError(
-                f"Prometheus at {self.url} is unreachable: {type(exc).__name__}",
-                service="prometheus",
-            ) from None
+        )
         out = []
         for item in result or []:
             points = [
