@@ -125,6 +125,19 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     get_settings.cache_clear()
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop a server this session started, by its own process id: politely, then firmly."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 # ---------------------------------------------------------------- Kubernetes API test server
 
 
@@ -196,15 +209,7 @@ def kube_server() -> Iterator[KubeApi]:
     try:
         yield KubeApi(proc, line.split(" ", 1)[1])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        stop_process(proc)
 
 
 @pytest.fixture
@@ -326,12 +331,7 @@ def postgres_url() -> Iterator[str]:
                 time.sleep(0.05)  # waiting on the server's readiness, with a deadline
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -492,9 +492,4 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.05)  # waiting on the server's readiness, with a deadline
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
