@@ -12,8 +12,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
 from mcp_types import ElicitResult
+
+from mcp import Client, StdioServerParameters
 
 SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
 READ_ONLY = {"analyze_changes", "get_deployment_status", "monitor_infrastructure", "query_metrics"}
