@@ -265,7 +265,10 @@ def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
         "devops://clusters/{name}",
         "devops://deployments/{environment}",
     }
-    assert [str(r.uri) for r in listed] == ["devops://metrics/prometheus"]
+    assert sorted(str(r.uri) for r in listed) == [
+        "devops://metrics/prometheus",
+        "devops://pipelines/github-actions",
+    ]
     cluster = json.loads(texts["devops://clusters/current"])
     nodes = next(f for f in cluster["figures"] if f["name"] == "nodes")
     assert (nodes["value"], nodes["detail"]["total"]) == (2, 3)
@@ -358,3 +361,66 @@ def test_official_conformance_scenarios_pass(http_server, env, scenario):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert " 0 failed" in output
+
+
+@pytest.fixture
+def github_double(tmp_path):
+    """Test double for GitHub's API: a loopback server that answers the workflow-runs call with
+    the example from GitHub's own OpenAPI description."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    spec = (
+        Path(__file__).resolve().parent
+        / "npm"
+        / "node_modules"
+        / "@octokit"
+        / "openapi"
+        / "generated"
+        / "api.github.com.json"
+    )
+    if not spec.exists():
+        _npm_tool("@octokit-openapi")  # skips, or fails under CI, with the install command
+    page = json.loads(spec.read_text())["components"]["examples"]["workflow-run-paginated"]["value"]
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            body = json.dumps(page).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", page, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_pipelines_resource_reads_workflow_runs_or_says_what_is_missing(env, github_double):
+    import json
+
+    url, page, seen = github_double
+    uri = "devops://pipelines/github-actions"
+    _, _, without = anyio.run(_resources, _stdio(env), "legacy", [uri])
+    assert json.loads(without[uri]) == {
+        "unavailable": "set GITHUB_TOKEN and GITHUB_REPOSITORY to read workflow runs"
+    }
+    with_token = {
+        **env,
+        "GITHUB_TOKEN": "ghs_test",
+        "GITHUB_REPOSITORY": "acme/shop",
+        "GITHUB_API_URL": url,
+    }
+    _, _, texts = anyio.run(_resources, _stdio(with_token), "legacy", [uri])
+    runs = json.loads(texts[uri])["runs"]
+    assert seen[0].startswith("/repos/acme/shop/actions/runs")
+    assert [r["id"] for r in runs] == [r["id"] for r in page["workflow_runs"]][:10]

@@ -144,7 +144,20 @@ def _context(kubeconfig: str | None, context: str | None, prometheus_url: str | 
         store=SqlStore(settings.database_url or default_database_url()),
         progress=progress,
         metrics=metrics_for(prometheus_url),
+        workflows=_workflows(),
+        github_repository=settings.github_repository,
     )
+
+
+def _workflows() -> Any:
+    from pipeline_bot.settings import get_settings
+
+    s = get_settings()
+    if s.github_token is None:
+        return None
+    from pipeline_bot.integrations.github import GitHubActions
+
+    return GitHubActions(s.github_token.get_secret_value(), api_url=s.github_api_url)
 
 
 def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:

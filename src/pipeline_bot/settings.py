@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,21 @@ class Settings(BaseSettings):
     prometheus_ca_file: str | None = Field(None, description="CA bundle to verify Prometheus.")
     prometheus_headers: SecretStr | None = Field(
         None, description='Extra request headers as JSON, e.g. {"X-Scope-OrgID": "team-a"}.'
+    )
+    github_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_TOKEN", "GITHUB_TOKEN"),
+        description="Token for GitHub's API (workflow runs).",
+    )
+    github_repository: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_REPOSITORY", "GITHUB_REPOSITORY"),
+        description="owner/name of the repository on GitHub.",
+    )
+    github_api_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_API_URL", "GITHUB_API_URL"),
+        description="GitHub Enterprise Server's API URL; default: github.com's.",
     )
     mcp_token: SecretStr | None = Field(
         None, description="Bearer token the MCP HTTP server requires (always, once set)."

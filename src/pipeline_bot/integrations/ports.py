@@ -108,3 +108,9 @@ class MetricsPort(Protocol):
     def query_range(
         self, promql: str, *, start: datetime, end: datetime, step: str = "30s"
     ) -> list[MetricSeries]: ...
+
+
+class WorkflowsPort(Protocol):
+    """CI workflow runs (GitHub Actions)."""
+
+    def recent_runs(self, repository: str, *, limit: int = 10) -> list[Any]: ...

@@ -88,6 +88,41 @@ def add_resources(
 
         return await anyio.to_thread.run_sync(read)
 
+    @server.resource(
+        "devops://pipelines/github-actions",
+        mime_type="application/json",
+        description="Recent GitHub Actions workflow runs of the repository "
+        "(needs GITHUB_TOKEN and GITHUB_REPOSITORY).",
+    )
+    async def pipelines() -> str:
+        def read() -> str:
+            ctx = context()
+            if ctx.workflows is None or not ctx.github_repository:
+                missing = [
+                    n
+                    for n, v in (
+                        ("GITHUB_TOKEN", ctx.workflows),
+                        ("GITHUB_REPOSITORY", ctx.github_repository),
+                    )
+                    if not v
+                ]
+                return json.dumps(
+                    {"unavailable": f"set {' and '.join(missing)} to read workflow runs"}
+                )
+            try:
+                runs = ctx.workflows.recent_runs(ctx.github_repository, limit=10)
+            except PipelineBotError as exc:
+                return json.dumps({"unavailable": exc.message})
+            return json.dumps(
+                {
+                    "repository": ctx.github_repository,
+                    "runs": [r.model_dump(mode="json") for r in runs],
+                },
+                indent=2,
+            )
+
+        return await anyio.to_thread.run_sync(read)
+
 
 def _dump(model: Any) -> Any:
     return model.model_dump(mode="json") if model is not None else None

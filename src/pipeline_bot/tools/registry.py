@@ -16,7 +16,13 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline_bot.deploy.gates import Gate
 from pipeline_bot.errors import ToolError, ToolInputError, UnknownToolError
-from pipeline_bot.integrations.ports import ClusterPort, MetricsPort, SourcePort, StorePort
+from pipeline_bot.integrations.ports import (
+    ClusterPort,
+    MetricsPort,
+    SourcePort,
+    StorePort,
+    WorkflowsPort,
+)
 from pipeline_bot.repo_config import Environment
 
 In = TypeVar("In", bound=BaseModel)
@@ -51,6 +57,8 @@ class ToolContext:
     progress: Callable[[str], None] | None = None
     gate: Gate | None = None
     metrics: MetricsPort | None = None
+    workflows: WorkflowsPort | None = None
+    github_repository: str | None = None
 
     def require_source(self, tool: str) -> SourcePort:
         if self.source is None:
