@@ -424,3 +424,19 @@ def test_the_pipelines_resource_reads_workflow_runs_or_says_what_is_missing(env,
     runs = json.loads(texts[uri])["runs"]
     assert seen[0].startswith("/repos/acme/shop/actions/runs")
     assert [r["id"] for r in runs] == [r["id"] for r in page["workflow_runs"]][:10]
+
+
+def test_a_protected_environment_is_never_changed_by_an_assistant(env, base_repo, namespace):
+    base_repo.commit(
+        "protect",
+        {
+            ".github/pipeline-bot.yml": (
+                f"version: 1\nenvironments:\n  - {{name: staging, namespace: {namespace}, "
+                "assistants: deny}\n"
+            )
+        },
+    )
+    result, asked = anyio.run(_deploy, _stdio(env), base_repo.root, "legacy", "accept")
+    assert result.is_error is True
+    assert "environment 'staging' is protected from AI assistants" in result.content[0].text
+    assert asked == []  # refused before the user is even asked

@@ -55,6 +55,11 @@ class Environment(_Strict):
         "auto", description="Force a strategy, or `auto` to fit it to the change's risk."
     )
     replicas: int = Field(2, ge=1, description="Replicas the strategy plans for.")
+    assistants: Literal["confirm", "deny"] = Field(
+        "confirm",
+        description="AI assistants (MCP) may change this environment once the user confirms "
+        "(confirm), or never (deny).",
+    )
     on_inconclusive: Literal["pause", "fail"] = Field(
         "pause", description="When gates cannot decide: pause for promote/abort, or roll back."
     )

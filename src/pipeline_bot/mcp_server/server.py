@@ -8,6 +8,7 @@ import copy
 import inspect
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -23,6 +24,7 @@ from pydantic_core import PydanticUndefined
 from pipeline_bot import __version__
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.mcp_server.resources import add_resources
+from pipeline_bot.repo_config import load_repo_config
 from pipeline_bot.tools import Tool, ToolContext, ToolRegistry
 
 INSTRUCTIONS = (
@@ -93,6 +95,7 @@ NO_CONFIRMATION = (
 
 def _ask(tool: str) -> Callable[..., Elicit[Confirmation]]:
     def ask(ctx: Context[Any, Any], **arguments: Any) -> Elicit[Confirmation]:
+        _check_protection(tool, arguments)
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:  # fail closed, and say how to proceed
             verb = tool.split("_")[0].replace("get", "status")
@@ -109,6 +112,26 @@ def _ask(tool: str) -> Callable[..., Elicit[Confirmation]]:
         )
 
     return ask
+
+
+PROTECTED = (
+    "environment {env!r} is protected from AI assistants (`assistants: deny` in "
+    ".github/pipeline-bot.yml); nothing was changed. Use `pipeline-bot {verb}` or the Action."
+)
+
+
+def _check_protection(tool: str, arguments: dict[str, Any]) -> None:
+    """The repository config's protection applies here as everywhere."""
+    name = arguments.get("environment")
+    if not name:
+        return
+    try:
+        config = load_repo_config(None, repo_root=Path(arguments.get("repository") or "."))
+        env = config.environment(name)
+    except PipelineBotError as exc:
+        raise McpToolError(exc.message) from None
+    if env.assistants == "deny":
+        raise McpToolError(PROTECTED.format(env=env.name, verb=tool.split("_")[0]))
 
 
 def _without_default(info: FieldInfo) -> FieldInfo:
@@ -139,6 +162,8 @@ def _function_for(
 
     async def run(**kwargs: Any) -> Any:
         confirmation = kwargs.pop("confirmation", None)
+        if destructive:
+            _check_protection(tool.name, kwargs)
         if destructive and not (
             isinstance(confirmation, AcceptedElicitation) and confirmation.data.confirm
         ):
