@@ -493,3 +493,27 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop_process(proc)
+
+
+# ---------------------------------------------------------------- GitHub's REST description
+
+
+def github_examples() -> dict[str, Any]:
+    """The response examples of GitHub's OpenAPI description (npm @octokit/openapi), which the
+    tests answer GitHub calls with instead of shapes of their own."""
+    spec = (
+        Path(__file__).resolve().parent
+        / "npm"
+        / "node_modules"
+        / "@octokit"
+        / "openapi"
+        / "generated"
+        / "api.github.com.json"
+    )
+    if not spec.exists():
+        message = "GitHub's OpenAPI description is missing: `npm install --prefix tests/npm`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    examples: dict[str, Any] = json.loads(spec.read_text())["components"]["examples"]
+    return examples

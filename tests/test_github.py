@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import httpx
 import pytest
 import respx
 
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.github import GitHubActions
-
-OPENAPI = (
-    Path(__file__).resolve().parent
-    / "npm"
-    / "node_modules"
-    / "@octokit"
-    / "openapi"
-    / "generated"
-    / "api.github.com.json"
-)
+from tests.conftest import github_examples
 
 
 @pytest.fixture(scope="module")
 def examples():
-    if not OPENAPI.exists():
-        message = "GitHub's OpenAPI description is missing: `npm install --prefix tests/npm`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return json.loads(OPENAPI.read_text())["components"]["examples"]
+    return github_examples()
 
 
 def test_recent_workflow_runs(examples):

@@ -371,18 +371,9 @@ def github_double(tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    spec = (
-        Path(__file__).resolve().parent
-        / "npm"
-        / "node_modules"
-        / "@octokit"
-        / "openapi"
-        / "generated"
-        / "api.github.com.json"
-    )
-    if not spec.exists():
-        _npm_tool("@octokit-openapi")  # skips, or fails under CI, with the install command
-    page = json.loads(spec.read_text())["components"]["examples"]["workflow-run-paginated"]["value"]
+    from tests.conftest import github_examples
+
+    page = github_examples()["workflow-run-paginated"]["value"]
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -210,38 +210,17 @@ def get_deployment_status(args: AppInput, ctx: ToolContext) -> DeploymentStatus:
 
 
 def register(registry: ToolRegistry) -> None:
-    registry.tool(
-        name="deploy_application",
-        title="Deploy application",
-        input_model=DeployInput,
-        output_model=DeployResult,
-        annotations=CHANGES_CLUSTER,
-    )(deploy_application)
-    registry.tool(
-        name="promote_deployment",
-        title="Promote deployment",
-        input_model=AppInput,
-        output_model=DeployResult,
-        annotations=CHANGES_CLUSTER,
-    )(promote_deployment)
-    registry.tool(
-        name="abort_deployment",
-        title="Abort deployment",
-        input_model=AppInput,
-        output_model=DeployResult,
-        annotations=CHANGES_CLUSTER,
-    )(abort_deployment)
-    registry.tool(
-        name="rollback_deployment",
-        title="Roll back deployment",
-        input_model=AppInput,
-        output_model=DeployResult,
-        annotations=CHANGES_CLUSTER,
-    )(rollback_deployment)
-    registry.tool(
-        name="get_deployment_status",
-        title="Deployment status",
-        input_model=AppInput,
-        output_model=DeploymentStatus,
-        annotations=READS_CLUSTER,
-    )(get_deployment_status)
+    for fn, title, input_model, output_model, hints in (
+        (deploy_application, "Deploy application", DeployInput, DeployResult, CHANGES_CLUSTER),
+        (promote_deployment, "Promote deployment", AppInput, DeployResult, CHANGES_CLUSTER),
+        (abort_deployment, "Abort deployment", AppInput, DeployResult, CHANGES_CLUSTER),
+        (rollback_deployment, "Roll back deployment", AppInput, DeployResult, CHANGES_CLUSTER),
+        (get_deployment_status, "Deployment status", AppInput, DeploymentStatus, READS_CLUSTER),
+    ):
+        registry.tool(
+            name=fn.__name__,
+            title=title,
+            input_model=input_model,
+            output_model=output_model,
+            annotations=hints,
+        )(fn)  # type: ignore[arg-type]
