@@ -1,0 +1,1 @@
+"""Front end 1: the GitHub Action. Runner environment in; outputs, summary, annotations out."""

@@ -1,0 +1,299 @@
+"""`pipeline-bot action`: the GitHub Action's entry. The first line is printed before any SDK is
+imported; everything heavy is imported inside the path that uses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline_bot import __version__
+from pipeline_bot.action.runner import (
+    Annotation,
+    annotate,
+    change_range,
+    command,
+    input_value,
+    mask_secrets,
+    set_outputs,
+    write_summary,
+)
+
+COMMANDS = ("analyze", "deploy", "rollback", "promote", "abort", "status")
+LEVELS = {
+    "info": "notice",
+    "low": "notice",
+    "medium": "warning",
+    "high": "error",
+    "critical": "error",
+}
+ORDER = ("low", "medium", "high", "critical")
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    mask_secrets(env)
+    what = input_value("command", env) or "analyze"
+    print(f"pipeline-bot {__version__}: {what}", flush=True)
+    if what not in COMMANDS:
+        return _fail(f"unknown command {what!r}; use one of {', '.join(COMMANDS)}")
+    workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd())
+    if env.get("GITHUB_ACTIONS") == "true":  # the checkout belongs to another user in the container
+        subprocess.run(
+            ["git", "config", "--global", "--add", "safe.directory", str(workspace)],
+            check=False,
+            capture_output=True,
+        )
+    from pipeline_bot.errors import PipelineBotError
+
+    try:
+        if what == "analyze":
+            return _analyze(env, workspace)
+        return _deploy(what, env, workspace)
+    except PipelineBotError as exc:
+        return _fail(exc.message)
+
+
+def _fail(message: str) -> int:
+    print(command("error", message, title="pipeline-bot"), flush=True)
+    return 1
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def _analyze(env: dict[str, str], workspace: Path) -> int:
+    from pipeline_bot.core.report import analysis_markdown
+    from pipeline_bot.errors import UnknownRefError
+    from pipeline_bot.models import Analysis
+
+    rng = change_range(env)
+    print(f"::group::Analysis of the {rng.how}", flush=True)
+    try:
+        try:
+            result = _call(
+                "analyze_changes", _analyze_args(env, workspace, rng.base, rng.head), env
+            )
+        except UnknownRefError:
+            if not _fetch(workspace, [r for r in (rng.base, rng.head) if r]):
+                raise
+            print(
+                command(
+                    "notice",
+                    "the clone was shallow: fetched the commits the change needs",
+                    title="pipeline-bot",
+                ),
+                flush=True,
+            )
+            result = _call(
+                "analyze_changes", _analyze_args(env, workspace, rng.base, rng.head), env
+            )
+    finally:
+        print("::endgroup::", flush=True)
+    assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
+    markdown = analysis_markdown(result)
+    summary = _summary_file(env)
+    summary.write_text(markdown, encoding="utf-8")
+    write_summary(markdown, env)
+    annotate(
+        Annotation(
+            LEVELS[f.severity],
+            f.message,
+            f"pipeline-bot: {f.rule}",
+            f.path,
+            f.start_line,
+            f.end_line,
+        )
+        for f in result.findings
+        if f.path
+    )
+    set_outputs(
+        {
+            "risk-score": str(result.risk.score),
+            "risk-level": result.risk.level,
+            "strategy": result.strategy.name,
+            "summary-markdown": str(summary),
+        },
+        env,
+    )
+    print(
+        f"risk {result.risk.level} ({result.risk.score}/100), strategy {result.strategy.name}",
+        flush=True,
+    )
+    fail_on = input_value("fail-on", env)
+    if fail_on:
+        if fail_on not in ORDER:
+            return _fail(f"fail-on {fail_on!r}: use one of {', '.join(ORDER)}")
+        if ORDER.index(result.risk.level) >= ORDER.index(fail_on):
+            return _fail(
+                f"risk level {result.risk.level} ({result.risk.score}/100) is at or above "
+                f"fail-on: {fail_on}"
+            )
+    return 0
+
+
+def _analyze_args(
+    env: dict[str, str], workspace: Path, base: str | None, head: str
+) -> dict[str, Any]:
+    config = input_value("config", env)
+    return {
+        "repository": str(workspace),
+        "base": base,
+        "head": head,
+        "config": str(workspace / config) if config else None,
+        "environment": input_value("environment", env) or None,
+    }
+
+
+def _fetch(workspace: Path, refs: list[str]) -> bool:
+    for ref in refs:
+        done = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(workspace),
+                "fetch",
+                "--no-tags",
+                "--quiet",
+                "--depth=100",
+                "origin",
+                ref,
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return False
+    return True
+
+
+def _summary_file(env: Mapping[str, str]) -> Path:
+    folder = Path(env.get("RUNNER_TEMP") or env.get("GITHUB_WORKSPACE") or ".")
+    return folder / "pipeline-bot-summary.md"
+
+
+# ---------------------------------------------------------------- deploy and friends
+
+
+def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
+    from pipeline_bot.core.report import duration
+    from pipeline_bot.models import DeploymentStatus, DeployResult
+
+    app = input_value("app", env)
+    environment = input_value("environment", env)
+    if not app or not environment:
+        return _fail(f"{what} needs the inputs app and environment")
+    base: dict[str, Any] = {
+        "app_name": app,
+        "environment": environment,
+        "repository": str(workspace),
+    }
+    timeout = float(input_value("timeout", env) or 300)
+    if what == "deploy":
+        image = input_value("image", env)
+        if not image:
+            return _fail("deploy needs the input image")
+        config = {
+            "manifests": [str(workspace / m) for m in input_value("manifests", env).split()],
+            "timeout_seconds": timeout,
+            "commit_sha": env.get("GITHUB_SHA"),
+            "dry_run": input_value("dry-run", env) or "none",
+        }
+        args = {
+            **base,
+            "image_tag": image,
+            "config": config,
+            "strategy": input_value("strategy", env) or "auto",
+            "namespace": input_value("namespace", env) or None,
+        }
+        tool = "deploy_application"
+    elif what == "status":
+        args, tool = base, "get_deployment_status"
+    else:
+        args = {**base, "timeout_seconds": timeout} if what != "abort" else base
+        tool = f"{what}_deployment"
+    print(f"::group::{what} {app} to {environment}", flush=True)
+    try:
+        result = _call(tool, args, env)
+    finally:
+        print("::endgroup::", flush=True)
+    if isinstance(result, DeploymentStatus):
+        set_outputs({"status": result.latest.status if result.latest else "none"}, env)
+        write_summary(
+            f"## pipeline-bot status: `{app}` in `{environment}`\n\n```json\n"
+            f"{result.model_dump_json(indent=2)}\n```",
+            env,
+        )
+        return 0
+    assert isinstance(result, DeployResult)  # noqa: S101 - the registry checks the output model
+    lines = [
+        f"## pipeline-bot {what}: `{result.app}` {result.image} → `{result.environment}`: "
+        f"**{result.status}**",
+        "",
+        result.message,
+        "",
+        "| step | status | took | detail |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s.name} | {s.status} | {duration(int(s.seconds)) if s.seconds >= 1 else '<1s'} "
+        f"| {s.message.replace('|', '/')} |"
+        for s in result.steps
+    ]
+    write_summary("\n".join(lines), env)
+    set_outputs(
+        {
+            "deployment-id": result.deploy_id,
+            "status": result.status,
+            "rolled-back": str(result.rolled_back).lower(),
+            "strategy": result.strategy,
+        },
+        env,
+    )
+    if result.status in ("failed", "rolled_back"):
+        return _fail(f"{what} {result.status}: {result.message}")
+    return 0
+
+
+def _call(tool: str, arguments: dict[str, Any], env: dict[str, str]) -> Any:
+    from pipeline_bot.tools import build_registry
+
+    return build_registry().call(tool, arguments, _context(env))
+
+
+def _context(env: dict[str, str]) -> Any:
+    from pipeline_bot.integrations.git import GitSource
+    from pipeline_bot.tools import ToolContext
+
+    def cluster(environment: Any) -> Any:
+        from pipeline_bot.integrations.kubernetes import KubernetesCluster
+
+        content = input_value("kubeconfig", env)
+        return KubernetesCluster.connect(
+            kubeconfig_content=content or None, context=environment.kube_context
+        )
+
+    def store() -> Any:
+        from pipeline_bot.integrations.store import SqlStore, default_database_url
+
+        return SqlStore(env.get("PIPELINE_BOT_DATABASE_URL") or default_database_url())
+
+    metrics = None
+    if url := input_value("prometheus-url", env):
+        from pipeline_bot.integrations.prometheus import PrometheusMetrics
+
+        metrics = PrometheusMetrics(url)
+    return ToolContext(
+        source=GitSource(),
+        cluster=cluster,
+        store=store(),
+        metrics=metrics,
+        progress=lambda message: print(f"  {message}", flush=True),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""What GitHub's runner hands a container action, and how it wants answers (stdlib only).
+
+Inputs arrive as INPUT_<NAME> (upper case, spaces to underscores, hyphens kept); outputs and the
+job summary go to the files GITHUB_OUTPUT and GITHUB_STEP_SUMMARY name; annotations, masks and log
+groups are workflow commands on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+SECRET_INPUTS = ("kubeconfig", "github-token", "openai-api-key")
+ANNOTATION_CAP = 50  # GitHub shows at most 10 per level per step in the UI; 50 in the API
+
+
+def input_value(name: str, env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get(f"INPUT_{name.replace(' ', '_').upper()}", "").strip()
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(name: str, message: str = "", **props: object) -> str:
+    rendered = ",".join(f"{k}={escape_property(str(v))}" for k, v in props.items() if v is not None)
+    return f"::{name}{' ' + rendered if rendered else ''}::{escape_data(message)}"
+
+
+def mask_secrets(env: Mapping[str, str] | None = None, out: TextIO | None = None) -> None:
+    """Every secret input, and each line of a multi-line one, is masked before anything else."""
+    stream = out or sys.stdout
+    for name in SECRET_INPUTS:
+        value = input_value(name, env)
+        for part in {value, *value.splitlines()}:
+            if len(part.strip()) >= 4:
+                print(command("add-mask", part.strip()), file=stream)
+
+
+def set_outputs(values: Mapping[str, str], env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    target = env.get("GITHUB_OUTPUT")
+    if not target:
+        return
+    with Path(target).open("a", encoding="utf-8") as f:
+        for key, value in values.items():
+            delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            f.write(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
+
+
+def write_summary(markdown: str, env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    target = env.get("GITHUB_STEP_SUMMARY")
+    if target:
+        with Path(target).open("a", encoding="utf-8") as f:
+            f.write(markdown + "\n")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    level: str  # notice | warning | error
+    message: str
+    title: str
+    file: str | None = None
+    line: int | None = None
+    end_line: int | None = None
+
+
+def annotate(annotations: Iterable[Annotation], out: TextIO | None = None) -> int:
+    """Print annotations, deduplicated and capped per level; returns how many were left out."""
+    stream = out or sys.stdout
+    seen: set[tuple[object, ...]] = set()
+    counts: dict[str, int] = {}
+    left_out = 0
+    for a in annotations:
+        key = (a.level, a.file, a.line, a.title, a.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        counts[a.level] = counts.get(a.level, 0) + 1
+        if counts[a.level] > ANNOTATION_CAP:
+            left_out += 1
+            continue
+        print(
+            command(
+                a.level,
+                a.message,
+                title=a.title,
+                file=a.file,
+                line=a.line,
+                endLine=a.end_line,
+            ),
+            file=stream,
+        )
+    if left_out:
+        print(
+            command(
+                "notice",
+                f"{left_out} more findings are in the job summary and the JSON output",
+                title="pipeline-bot: annotations capped",
+            ),
+            file=stream,
+        )
+    return left_out
+
+
+@dataclass(frozen=True)
+class ChangeRange:
+    base: str | None
+    head: str
+    how: str
+
+
+ZERO = "0" * 40
+
+
+def change_range(env: Mapping[str, str]) -> ChangeRange:
+    """The commits the event is about: push before..after (a new branch: from where it forked),
+    pull_request base..head, deployment's SHA, else GITHUB_SHA against its default base."""
+    event_name = env.get("GITHUB_EVENT_NAME", "")
+    sha = env.get("GITHUB_SHA", "HEAD") or "HEAD"
+    payload: dict[str, Any] = {}
+    path = env.get("GITHUB_EVENT_PATH")
+    if path and Path(path).is_file():
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    if event_name == "push":
+        before, after = str(payload.get("before") or ""), str(payload.get("after") or sha)
+        if before and before != ZERO:
+            return ChangeRange(before, after, f"push {before[:7]}..{after[:7]}")
+        return ChangeRange(None, after, f"push of a new branch at {after[:7]}")
+    if event_name in ("pull_request", "pull_request_target"):
+        pr: Any = payload.get("pull_request") or {}
+        base = ((pr.get("base") or {}) if isinstance(pr, dict) else {}).get("sha")
+        head = ((pr.get("head") or {}) if isinstance(pr, dict) else {}).get("sha")
+        if base and head:
+            return ChangeRange(
+                str(base), str(head), f"pull request {str(base)[:7]}..{str(head)[:7]}"
+            )
+    if event_name == "deployment":
+        dep = payload.get("deployment") or {}
+        dep_sha = dep.get("sha") if isinstance(dep, dict) else None
+        if dep_sha:
+            return ChangeRange(None, str(dep_sha), f"deployment of {str(dep_sha)[:7]}")
+    return ChangeRange(None, sha, f"{event_name or 'run'} at {sha[:7]}")

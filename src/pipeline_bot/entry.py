@@ -1,0 +1,16 @@
+"""The `pipeline-bot` console script: `action` goes straight to the Action's fast entry (stdlib
+first, SDKs only when used); everything else to the typer CLI."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["action"]:
+        from pipeline_bot.action.main import main as action_main
+
+        sys.exit(action_main())
+    from pipeline_bot.cli import main as cli_main
+
+    cli_main()

@@ -1,0 +1,174 @@
+"""`pipeline-bot action` run as the runner runs it: a workspace with a real repository, real
+webhook payloads (npm @octokit/webhooks-examples) with their SHAs rewritten to it, and files for
+GITHUB_OUTPUT and GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
+EXAMPLES = (
+    Path(__file__).resolve().parent
+    / "npm"
+    / "node_modules"
+    / "@octokit"
+    / "webhooks-examples"
+    / "api.github.com"
+    / "index.json"
+)
+RISKY = {
+    "db/migrations/0002_add.sql": "ALTER TABLE cart ADD COLUMN d int;\n",
+    "Dockerfile": "FROM python:3.12-slim\nCOPY . /app\n",
+    "k8s/deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n"
+    "spec:\n  replicas: 3\n",
+}
+KUBECONFIG_SECRET = "apiVersion: v1\nusers:\n- name: ci\n  user: {token: kube-very-secret-token}\n"
+
+
+def _payload(event):
+    if not EXAMPLES.exists():
+        message = "webhook examples are missing: `npm install --prefix tests/npm`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    index = {e["name"]: e for e in json.loads(EXAMPLES.read_text())}
+    return json.loads(json.dumps(index[event]["examples"][0]))
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    text = path.read_text()
+    return {
+        m.group(1): m.group(3)
+        for m in re.finditer(r"^([\w-]+)<<(ghadelimiter_[\w-]+)\n(.*?)\n\2$", text, re.M | re.S)
+    }
+
+
+def _run(repo, tmp_path, event, payload, **inputs):
+    (tmp_path / "event.json").write_text(json.dumps(payload))
+    out, summary = tmp_path / "output", tmp_path / "summary"
+    env = {
+        **os.environ,
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(tmp_path / "event.json"),
+        "GITHUB_WORKSPACE": str(repo.root),
+        "GITHUB_SHA": repo.git("rev-parse", "HEAD"),
+        "GITHUB_OUTPUT": str(out),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "RUNNER_TEMP": str(tmp_path),
+        "PIPELINE_BOT_DATABASE_URL": f"sqlite:///{tmp_path / 'pb.db'}",
+        "INPUT_GITHUB-TOKEN": "ghs_secret_token_value",
+        "INPUT_KUBECONFIG": KUBECONFIG_SECRET,
+    }
+    env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+    proc = subprocess.run(
+        [SCRIPT, "action"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    outputs = _outputs(out) if out.exists() else {}
+    return proc, outputs, summary.read_text() if summary.exists() else ""
+
+
+def test_push_is_analysed_with_outputs_summary_and_annotations(base_repo, tmp_path):
+    before = base_repo.git("rev-parse", "HEAD")
+    after = base_repo.commit("add discounts", RISKY)
+    payload = _payload("push")
+    payload.update(before=before, after=after)
+    proc, outputs, summary = _run(base_repo, tmp_path, "push", payload)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    first_output = next(i for i, line in enumerate(lines) if not line.startswith("::add-mask::"))
+    assert lines[first_output] == "pipeline-bot 0.1.0: analyze"
+    assert outputs["risk-level"] in ("high", "critical")
+    assert int(outputs["risk-score"]) >= 50
+    assert outputs["strategy"] in ("canary", "blue-green")
+    assert Path(outputs["summary-markdown"]).read_text().startswith("## ")
+    assert "### Why this risk" in summary
+    assert any(
+        line.startswith("::error title=pipeline-bot%3A migration,file=db/migrations/")
+        for line in lines
+    )
+    assert f"push {before[:7]}..{after[:7]}" in proc.stdout
+
+
+def test_secret_inputs_are_masked_first_and_never_printed(base_repo, tmp_path):
+    before = base_repo.git("rev-parse", "HEAD")
+    after = base_repo.commit("x", {"src/shop/x.py": "x = 1\n"})
+    payload = _payload("push")
+    payload.update(before=before, after=after)
+    proc, outputs, summary = _run(base_repo, tmp_path, "push", payload)
+    masks = [line for line in proc.stdout.splitlines() if line.startswith("::add-mask::")]
+    assert "::add-mask::ghs_secret_token_value" in masks
+    assert "::add-mask::user: {token: kube-very-secret-token}" in masks
+    rest = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith("::add-mask"))
+    for secret in ("ghs_secret_token_value", "kube-very-secret-token"):
+        assert secret not in rest + proc.stderr + summary + json.dumps(outputs)
+
+
+def test_pull_request_range_and_fail_on(base_repo, tmp_path):
+    base = base_repo.git("rev-parse", "HEAD")
+    head = base_repo.commit("risky", RISKY)
+    payload = _payload("pull_request")
+    payload["pull_request"]["base"]["sha"] = base
+    payload["pull_request"]["head"]["sha"] = head
+    proc, outputs, _ = _run(base_repo, tmp_path, "pull_request", payload, **{"FAIL-ON": "high"})
+    assert proc.returncode == 1
+    assert f"pull request {base[:7]}..{head[:7]}" in proc.stdout
+    assert "::error title=pipeline-bot::risk level" in proc.stdout
+    assert outputs["risk-level"] in ("high", "critical")
+
+
+def test_a_new_branch_push_is_analysed_from_its_fork_point(base_repo, tmp_path):
+    fork = base_repo.git("rev-parse", "HEAD")
+    base_repo.git("checkout", "-q", "-b", "feature")
+    head = base_repo.commit("docs", {"docs/guide.md": "# Guide\n"})
+    payload = _payload("push")
+    payload.update(before="0" * 40, after=head, created=True)
+    proc, outputs, _ = _run(base_repo, tmp_path, "push", payload)
+    assert proc.returncode == 0, proc.stdout
+    assert "push of a new branch" in proc.stdout
+    assert outputs["strategy"] == "none"
+    assert fork != head
+
+
+def test_an_unknown_command_is_an_error_line(base_repo, tmp_path):
+    proc, _, _ = _run(base_repo, tmp_path, "workflow_dispatch", {}, COMMAND="launch")
+    assert proc.returncode == 1
+    assert "::error title=pipeline-bot::unknown command 'launch'" in proc.stdout
+
+
+def test_deploy_from_the_action_on_the_test_server(base_repo, tmp_path, kube_api, namespace):
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                f"version: 1\nenvironments:\n  - {{name: staging, namespace: {namespace}}}\n"
+            )
+        },
+    )
+    kubeconfig = kube_api.kubeconfig(tmp_path / "kc", namespace).read_text()
+    proc, outputs, summary = _run(
+        base_repo,
+        tmp_path,
+        "workflow_dispatch",
+        {},
+        COMMAND="deploy",
+        ENVIRONMENT="staging",
+        APP="shop",
+        IMAGE="shop:1",
+        STRATEGY="rolling",
+        KUBECONFIG=kubeconfig,
+        TIMEOUT="30",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert outputs["status"] == "succeeded"
+    assert outputs["rolled-back"] == "false"
+    assert outputs["deployment-id"]
+    assert "| rollout | succeeded |" in summary
+    printed = [line for line in proc.stdout.splitlines() if not line.startswith("::add-mask::")]
+    assert not any("test-server-token" in line for line in printed)
