@@ -175,9 +175,17 @@ def test_deploy_from_the_action_on_the_test_server(base_repo, tmp_path, kube_api
 
 
 def test_a_bad_gates_input_fails_the_step_naming_the_field(base_repo, tmp_path):
-    proc, _, _ = _run(base_repo, tmp_path, "workflow_dispatch", {}, COMMAND="deploy",
-                      ENVIRONMENT="production", APP="shop", IMAGE="shop:1",
-                      GATES="- name: x\n  query: up\n  success_condition: {}\n")
+    proc, _, _ = _run(
+        base_repo,
+        tmp_path,
+        "workflow_dispatch",
+        {},
+        COMMAND="deploy",
+        ENVIRONMENT="production",
+        APP="shop",
+        IMAGE="shop:1",
+        GATES="- name: x\n  query: up\n  success_condition: {}\n",
+    )
     assert proc.returncode == 1
     assert "gates[0].success_condition" in proc.stdout
     assert "::error title=pipeline-bot::" in proc.stdout

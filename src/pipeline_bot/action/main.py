@@ -201,6 +201,7 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
             "timeout_seconds": timeout,
             "commit_sha": env.get("GITHUB_SHA"),
             "dry_run": input_value("dry-run", env) or "none",
+            "gates": _gates(env),
         }
         args = {
             **base,
@@ -256,6 +257,21 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
     if result.status in ("failed", "rolled_back"):
         return _fail(f"{what} {result.status}: {result.message}")
     return 0
+
+
+def _gates(env: dict[str, str]) -> list[dict[str, Any]] | None:
+    """The `gates` input: YAML, a list as under `gates:` in the config."""
+    text = input_value("gates", env)
+    if not text:
+        return None
+    import tempfile
+
+    from pipeline_bot.repo_config import load_gates_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gates-input.yml"
+        path.write_text(text, encoding="utf-8")
+        return [g.model_dump() for g in load_gates_file(path)]
 
 
 def _call(tool: str, arguments: dict[str, Any], env: dict[str, str]) -> Any:
