@@ -1,21 +1,27 @@
 # The GitHub Action's image (runs.using: docker in action.yml). GitHub runs container actions as
 # root, so this image does too; the App's deployment runs it with a non-root user instead.
+# BASE_IMAGE: any Debian-like image with python3 (>= 3.11) and pip; the tests build it on a
+# Debian base they make with debootstrap, since no registry can be reached there.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
+# Debian's own python3 marks itself externally managed; this image is ours to manage
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY src ./src
-# wheels for the package and every dependency, built where build tools may exist
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY . ./
+# wheels for the package and every dependency, built where build tools may exist; a context that
+# carries a wheelhouse/ (built beforehand, e.g. where the build cannot reach PyPI) is used as is
+RUN if [ -d wheelhouse ]; then cp -r wheelhouse /wheels; \
+    else python3 -m pip wheel --no-cache-dir --wheel-dir /wheels .; fi
 
 FROM ${BASE_IMAGE}
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
 # git: the analysis reads the workspace's history with the git CLI
-RUN apt-get update \
+RUN command -v git >/dev/null || (apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/*)
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links /wheels pipeline-bot \
+RUN python3 -m pip install --no-cache-dir --no-index --find-links /wheels pipeline-bot \
     && rm -rf /wheels
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 ENTRYPOINT ["pipeline-bot"]
 CMD ["--help"]
