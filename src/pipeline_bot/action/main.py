@@ -57,6 +57,10 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return _fail(exc.message)
 
 
+def _notice(message: str) -> None:
+    print(command("notice", message, title="pipeline-bot"), flush=True)
+
+
 def _fail(message: str) -> int:
     print(command("error", message, title="pipeline-bot"), flush=True)
     return 1
@@ -78,19 +82,18 @@ def _analyze(env: dict[str, str], workspace: Path) -> int:
                 "analyze_changes", _analyze_args(env, workspace, rng.base, rng.head), env
             )
         except UnknownRefError:
-            if not _fetch(workspace, [r for r in (rng.base, rng.head) if r]):
+            args = _analyze_args(env, workspace, rng.base, rng.head)
+            if _fetch(workspace, [r for r in (rng.base, rng.head) if r]):
+                _notice("the clone was shallow: fetched the commits the change needs")
+                result = _call("analyze_changes", args, env)
+            elif rng.base and input_value("github-token", env) and env.get("GITHUB_REPOSITORY"):
+                _notice(
+                    "the clone is shallow and the base could not be fetched: analysed with "
+                    "GitHub's compare API (no history metrics)"
+                )
+                result = _call("analyze_changes", args, env, compare=True)
+            else:
                 raise
-            print(
-                command(
-                    "notice",
-                    "the clone was shallow: fetched the commits the change needs",
-                    title="pipeline-bot",
-                ),
-                flush=True,
-            )
-            result = _call(
-                "analyze_changes", _analyze_args(env, workspace, rng.base, rng.head), env
-            )
     finally:
         print("::endgroup::", flush=True)
     assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
@@ -274,10 +277,22 @@ def _gates(env: dict[str, str]) -> list[dict[str, Any]] | None:
         return [g.model_dump() for g in load_gates_file(path)]
 
 
-def _call(tool: str, arguments: dict[str, Any], env: dict[str, str]) -> Any:
+def _call(
+    tool: str, arguments: dict[str, Any], env: dict[str, str], *, compare: bool = False
+) -> Any:
     from pipeline_bot.tools import build_registry
 
-    return build_registry().call(tool, arguments, _context(env))
+    ctx = _context(env)
+    if compare:
+        from pipeline_bot.integrations.github import GitHubCompareSource
+
+        ctx.source = GitHubCompareSource(
+            input_value("github-token", env),
+            env["GITHUB_REPOSITORY"],
+            arguments["repository"],
+            api_url=env.get("GITHUB_API_URL") or None,
+        )
+    return build_registry().call(tool, arguments, ctx)
 
 
 def _context(env: dict[str, str]) -> Any:

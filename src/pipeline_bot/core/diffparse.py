@@ -29,6 +29,7 @@ _STATUS = {
     "C": FileStatus.COPIED,
     "T": FileStatus.TYPE_CHANGED,
 }
+STATUS_BY_LETTER = _STATUS  # for other sources of patches (GitHub's compare API)
 _SECTION = b"\ndiff --git "
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
 _KIND = re.compile(rb"^[+ ]kind:[ \t]*([A-Za-z][A-Za-z0-9]*)", re.M)
@@ -136,7 +137,7 @@ class DiffStreamParser:
     def _sections(self, cut: int) -> list[FileChange]:
         """Parse every complete section in buf[:cut], then drop them from the buffer."""
         buf = self._buf
-        markers = _marker_positions(buf, cut)
+        markers = marker_positions(buf, cut)
         out: list[FileChange] = []
         pos = 0
         while pos < cut:
@@ -199,7 +200,7 @@ def _any_between(offsets: list[int], start: int, end: int) -> bool:
     return i < len(offsets) and offsets[i] < end
 
 
-def _marker_positions(buf: bytearray, cut: int) -> list[int]:
+def marker_positions(buf: bytearray, cut: int) -> list[int]:
     """Sorted offsets in buf[:cut] of literals that may start a secret: one pass per literal over
     the whole stretch is far cheaper than searching each file's patch."""
     lower = bytes(buf[:cut]).lower()

@@ -6,13 +6,17 @@ Errors carry GitHub's status and message; the token is never part of one.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
 from pydantic import BaseModel
 
+from pipeline_bot.core.diffparse import STATUS_BY_LETTER, RawEntry, marker_positions, scan_file
 from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.ports import ChangeSource
+from pipeline_bot.models import ChangeSet, Commit, FileChange, History
 
 
 class WorkflowRun(BaseModel):
@@ -69,3 +73,84 @@ class GitHubActions:
 
 def _message(body: Any) -> str:
     return str(body.get("message", "no message")) if isinstance(body, dict) else "no message"
+
+
+_STATUS_LETTER = {
+    "added": "A",
+    "removed": "D",
+    "modified": "M",
+    "renamed": "R",
+    "copied": "C",
+    "changed": "T",
+    "unchanged": "M",
+}
+
+
+class GitHubCompareSource:
+    """SourcePort over GitHub's compare API, for a shallow clone that cannot fetch its base.
+
+    GitHub gives each file's patch (without headers) and status; the same parser as for git turns
+    them into FileChange models. No history comes with it, so history metrics are unavailable.
+    """
+
+    def __init__(
+        self, token: str, repository: str, root: str, *, api_url: str | None = None
+    ) -> None:
+        self._gh = GitHub(token, base_url=api_url) if api_url else GitHub(token)
+        self.repository = repository
+        self.root = root
+
+    def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
+        if not base:
+            raise IntegrationError("the compare API needs a base commit", service="github")
+        owner, _, name = self.repository.partition("/")
+        try:
+            response = self._gh.rest.repos.compare_commits(owner, name, f"{base}...{head}")
+        except RequestFailed as exc:
+            message = _message(exc.response.json() if exc.response.content else {})
+            raise IntegrationError(
+                f"GitHub answered {exc.response.status_code} comparing "
+                f"{base[:12]}...{head[:12]}: {message}",
+                service="github",
+            ) from None
+        except GitHubException as exc:
+            raise IntegrationError(
+                f"GitHub could not be reached: {type(exc).__name__}", service="github"
+            ) from None
+        data: dict[str, Any] = response.parsed_data.model_dump(mode="json")
+        commits = [
+            Commit(
+                sha=c["sha"],
+                author=(c["commit"].get("author") or {}).get("name", ""),
+                email=(c["commit"].get("author") or {}).get("email", ""),
+                timestamp=(c["commit"].get("author") or {}).get("date") or "1970-01-01T00:00:00Z",
+                message=c["commit"]["message"],
+            )
+            for c in reversed(data.get("commits") or [])
+        ]
+        files = [_file_change(f) for f in data.get("files") or []]
+        changes = ChangeSet(
+            repository=repository, base=base, head=head, commits=commits, files=files
+        )
+        history = History(available=False, note="from GitHub's compare API: no history")
+        return ChangeSource(root=Path(self.root), changes=changes, history=history)
+
+
+def _file_change(f: dict[str, Any]) -> FileChange:
+    letter = _STATUS_LETTER.get(f.get("status", "modified"), "M")
+    old = f.get("previous_filename")
+    entry = RawEntry(
+        STATUS_BY_LETTER[letter], f["filename"], old if letter in "RC" else None, "100644", "100644"
+    )
+    patch = f.get("patch")
+    if not patch:  # a binary file, or one too large for GitHub to include a patch for
+        return FileChange(
+            path=entry.path,
+            old_path=entry.old_path,
+            status=entry.status,
+            additions=f.get("additions", 0),
+            deletions=f.get("deletions", 0),
+            binary=f.get("changes", 0) == 0 and f.get("status") != "renamed",
+        )
+    text = bytearray(b"diff --git a b\n" + patch.encode("utf-8", "replace"))
+    return scan_file(entry, text, 0, len(text), marker_positions(text, len(text)))
