@@ -21,7 +21,9 @@ RUN command -v git >/dev/null || (apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates \
     && rm -rf /var/lib/apt/lists/*)
 COPY --from=build /wheels /wheels
+# kubernetes/aio is the client's asyncio twin (about 68 MB with bytecode); nothing here imports it
 RUN python3 -m pip install --no-cache-dir --no-index --find-links /wheels pipeline-bot \
-    && rm -rf /wheels
+    && rm -rf /wheels \
+    && rm -rf "$(python3 -c 'import kubernetes, os; print(os.path.dirname(kubernetes.__file__))')/aio"
 ENTRYPOINT ["pipeline-bot"]
 CMD ["--help"]
