@@ -478,9 +478,7 @@ class Controller:
             "podIP": f"10.244.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}",
             "startTime": now,
         }
-        self.store.replace(
-            PODS, ns, name, {"metadata": {"name": name}, "status": new_status}, subresource="status"
-        )
+        # the events first: whoever sees the failing status can read why at once
         events = {
             "ImagePullBackOff": ("Failed", 'Failed to pull image "{image}": not found'),
             "CrashLoopBackOff": ("BackOff", "Back-off restarting failed container"),
@@ -492,6 +490,9 @@ class Controller:
         for image, reason in failing.items():
             kind, message = events.get(reason, ("Failed", reason))
             self._event(pod, kind, message.format(image=image))
+        self.store.replace(
+            PODS, ns, name, {"metadata": {"name": name}, "status": new_status}, subresource="status"
+        )
 
     def _event(self, pod: Obj, reason: str, message: str) -> None:
         now = now_rfc3339()
