@@ -517,3 +517,41 @@ def github_examples() -> dict[str, Any]:
         pytest.skip(message)
     examples: dict[str, Any] = json.loads(spec.read_text())["components"]["examples"]
     return examples
+
+
+@pytest.fixture
+def github_double() -> Iterator[Any]:
+    """Test double for GitHub's API: a loopback server that answers every GET with the example
+    of GitHub's own OpenAPI description that the test names. Yields start(example_name) ->
+    (url, example, paths_seen)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(example: str) -> tuple[str, Any, list[str]]:
+        body_data = github_examples()[example]["value"]
+        body = json.dumps(body_data).encode()
+        seen: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", body_data, seen
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

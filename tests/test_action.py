@@ -191,42 +191,10 @@ def test_a_bad_gates_input_fails_the_step_naming_the_field(base_repo, tmp_path):
     assert "::error title=pipeline-bot::" in proc.stdout
 
 
-@pytest.fixture
-def github_compare_double():
-    """Test double for GitHub's API: answers the compare call with the example of GitHub's own
-    OpenAPI description (`commit-comparison`)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.conftest import github_examples
-
-    comparison = github_examples()["commit-comparison"]["value"]
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(self.path)
-            body = json.dumps(comparison).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", comparison, seen
-    server.shutdown()
-    server.server_close()
-
-
 def test_the_compare_fallback_analyses_what_github_reports(
-    base_repo, tmp_path, github_compare_double, monkeypatch
+    base_repo, tmp_path, github_double, monkeypatch
 ):
-    url, comparison, seen = github_compare_double
+    url, comparison, seen = github_double("commit-comparison")
     before = base_repo.git("rev-parse", "HEAD")
     after = base_repo.commit("change", {"src/shop/x.py": "x = 1\n"})
     clone = tmp_path / "shallow"

@@ -363,43 +363,10 @@ def test_official_conformance_scenarios_pass(http_server, env, scenario):
     assert " 0 failed" in output
 
 
-@pytest.fixture
-def github_double(tmp_path):
-    """Test double for GitHub's API: a loopback server that answers the workflow-runs call with
-    the example from GitHub's own OpenAPI description."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.conftest import github_examples
-
-    page = github_examples()["workflow-run-paginated"]["value"]
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(self.path)
-            body = json.dumps(page).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", page, seen
-    server.shutdown()
-    server.server_close()
-
-
 def test_the_pipelines_resource_reads_workflow_runs_or_says_what_is_missing(env, github_double):
     import json
 
-    url, page, seen = github_double
+    url, page, seen = github_double("workflow-run-paginated")
     uri = "devops://pipelines/github-actions"
     _, _, without = anyio.run(_resources, _stdio(env), "legacy", [uri])
     assert json.loads(without[uri]) == {

@@ -5,6 +5,7 @@ Errors carry GitHub's status and message; the token is never part of one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,22 +40,10 @@ class GitHubActions:
         owner, _, name = repository.partition("/")
         if not owner or not name:
             raise IntegrationError(f"{repository!r} is not owner/name", service="github")
-        try:
-            response = self._gh.rest.actions.list_workflow_runs_for_repo(
-                owner, name, per_page=limit
-            )
-        except RequestFailed as exc:
-            message = _message(exc.response.json() if exc.response.content else {})
-            raise IntegrationError(
-                f"GitHub answered {exc.response.status_code} for the workflow "
-                f"runs of {repository}: {message}",
-                service="github",
-            ) from None
-        except GitHubException as exc:
-            raise IntegrationError(
-                f"GitHub could not be reached: {type(exc).__name__}", service="github"
-            ) from None
-        data: dict[str, Any] = response.parsed_data.model_dump(mode="json")
+        data = _call(
+            lambda: self._gh.rest.actions.list_workflow_runs_for_repo(owner, name, per_page=limit),
+            f"for the workflow runs of {repository}",
+        )
         return [
             WorkflowRun(
                 id=run["id"],
@@ -69,6 +58,23 @@ class GitHubActions:
             )
             for run in data.get("workflow_runs", [])[:limit]
         ]
+
+
+def _call(request: Callable[[], Any], what: str) -> dict[str, Any]:
+    """One GitHub request: its validated data as JSON, or GitHub's status and message."""
+    try:
+        response = request()
+    except RequestFailed as exc:
+        message = _message(exc.response.json() if exc.response.content else {})
+        raise IntegrationError(
+            f"GitHub answered {exc.response.status_code} {what}: {message}", service="github"
+        ) from None
+    except GitHubException as exc:
+        raise IntegrationError(
+            f"GitHub could not be reached: {type(exc).__name__}", service="github"
+        ) from None
+    data: dict[str, Any] = response.parsed_data.model_dump(mode="json")
+    return data
 
 
 def _message(body: Any) -> str:
@@ -104,20 +110,10 @@ class GitHubCompareSource:
         if not base:
             raise IntegrationError("the compare API needs a base commit", service="github")
         owner, _, name = self.repository.partition("/")
-        try:
-            response = self._gh.rest.repos.compare_commits(owner, name, f"{base}...{head}")
-        except RequestFailed as exc:
-            message = _message(exc.response.json() if exc.response.content else {})
-            raise IntegrationError(
-                f"GitHub answered {exc.response.status_code} comparing "
-                f"{base[:12]}...{head[:12]}: {message}",
-                service="github",
-            ) from None
-        except GitHubException as exc:
-            raise IntegrationError(
-                f"GitHub could not be reached: {type(exc).__name__}", service="github"
-            ) from None
-        data: dict[str, Any] = response.parsed_data.model_dump(mode="json")
+        data = _call(
+            lambda: self._gh.rest.repos.compare_commits(owner, name, f"{base}...{head}"),
+            f"comparing {base[:12]}...{head[:12]}",
+        )
         commits = [
             Commit(
                 sha=c["sha"],
