@@ -125,6 +125,22 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     get_settings.cache_clear()
 
 
+def wait_until_up(proc: subprocess.Popen[Any], probe: Any, *, seconds: float = 30) -> None:
+    """Call `probe` until it stops raising OSError; fail if `proc` dies or time runs out."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            probe()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                detail = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+                raise RuntimeError(f"the server did not come up: {detail}") from None
+            time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+
+
 def stop_process(proc: subprocess.Popen[Any]) -> None:
     """Stop a server this session started, by its own process id: politely, then firmly."""
     proc.terminate()
@@ -275,7 +291,6 @@ def postgres_url() -> Iterator[str]:
     import shutil
     import socket
     import tempfile
-    import time
 
     initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
     missing = "PostgreSQL is missing: `apt-get install -y postgresql` (scripts/test does)"
@@ -320,15 +335,13 @@ def postgres_url() -> Iterator[str]:
     try:
         import psycopg
 
-        deadline = time.monotonic() + 20
-        while True:
+        def connect() -> None:
             try:
                 psycopg.connect(f"host=127.0.0.1 port={port} user=pb dbname=postgres").close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+            except psycopg.OperationalError as exc:
+                raise OSError(str(exc)) from None
+
+        wait_until_up(proc, connect, seconds=20)
         yield url
     finally:
         stop_process(proc)
@@ -480,16 +493,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-            time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+        wait_until_up(proc, lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).close())
         yield url
     finally:
         stop_process(proc)

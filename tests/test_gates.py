@@ -19,6 +19,7 @@ from pipeline_bot.integrations.prometheus import PrometheusMetrics
 from pipeline_bot.integrations.store import SqlStore
 from pipeline_bot.models import CanaryStep, DeployRequest, Strategy, StrategyParameters
 from pipeline_bot.repo_config import Environment, MetricGate, parse_repo_config
+from tests.conftest import wait_until_up
 
 ROW_KEYS = {"metric", "query", "value", "threshold", "passed", "reason"}
 
@@ -370,7 +371,6 @@ def test_gates_from_a_file_replace_the_configs(cli, base_repo, prometheus, tmp_p
 def secure_prometheus(tmp_path_factory):
     """A second real Prometheus behind TLS (a self-signed certificate) and basic auth."""
     import socket
-    import time
     import urllib.request
     import warnings
 
@@ -428,17 +428,14 @@ def secure_prometheus(tmp_path_factory):
 
     context = ssl.create_default_context(cafile=str(root / "cert.pem"))
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthy() -> None:
             try:
                 urllib.request.urlopen(f"{url}/-/healthy", timeout=2, context=context).close()
-                break
             except urllib.error.HTTPError:
-                break  # it answers (401 without credentials): it is up
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)  # waiting on the server's readiness, with a deadline
+                return  # it answers (401 without credentials): it is up
+
+        wait_until_up(proc, healthy)
         yield url, str(root / "cert.pem")
     finally:
         proc.terminate()

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -15,6 +14,7 @@ import pytest
 from mcp_types import ElicitResult
 
 from mcp import Client, StdioServerParameters
+from tests.conftest import wait_until_up
 
 SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
 READ_ONLY = {"analyze_changes", "get_deployment_status", "monitor_infrastructure", "query_metrics"}
@@ -159,17 +159,11 @@ def http_server(env):
             text=True,
         )
         procs.append(proc)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(
-                        proc.stderr.read() if proc.stderr else "did not start"
-                    ) from None
-                time.sleep(0.05)  # waiting for the port, with a deadline
+        wait_until_up(
+            proc,
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close(),
+            seconds=20,
+        )
         return f"http://127.0.0.1:{port}/mcp"
 
     yield start
