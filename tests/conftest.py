@@ -523,6 +523,30 @@ def github_examples() -> dict[str, Any]:
     return examples
 
 
+def webhook_example(event: str, **match: Any) -> dict[str, Any]:
+    """A recorded delivery payload (npm @octokit/webhooks-examples): the first example of `event`
+    whose top-level keys equal `match` (action="opened", ...) and that names an installation."""
+    index = (
+        Path(__file__).resolve().parent
+        / "npm"
+        / "node_modules"
+        / "@octokit"
+        / "webhooks-examples"
+        / "api.github.com"
+        / "index.json"
+    )
+    if not index.exists():
+        message = "webhook examples are missing: `npm install --prefix tests/npm`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    examples = {e["name"]: e["examples"] for e in json.loads(index.read_text())}[event]
+    for example in examples:
+        if all(example.get(k) == v for k, v in match.items()) and example.get("installation"):
+            return json.loads(json.dumps(example))
+    raise LookupError(f"no {event} example with {match} and an installation")
+
+
 @pytest.fixture
 def github_double() -> Iterator[Any]:
     """Test double for GitHub's API: a loopback server that answers every GET with the example

@@ -114,7 +114,10 @@ def _headers(text: str) -> dict[str, str]:
     return {str(k): v for k, v in data.items()}
 
 
-def _context(kubeconfig: str | None, context: str | None, prometheus_url: str | None = None) -> Any:
+def tool_context(
+    kubeconfig: str | None, context: str | None, prometheus_url: str | None = None
+) -> Any:
+    """The ToolContext of a process: local git, the configured cluster, store and Prometheus."""
     from pipeline_bot.integrations.git import GitSource
     from pipeline_bot.integrations.kubernetes import KubernetesCluster
     from pipeline_bot.integrations.store import SqlStore, default_database_url
@@ -317,7 +320,7 @@ def register(app: typer.Typer) -> None:
             "namespace": namespace,
             "repository": str(repo),
         }
-        ctx = _context(kubeconfig, context, prometheus_url)
+        ctx = tool_context(kubeconfig, context, prometheus_url)
         _report(_call("deploy_application", arguments, ctx), output)
 
     for verb, tool, doc in (
@@ -344,7 +347,7 @@ def register(app: typer.Typer) -> None:
             "repository": str(repo),
             "namespace": namespace,
         }
-        result = _call("get_deployment_status", arguments, _context(kubeconfig, context))
+        result = _call("get_deployment_status", arguments, tool_context(kubeconfig, context))
         _status(result, output)
 
 
@@ -365,7 +368,7 @@ def _app_command(tool: str) -> Any:
         }
         if tool != "abort_deployment":
             arguments["timeout_seconds"] = parse_duration(timeout)
-        _report(_call(tool, arguments, _context(kubeconfig, context)), output)
+        _report(_call(tool, arguments, tool_context(kubeconfig, context)), output)
 
     return command
 
@@ -508,7 +511,7 @@ def register_mcp(app: typer.Typer) -> None:
         if transport not in ("stdio", "http"):
             raise typer.BadParameter(f"--transport {transport!r}: use stdio or http")
         # collaborators are built on the first tool call: starting has no side effects
-        ctx = functools.cache(lambda: _context(kubeconfig, context, prometheus_url))
+        ctx = functools.cache(lambda: tool_context(kubeconfig, context, prometheus_url))
         try:
             server = build_server(
                 build_registry(),

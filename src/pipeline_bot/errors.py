@@ -15,7 +15,7 @@ Tree::
     ├── ToolError                    .tool
     │   ├── UnknownToolError
     │   └── ToolInputError           .problems: list[str]
-    └── IntegrationError             .service (github, kubernetes, prometheus, llm ...)
+    └── IntegrationError             .service (github, kubernetes, prometheus, llm ...), .status
 
 Front ends (CLI, Action, App, MCP server) are the only places that catch `PipelineBotError`
 as a whole; they turn it into an exit code, an HTTP status or an MCP tool error. Messages never
@@ -149,6 +149,7 @@ class ToolInputError(ToolError):
 class IntegrationError(PipelineBotError):
     """An outside service (GitHub, Kubernetes, Prometheus, an LLM) failed."""
 
-    def __init__(self, message: str, *, service: str) -> None:
+    def __init__(self, message: str, *, service: str, status: int | None = None) -> None:
         self.service = service
+        self.status = status  # the HTTP status the service answered with, when it answered
         super().__init__(message)

@@ -48,6 +48,23 @@ class Environment(_Strict):
     required_permission: Permission = Field(
         "write", description="Least repository permission a user needs to deploy here."
     )
+    allowed_users: list[str] = Field(
+        default_factory=list,
+        description="When set (with or without allowed_teams), only these logins may change "
+        "this environment from a comment; they still need required_permission.",
+    )
+    allowed_teams: list[str] = Field(
+        default_factory=list,
+        description="Teams (`org/team-slug`) whose members may change this environment.",
+    )
+    allow_forks: bool = Field(
+        False, description="Let commands on pull requests from forks deploy here."
+    )
+    requires: list[str] = Field(
+        default_factory=list,
+        description="Environments the same commit must have deployed to successfully first, "
+        "e.g. [staging] for production.",
+    )
     production: bool | None = Field(
         None, description="Treat as production; defaults to true for 'production' or 'prod'."
     )
@@ -116,6 +133,11 @@ class RiskConfig(_Strict):
     )
     disable: list[str] = Field(
         default_factory=list, description="Built-in rule ids to turn off, e.g. untested-code."
+    )
+    fail_on: Literal["low", "medium", "high", "critical", "never"] = Field(
+        "critical",
+        description="Risk level at which the App's analysis check run concludes `failure` "
+        "(below it: `success`); `never` keeps it green.",
     )
 
 
@@ -196,6 +218,14 @@ class RepoConfig(_Strict):
                         f" (known: {', '.join(names)})"
                     )
         _acyclic({s.name: s.depends_on for s in self.services})
+        envs = [e.name for e in self.environments]
+        for env in self.environments:
+            for required in env.requires:
+                if required not in envs or required == env.name:
+                    raise ValueError(
+                        f"environment {env.name!r} requires unknown environment {required!r}"
+                        f" (known: {', '.join(n for n in envs if n != env.name)})"
+                    )
         return self
 
     def environment(self, name: str | None) -> Environment:

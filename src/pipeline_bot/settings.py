@@ -46,6 +46,36 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_API_URL", "GITHUB_API_URL"),
         description="GitHub Enterprise Server's API URL; default: github.com's.",
     )
+    github_app_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_APP_ID", "GITHUB_APP_ID"),
+        description="The GitHub App's id (`pipeline-bot serve`).",
+    )
+    github_app_private_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "PIPELINE_BOT_GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY"
+        ),
+        description="The App's private key (PEM text).",
+    )
+    github_app_private_key_path: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "PIPELINE_BOT_GITHUB_APP_PRIVATE_KEY_PATH", "GITHUB_APP_PRIVATE_KEY_PATH"
+        ),
+        description="File holding the App's private key.",
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "PIPELINE_BOT_GITHUB_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET"
+        ),
+        description="Secret GitHub signs webhook deliveries with; `serve` refuses to start "
+        "without it.",
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token for the App's REST API, /deliveries and /mcp."
+    )
     mcp_token: SecretStr | None = Field(
         None, description="Bearer token the MCP HTTP server requires (always, once set)."
     )

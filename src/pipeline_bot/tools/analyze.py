@@ -50,7 +50,9 @@ def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
     source = ctx.require_source("analyze_changes").read_change(
         args.repository, args.base, args.head
     )
-    config = load_repo_config(Path(args.config) if args.config else None, repo_root=source.root)
+    config = ctx.config or load_repo_config(
+        Path(args.config) if args.config else None, repo_root=source.root
+    )
     result = analyze(source.changes, config, history=source.history, environment=args.environment)
     if ctx.metrics is not None:
         env = config.environment(args.environment)

@@ -23,7 +23,7 @@ from pipeline_bot.integrations.ports import (
     StorePort,
     WorkflowsPort,
 )
-from pipeline_bot.repo_config import Environment
+from pipeline_bot.repo_config import Environment, RepoConfig
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -59,6 +59,9 @@ class ToolContext:
     metrics: MetricsPort | None = None
     workflows: WorkflowsPort | None = None
     github_repository: str | None = None
+    # the repository's config when the front end read it itself (the App reads it from the
+    # default branch through GitHub's API); tools then use it instead of a local file
+    config: RepoConfig | None = None
 
     def require_source(self, tool: str) -> SourcePort:
         if self.source is None:

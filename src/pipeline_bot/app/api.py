@@ -1,0 +1,157 @@
+"""The REST API from the original design, behind `Authorization: Bearer $PIPELINE_BOT_API_TOKEN`.
+
+`GET /health` is open and tells nothing secret. Deploys and pipelines are queued like webhook
+deliveries (durable, retried, visible in /deliveries) and reported by `GET /pipeline/status/{id}`
+from the store. Without a configured token every protected route answers 401: fail closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from pipeline_bot import __version__
+from pipeline_bot.app import metrics
+from pipeline_bot.integrations.deliveries import STATUSES
+
+_REPO = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
+_SHA = r"^[0-9a-f]{40}$"
+
+
+class DeployBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repository: str = Field(pattern=_REPO, description="owner/name; the App must be installed")
+    environment: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    sha: str = Field(pattern=_SHA, description="Commit to deploy (its image is tagged with it)")
+    base: str | None = Field(None, pattern=_SHA, description="For the auto strategy's analysis")
+    app: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class PipelineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repository: str = Field(pattern=_REPO)
+    sha: str = Field(pattern=_SHA)
+    base: str | None = Field(None, pattern=_SHA)
+    environments: list[str] | None = Field(
+        None, description="In promotion order; default: every configured environment"
+    )
+
+
+class Queued(BaseModel):
+    id: str
+    status: Literal["queued"]
+    status_url: str
+
+
+def require_token(request: Request) -> None:
+    token: str | None = request.app.state.api_token
+    given = request.headers.get("authorization", "")
+    if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise HTTPException(
+            401,
+            "a valid bearer token is required (PIPELINE_BOT_API_TOKEN)",
+            headers={"WWW-Authenticate": 'Bearer realm="pipeline-bot"'},
+        )
+
+
+Protected = Annotated[None, Depends(require_token)]
+
+
+def router() -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/health", tags=["status"])
+    def health(request: Request) -> dict[str, Any]:
+        depth = request.app.state.deliveries.depth()
+        return {"status": "ok", "version": __version__, "queue_depth": depth}
+
+    @api.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        metrics.QUEUE_DEPTH.set(request.app.state.deliveries.depth())
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/pipeline/status/{job_id}", tags=["pipeline"])
+    def pipeline_status(job_id: str, request: Request, _: Protected) -> dict[str, Any]:
+        """A deploy or pipeline job (or any delivery) with the deploys it made, from the store."""
+        state = request.app.state
+        delivery = state.deliveries.get(job_id)
+        if delivery is None:
+            record = state.store.get(job_id)
+            if record is None:
+                raise HTTPException(404, f"no job, delivery or deploy has the id {job_id!r}")
+            return {"id": job_id, "kind": "deploy", "deploy": record.model_dump(mode="json")}
+        deploy_ids = sorted(
+            {str(v) for k, v in delivery.state.items() if k.startswith("acted:") and v != "error"}
+        )
+        deploys = [state.store.get(d) for d in deploy_ids]
+        return {
+            **delivery.summary(),
+            "kind": "job" if delivery.event.startswith("api.") else "delivery",
+            "outcome": delivery.error,
+            "deploys": [d.model_dump(mode="json") for d in deploys if d is not None],
+        }
+
+    @api.post("/deploy", status_code=202, tags=["pipeline"])
+    def deploy(body: DeployBody, request: Request, _: Protected) -> Queued:
+        """Queue a deploy of a commit to one environment."""
+        return _queue(request, "api.deploy", body.repository, body.model_dump())
+
+    @api.post("/pipeline/execute", status_code=202, tags=["pipeline"])
+    def execute(body: PipelineBody, request: Request, _: Protected) -> Queued:
+        """Queue a commit's way through the environments in promotion order, stopping at the
+        first deploy that does not succeed."""
+        return _queue(request, "api.pipeline", body.repository, body.model_dump())
+
+    @api.get("/deliveries", tags=["deliveries"])
+    def deliveries(
+        request: Request,
+        _: Protected,
+        status: Annotated[str | None, Query(description=", ".join(STATUSES))] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        if status is not None and status not in STATUSES:
+            raise HTTPException(400, f"status must be one of {', '.join(STATUSES)}")
+        return [d.summary() for d in request.app.state.deliveries.recent(status, limit=limit)]
+
+    @api.post("/deliveries/{delivery_id}/retry", tags=["deliveries"])
+    def retry(delivery_id: str, request: Request, _: Protected) -> dict[str, Any]:
+        """Queue a failed delivery again."""
+        state = request.app.state
+        before = state.deliveries.get(delivery_id)
+        if before is None:
+            raise HTTPException(404, f"no delivery {delivery_id!r}")
+        if before.status != "failed":
+            raise HTTPException(409, f"delivery {delivery_id!r} is {before.status}, not failed")
+        after = state.deliveries.retry(delivery_id)
+        state.worker.wake.set()
+        return after.summary() if after else {}
+
+    return api
+
+
+def _queue(request: Request, event: str, repository: str, job: dict[str, Any]) -> Queued:
+    state = request.app.state
+    installation = state.deliveries.installation_for(repository)
+    if installation is None:
+        raise HTTPException(
+            404,
+            f"the App is not installed on {repository} (or its installation event was not "
+            "received): install it there first",
+        )
+    job_id = f"job-{uuid.uuid4()}"
+    actor = "api"
+    payload = {"repository": {"full_name": repository}, "job": {**job, "actor": actor}}
+    state.deliveries.accept(
+        job_id, event, None, installation, repository, json.dumps(payload).encode(), handled=True
+    )
+    state.worker.wake.set()
+    return Queued(id=job_id, status="queued", status_url=f"/pipeline/status/{job_id}")

@@ -1,0 +1,227 @@
+"""Slash-commands (and check run buttons) carried out: authorise, fix the head SHA, act, report.
+
+The decisions are the core's (`core/commands.py` parses, `core/authz.py` authorises); this module
+fetches the facts they need from GitHub, calls the tools, and writes the one status comment.
+Progress is saved in the delivery's row, so a retried delivery never acts twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline_bot.app import replies
+from pipeline_bot.app.checks import analyse_pull_request
+from pipeline_bot.app.context import STATUS_MARKER, EventContext
+from pipeline_bot.app.deploys import deploy_commit
+from pipeline_bot.core.authz import Requester, authorize
+from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
+from pipeline_bot.errors import ConfigError, PipelineBotError
+from pipeline_bot.models import DeploymentStatus, DeployResult
+from pipeline_bot.repo_config import Environment, RepoConfig
+
+LOCK_TTL = 7 * 24 * 3600.0  # a /lock holds for a week unless /unlock ends it sooner
+
+
+def run_command(
+    ctx: EventContext,
+    command: Command | None,
+    *,
+    number: int,
+    actor: str,
+    comment_id: int | None = None,
+    syntax_error: CommandSyntaxError | None = None,
+) -> str:
+    if comment_id is not None and not ctx.state.get("eyes"):
+        ctx.gh.react(ctx.repo, comment_id, "eyes")
+        ctx.save(eyes=True)
+    try:
+        ok, text = _outcome(ctx, command, number, actor, syntax_error)
+    except PipelineBotError as exc:
+        ok, text = False, replies.failed(actor, command, exc.message)
+    _report(ctx, number, text)
+    if comment_id is not None and not ctx.state.get("reacted"):
+        ctx.gh.react(ctx.repo, comment_id, "rocket" if ok else "confused")
+        ctx.save(reacted=True)
+    name = command.name if command else "unknown"
+    return f"/{name} by @{actor}: {'done' if ok else 'refused or failed'}"
+
+
+def _outcome(
+    ctx: EventContext,
+    command: Command | None,
+    number: int,
+    actor: str,
+    syntax_error: CommandSyntaxError | None,
+) -> tuple[bool, str]:
+    if syntax_error is not None or command is None:
+        return False, replies.syntax(actor, str(syntax_error))
+    if command.name == "help":
+        return True, f"pipeline-bot commands:\n{HELP}"
+    try:
+        config = ctx.config()
+    except ConfigError as exc:
+        return False, replies.config_error(exc)
+    env = config.environment(command.environment) if command.environment else None
+    pr = ctx.gh.pull_request(ctx.repo, number)
+    head_sha = str(ctx.state.get("accepted_sha") or pr["head"]["sha"])
+    who = _requester(ctx, env, actor, pr)
+    deployed_to = _deployed_to(ctx, env, head_sha) if command.name == "deploy" else set()
+    decision = authorize(command, env, who, deployed_to=deployed_to)
+    if not decision.allowed:
+        return False, replies.refused(actor, command, decision.reason)
+    if "accepted_sha" not in ctx.state:
+        ctx.save(accepted_sha=head_sha)
+    if command.name == "analyze":
+        analyse_pull_request(
+            ctx,
+            number=number,
+            base_sha=pr["base"]["sha"],
+            head_sha=head_sha,
+            changed_files=pr.get("changed_files"),
+        )
+        return (
+            True,
+            f"Analysed `{head_sha[:12]}` again: see the check run **pipeline-bot / analysis**.",
+        )
+    if command.name == "status":
+        return True, _status(ctx, config, env)
+    if env is None:  # parse_command gives these commands an environment
+        raise CommandSyntaxError(f"`/{command.name}` needs an environment.", command.name)
+    if command.name == "lock":
+        return _lock(ctx, env, actor, command.reason)
+    if command.name == "unlock":
+        return _unlock(ctx, env, actor)
+    if command.name == "deploy":
+        return _deploy(ctx, config, env, command, number, actor, pr, head_sha)
+    result = ctx.services.registry.call(
+        f"{command.name}_deployment",
+        {"app_name": _app(config, command, ctx.repo), "environment": env.name},
+        ctx.tools(config),
+    )
+    if not isinstance(result, DeployResult):  # the registry checked it; this narrows the type
+        raise TypeError("expected DeployResult")
+    return result.status in ("succeeded", "paused"), replies.deploy_result(actor, command, result)
+
+
+def _requester(
+    ctx: EventContext, env: Environment | None, actor: str, pr: dict[str, Any]
+) -> Requester:
+    permission = ctx.gh.permission(ctx.repo, actor)
+    teams: set[str] = set()
+    for team in env.allowed_teams if env else []:
+        org, _, slug = team.partition("/")
+        if slug and ctx.gh.in_team(org, slug, actor):
+            teams.add(team)
+    head_repo = ((pr.get("head") or {}).get("repo") or {}).get("full_name")
+    return Requester(actor, permission, frozenset(teams), from_fork=head_repo != ctx.repo)
+
+
+def _deployed_to(ctx: EventContext, env: Environment | None, sha: str) -> set[str]:
+    done = set()
+    for required in env.requires if env else []:
+        records = ctx.services.store.history(required, limit=50, status="succeeded")
+        if any(r.commit_sha == sha for r in records):
+            done.add(required)
+    return done
+
+
+def _app(config: RepoConfig, command: Command, repo: str) -> str:
+    if command.app:
+        return command.app
+    if len(config.services) == 1:
+        return config.services[0].name
+    if config.services:
+        names = ", ".join(s.name for s in config.services)
+        raise CommandSyntaxError(
+            f"this repository has several services ({names}): add --app NAME", command.name
+        )
+    return repo.rsplit("/", 1)[-1].lower()
+
+
+def _deploy(
+    ctx: EventContext,
+    config: RepoConfig,
+    env: Environment,
+    command: Command,
+    number: int,
+    actor: str,
+    pr: dict[str, Any],
+    head_sha: str,
+) -> tuple[bool, str]:
+    gh, repo = ctx.gh, ctx.repo
+    if "acted" in ctx.state:  # a retried delivery: the deploy ran; report it, do not repeat it
+        record = ctx.services.store.get(str(ctx.state["acted"]))
+        status = record.status if record else "unknown"
+        return status == "succeeded", replies.resumed(actor, command, status)
+    app = _app(config, command, repo)
+    _report(ctx, number, replies.deploying(actor, env.name, app, head_sha))
+    current = gh.pull_request(repo, number)["head"]["sha"]
+    if current != head_sha:
+        return False, replies.head_moved(actor, command, head_sha, current)
+    result = deploy_commit(
+        ctx,
+        config,
+        env,
+        app=app,
+        sha=head_sha,
+        base=pr["base"]["sha"],
+        strategy=command.strategy,
+        image=command.image,
+        actor=actor,
+        pull_request=number,
+    )
+    ok = result.status in ("succeeded", "paused")
+    return ok, replies.deploy_result(actor, command, result)
+
+
+def _status(ctx: EventContext, config: RepoConfig, env: Environment | None) -> str:
+    envs = [env] if env else sorted(config.environments, key=lambda e: e.order)
+    apps = [s.name for s in config.services] or [ctx.repo.rsplit("/", 1)[-1].lower()]
+    statuses: list[DeploymentStatus] = []
+    for e in envs:
+        for app in apps:
+            status = ctx.services.registry.call(
+                "get_deployment_status",
+                {"app_name": app, "environment": e.name},
+                ctx.tools(config),
+            )
+            if not isinstance(
+                status, DeploymentStatus
+            ):  # the registry checked it; this narrows the type
+                raise TypeError("expected DeploymentStatus")
+            statuses.append(status)
+    return replies.status_table(statuses)
+
+
+def _lock(ctx: EventContext, env: Environment, actor: str, reason: str) -> tuple[bool, str]:
+    lock = ctx.services.store.acquire(
+        env.name, f"@{actor}", reason or f"locked by @{actor}", ttl=LOCK_TTL
+    )
+    return True, replies.locked(actor, env.name, lock.reason)
+
+
+def _unlock(ctx: EventContext, env: Environment, actor: str) -> tuple[bool, str]:
+    lock = ctx.services.store.lock(env.name)
+    if lock is None:
+        return True, f"@{actor}: `{env.name}` was not locked."
+    if not lock.owner.startswith("@"):
+        return False, (
+            f"@{actor}: `{env.name}` is held by a running deploy ({lock.owner}, {lock.reason}); "
+            "it is released when that deploy ends."
+        )
+    ctx.services.store.release(env.name, lock.owner)
+    return True, f"@{actor} unlocked `{env.name}` (it was locked by {lock.owner})."
+
+
+def _report(ctx: EventContext, number: int, text: str) -> None:
+    """Write `text` into the PR's one status comment, creating it the first time."""
+    gh, repo = ctx.gh, ctx.repo
+    key = f"{repo}#{number}"
+    body = f"{STATUS_MARKER}\n{text}"
+    known = ctx.services.deliveries.status_comment(key)
+    if known is None:
+        known = gh.find_comment(repo, number, STATUS_MARKER)
+    if known is not None and gh.edit_comment(repo, known, body):
+        ctx.services.deliveries.set_status_comment(key, known)
+        return
+    ctx.services.deliveries.set_status_comment(key, gh.comment(repo, number, body))

@@ -1,0 +1,118 @@
+"""What an App handler is handed: the delivery, its payload, and the App's collaborators."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline_bot.integrations.deliveries import Delivery, DeliveryStore
+from pipeline_bot.integrations.github_app import GitHubApp, Installation
+from pipeline_bot.integrations.ports import ChangeSource, ClusterPort, MetricsPort, StorePort
+from pipeline_bot.repo_config import (
+    CONFIG_PATHS,
+    Environment,
+    RepoConfig,
+    default_config,
+    parse_repo_config,
+)
+from pipeline_bot.tools import ToolContext, ToolRegistry, build_registry
+
+STATUS_MARKER = "<!-- pipeline-bot:status -->"
+CHECK_NAME = "pipeline-bot / analysis"
+
+
+class ConfigCache:
+    """`.github/pipeline-bot.yml` from the default branch, parsed once per blob SHA."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, RepoConfig] = {}
+        self._lock = threading.Lock()
+
+    def load(self, gh: Installation, repo: str, default_branch: str) -> RepoConfig:
+        for path in CONFIG_PATHS:
+            found = gh.file(repo, path, default_branch)
+            if found is None:
+                continue
+            sha, text = found
+            with self._lock:
+                cached = self._parsed.get(sha)
+            if cached is not None:
+                return cached
+            config = parse_repo_config(text, source=f"{path} on {default_branch}")
+            with self._lock:
+                self._parsed[sha] = config
+            return config
+        return default_config()
+
+
+@dataclass
+class AppServices:
+    deliveries: DeliveryStore
+    github: GitHubApp
+    store: StorePort
+    cluster: Callable[[Environment], ClusterPort] | None = None
+    metrics: MetricsPort | None = None
+    registry: ToolRegistry = field(default_factory=build_registry)
+    configs: ConfigCache = field(default_factory=ConfigCache)
+
+
+class PreparedSource:
+    """SourcePort that hands out a change read beforehand (from GitHub's compare API)."""
+
+    def __init__(self, source: ChangeSource) -> None:
+        self._source = source
+
+    def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
+        return self._source
+
+
+@dataclass
+class EventContext:
+    delivery: Delivery
+    payload: dict[str, Any]
+    services: AppServices
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, delivery: Delivery, services: AppServices) -> EventContext:
+        return cls(delivery, json.loads(delivery.payload), services, dict(delivery.state))
+
+    @property
+    def repo(self) -> str:
+        return str(self.payload["repository"]["full_name"])
+
+    @property
+    def default_branch(self) -> str:
+        branch = self.payload["repository"].get("default_branch")
+        if not branch:  # jobs from the REST API name only the repository
+            branch = self.gh.repository(self.repo)["default_branch"]
+            self.payload["repository"]["default_branch"] = branch
+        return str(branch)
+
+    @property
+    def gh(self) -> Installation:
+        installation = self.delivery.installation_id
+        if installation is None:
+            raise ValueError("the delivery names no installation")
+        return self.services.github.installation(installation)
+
+    def config(self) -> RepoConfig:
+        return self.services.configs.load(self.gh, self.repo, self.default_branch)
+
+    def save(self, **values: Any) -> None:
+        """Remember progress in the delivery's row, so a retry does not repeat it."""
+        self.state.update(values)
+        self.services.deliveries.save_state(self.delivery.id, self.state)
+
+    def tools(self, config: RepoConfig, source: ChangeSource | None = None) -> ToolContext:
+        return ToolContext(
+            source=PreparedSource(source) if source else None,
+            cluster=self.services.cluster,
+            store=self.services.store,
+            metrics=self.services.metrics,
+            github_repository=self.repo,
+            config=config,
+        )

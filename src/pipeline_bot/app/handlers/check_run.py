@@ -1,0 +1,41 @@
+"""check_run rerequested (analyse again) and requested_action (the check run's buttons).
+
+A button press is the same as the matching comment command, under the same authorisation.
+"""
+
+from __future__ import annotations
+
+from pipeline_bot.app.checks import analyse_pull_request
+from pipeline_bot.app.commands import run_command
+from pipeline_bot.app.context import CHECK_NAME, EventContext
+from pipeline_bot.core.commands import CommandSyntaxError, parse_command
+
+ACTIONS = frozenset({"rerequested", "requested_action"})
+
+
+def handle(ctx: EventContext) -> str:
+    run = ctx.payload["check_run"]
+    if run.get("name") != CHECK_NAME:
+        return "ignored: not pipeline-bot's check run"
+    prs = run.get("pull_requests") or []
+    if not prs:
+        return "ignored: the check run belongs to no pull request of this repository"
+    pr = prs[0]
+    number = int(pr["number"])
+    identifier = (ctx.payload.get("requested_action") or {}).get("identifier", "reanalyze")
+    if ctx.payload.get("action") == "rerequested" or identifier == "reanalyze":
+        full = ctx.gh.pull_request(ctx.repo, number)
+        return analyse_pull_request(
+            ctx,
+            number=number,
+            base_sha=full["base"]["sha"],
+            head_sha=full["head"]["sha"],
+            changed_files=full.get("changed_files"),
+        )
+    actor = ctx.payload["sender"]["login"]
+    kind, _, env = identifier.partition(":")
+    try:
+        command = parse_command(f"/{kind} {env}")
+    except CommandSyntaxError as exc:
+        return run_command(ctx, None, number=number, actor=actor, syntax_error=exc)
+    return run_command(ctx, command, number=number, actor=actor)

@@ -1,0 +1,193 @@
+"""The App's FastAPI app factory and `serve`: intake, REST API, /metrics, /mcp, the worker.
+
+`create_app()` takes its collaborators (tests hand in their own); `services_from_settings()`
+builds them from the environment, refusing to start without a webhook secret, App id and key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from pipeline_bot import __version__
+from pipeline_bot.app import api, intake
+from pipeline_bot.app.context import AppServices
+from pipeline_bot.app.worker import Worker
+from pipeline_bot.errors import ConfigError, ConfigProblem
+from pipeline_bot.settings import Settings
+
+log = logging.getLogger("pipeline_bot.app")
+
+
+def _required(settings: Settings) -> tuple[str, str, bytes]:
+    """App id, private key and webhook secret, or one clear error naming what is missing."""
+    if (
+        settings.github_webhook_secret is None
+        or not settings.github_webhook_secret.get_secret_value()
+    ):
+        raise _missing(
+            "GITHUB_WEBHOOK_SECRET is not set: the App verifies every delivery "
+            "with it and will not start without one"
+        )
+    if not settings.github_app_id:
+        raise _missing(
+            "GITHUB_APP_ID is not set (the App's id, from its settings page or "
+            "`pipeline-bot app setup`)"
+        )
+    if settings.github_app_private_key is not None:
+        key = settings.github_app_private_key.get_secret_value()
+    elif settings.github_app_private_key_path:
+        try:
+            key = Path(settings.github_app_private_key_path).read_text()
+        except OSError as exc:
+            raise _missing(
+                f"cannot read GITHUB_APP_PRIVATE_KEY_PATH ({settings.github_app_private_key_path}):"
+                f" {exc.strerror}"
+            ) from None
+    else:
+        raise _missing("GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_PATH must be set")
+    if "PRIVATE KEY-----" not in key:
+        raise _missing("the App's private key is not a PEM key (-----BEGIN ... PRIVATE KEY-----)")
+    return settings.github_app_id, key, settings.github_webhook_secret.get_secret_value().encode()
+
+
+def _missing(message: str) -> ConfigError:
+    return ConfigError("environment", [ConfigProblem("", message)])
+
+
+def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
+    from pipeline_bot.cli_deploy import metrics_for
+    from pipeline_bot.integrations.deliveries import DeliveryStore
+    from pipeline_bot.integrations.github_app import GitHubApp
+    from pipeline_bot.integrations.kubernetes import KubernetesCluster
+    from pipeline_bot.integrations.store import SqlStore, default_database_url
+    from pipeline_bot.repo_config import Environment
+
+    app_id, key, secret = _required(settings)
+    url = settings.database_url or default_database_url()
+
+    def cluster(env: Environment) -> KubernetesCluster:
+        content = settings.kubeconfig_content
+        return KubernetesCluster.connect(
+            kubeconfig_content=content.get_secret_value() if content else None,
+            context=env.kube_context,
+            in_cluster=settings.in_cluster,
+        )
+
+    services = AppServices(
+        deliveries=DeliveryStore(url),
+        github=GitHubApp(app_id, key, api_url=settings.github_api_url),
+        store=SqlStore(url),
+        cluster=cluster,
+        metrics=metrics_for(None),
+    )
+    return services, secret
+
+
+def create_app(
+    services: AppServices,
+    secret: bytes,
+    *,
+    api_token: str | None = None,
+    mcp: bool = True,
+    start_worker: bool = True,
+) -> Any:
+    mcp_app: Any = None
+    mcp_server: Any = None
+    if mcp:
+        from pipeline_bot.cli_deploy import tool_context
+        from pipeline_bot.mcp_server.http import BearerToken
+        from pipeline_bot.mcp_server.server import build_server
+
+        mcp_server = build_server(services.registry, lambda: tool_context(None, None))
+        inner = mcp_server.streamable_http_app()  # serves /mcp
+        mcp_app = BearerToken(inner, api_token) if api_token else _Refuse()
+
+    worker = Worker(services)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_worker:
+            worker.start()
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp_server is not None:
+                await stack.enter_async_context(mcp_server.session_manager.run())
+            yield
+        if start_worker:
+            worker.stop()
+
+    app = FastAPI(
+        title="pipeline-bot",
+        version=__version__,
+        description="pipeline-bot's GitHub App: webhooks, deploys and pipelines, and MCP at /mcp.",
+        lifespan=lifespan,
+    )
+    app.state.deliveries = services.deliveries
+    app.state.store = services.store
+    app.state.worker = worker
+    app.state.services = services
+    app.state.api_token = api_token
+    app.include_router(intake.router(secret))
+    app.include_router(api.router())
+    return _WithMcp(app, mcp_app) if mcp_app is not None else app
+
+
+class _Refuse:
+    """/mcp without PIPELINE_BOT_API_TOKEN: closed, and says why."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b'{"error": "set PIPELINE_BOT_API_TOKEN to use /mcp on the App server"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _WithMcp:
+    """ASGI: /mcp to the MCP transport (behind the API token), the rest to FastAPI."""
+
+    def __init__(self, app: FastAPI, mcp_app: Any) -> None:
+        self.app = app
+        self.mcp_app = mcp_app
+        self.state = app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == "/mcp" or path.startswith("/mcp/"):
+            await self.mcp_app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def serve(host: str, port: int, settings: Settings) -> None:
+    """Run the App on uvicorn (uvloop and httptools when installed)."""
+    import importlib.util
+
+    import uvicorn
+
+    services, secret = services_from_settings(settings)
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app = create_app(services, secret, api_token=token)
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log.info(
+        "pipeline-bot %s serving on http://%s:%d (loop %s, http %s)",
+        __version__,
+        host,
+        port,
+        loop,
+        http,
+    )
+    uvicorn.run(
+        app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False
+    )

@@ -1,0 +1,86 @@
+"""An analysis as GitHub check run output: annotations in batches, conclusion, buttons. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline_bot.core.report import analysis_markdown
+from pipeline_bot.models import SEVERITY_ORDER, Analysis, Finding
+
+ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit for one check run update
+MAX_ANNOTATIONS = 1000
+SUMMARY_LIMIT = 65_000  # GitHub refuses output.summary over 65,535 characters
+_LEVEL = {"critical": "failure", "high": "failure", "medium": "warning"}
+_RISK = {"low": 1, "medium": 2, "high": 3, "critical": 4, "never": 99}
+
+
+def annotations_for(findings: list[Finding]) -> tuple[list[dict[str, Any]], int]:
+    """Annotations for findings that have a file (deduplicated, worst first), and how many were
+    left out over MAX_ANNOTATIONS."""
+    seen: set[tuple[Any, ...]] = set()
+    out: list[dict[str, Any]] = []
+    for f in sorted(findings, key=lambda f: -SEVERITY_ORDER[f.severity]):
+        if not f.path:
+            continue
+        start = f.start_line or 1
+        end = max(f.end_line or start, start)
+        key = (f.path, start, end, f.rule)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            {
+                "path": f.path,
+                "start_line": start,
+                "end_line": end,
+                "annotation_level": _LEVEL.get(f.severity, "notice"),
+                "title": f.rule,
+                "message": f.message[:64_000],
+            }
+        )
+    return out[:MAX_ANNOTATIONS], max(0, len(out) - MAX_ANNOTATIONS)
+
+
+def batches(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    size = ANNOTATIONS_PER_REQUEST
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+
+
+def conclusion(analysis: Analysis, fail_on: str) -> str:
+    return "failure" if _RISK[analysis.risk.level] >= _RISK[fail_on] else "success"
+
+
+def title(analysis: Analysis) -> str:
+    r = analysis.risk
+    return f"{r.level.capitalize()} risk ({r.score}/100), strategy: {analysis.strategy.name}"
+
+
+def summary(analysis: Analysis, notes: list[str]) -> str:
+    text = analysis_markdown(analysis)
+    if notes:
+        text = "\n".join(f"> [!WARNING]\n> {n}\n" for n in notes) + "\n" + text
+    if len(text) > SUMMARY_LIMIT:
+        text = text[:SUMMARY_LIMIT] + "\n\n…(cut: the summary is longer than GitHub allows)"
+    return text
+
+
+def actions(environments: list[str]) -> list[dict[str, str]]:
+    """The buttons: deploy to the first environment in promotion order, and re-analyze."""
+    out = []
+    if environments:
+        env = environments[0]
+        out.append(
+            {
+                "label": f"Deploy to {env}"[:20],
+                "description": f"Deploy this head commit to {env}"[:40],
+                "identifier": f"deploy:{env}"[:20],
+            }
+        )
+    out.append(
+        {
+            "label": "Re-analyze",
+            "description": "Analyse the change again",
+            "identifier": "reanalyze",
+        }
+    )
+    return out

@@ -1,0 +1,416 @@
+"""The App's durable webhook queue, its installations and its GitHub-side bookkeeping, in SQL.
+
+`accept()` writes a delivery under its X-GitHub-Delivery id before the App answers 2xx; a
+redelivery finds the row and is not queued again. Workers `claim()` due rows one at a time with
+an update that only one of them can win, and `finish()` them as done, failed or retry-later.
+Rows a killed process left `running` go back to `pending` on the next start.
+
+SQLite runs in WAL mode with automatic checkpoints off: a checkpoint costs milliseconds, and it
+must never run on the server's event loop, so the worker thread calls `checkpoint()` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline_bot.errors import IntegrationError
+
+STATUSES = ("pending", "running", "done", "failed", "ignored")
+_meta = MetaData()
+deliveries = Table(
+    "app_deliveries",
+    _meta,
+    Column("id", String(64), primary_key=True),
+    Column("event", String(64), nullable=False),
+    Column("action", String(64)),
+    Column("installation_id", Integer),
+    Column("repository", String(256)),
+    Column("payload", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("error", Text, nullable=False, default=""),
+    Column("state", Text, nullable=False, default="{}"),
+)
+installations = Table(
+    "app_installations",
+    _meta,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(256)),
+    Column("repositories", Text, nullable=False, default="[]"),
+    Column("status", String(32), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+github_deployments = Table(
+    "app_github_deployments",
+    _meta,
+    Column("deploy_id", String(64), primary_key=True),
+    Column("repository", String(256), nullable=False, index=True),
+    Column("environment", String(128), nullable=False),
+    Column("github_id", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+status_comments = Table(
+    "app_status_comments",
+    _meta,
+    Column("key", String(300), primary_key=True),  # "owner/name#number"
+    Column("comment_id", Integer, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    repository: str | None
+    status: str
+    attempts: int
+    received_at: float
+    updated_at: float
+    error: str
+    state: dict[str, Any]
+    payload: bytes = b""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event": self.event,
+            "action": self.action,
+            "installation_id": self.installation_id,
+            "repository": self.repository,
+            "status": self.status,
+            "attempts": self.attempts,
+            "received_at": self.received_at,
+            "updated_at": self.updated_at,
+            "error": self.error,
+        }
+
+
+class DeliveryStore:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url)
+            self.sqlite = self.engine.dialect.name == "sqlite"
+            if self.sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            _meta.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise IntegrationError(
+                f"cannot open the database: {_reason(exc)}", service="store"
+            ) from None
+        self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
+
+    # ------------------------------------------------------------------ intake
+
+    def accept(
+        self,
+        delivery_id: str,
+        event_name: str,
+        action: str | None,
+        installation_id: int | None,
+        repository: str | None,
+        payload: bytes,
+        *,
+        handled: bool,
+    ) -> bool:
+        """Store a delivery; False when it was stored before (a redelivery)."""
+        now = time.time()
+        stmt = self._insert.values(
+            id=delivery_id,
+            event=event_name,
+            action=action,
+            installation_id=installation_id,
+            repository=repository,
+            payload=payload,
+            status="pending" if handled else "ignored",
+            attempts=0,
+            next_attempt_at=now,
+            received_at=now,
+            updated_at=now,
+            error="",
+            state="{}",
+        ).on_conflict_do_nothing(index_elements=["id"])
+        with self._begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    # ------------------------------------------------------------------ work
+
+    def recover(self) -> int:
+        """Rows a killed process left running are pending again; returns how many."""
+        with self._begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.status == "running")
+                .values(status="pending", updated_at=time.time())
+            )
+            return int(result.rowcount)
+
+    def claim(self) -> Delivery | None:
+        """The oldest due pending delivery, now marked running, or None."""
+        now = time.time()
+        with self._begin() as conn:
+            for row in conn.execute(
+                select(deliveries.c.id)
+                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+                .order_by(deliveries.c.received_at)
+                .limit(5)
+            ):
+                won = conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == row.id, deliveries.c.status == "pending")
+                    .values(
+                        status="running",
+                        attempts=deliveries.c.attempts + 1,
+                        updated_at=now,
+                    )
+                ).rowcount
+                if won:
+                    full = conn.execute(select(deliveries).where(deliveries.c.id == row.id)).one()
+                    return _delivery(full, with_payload=True)
+        return None
+
+    def finish(
+        self, delivery_id: str, status: str, *, error: str = "", retry_at: float | None = None
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "error": error[:2000],
+            "updated_at": time.time(),
+        }
+        if retry_at is not None:
+            values["next_attempt_at"] = retry_at
+        with self._begin() as conn:
+            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+    def save_state(self, delivery_id: str, state: dict[str, Any]) -> None:
+        """What a handler has done so far, so a retry does not do it twice."""
+        with self._begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(state=json.dumps(state), updated_at=time.time())
+            )
+
+    def retry(self, delivery_id: str) -> Delivery | None:
+        """Queue a failed (or ignored) delivery again; None when there is no such delivery."""
+        with self._begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(["failed"]))
+                .values(status="pending", next_attempt_at=time.time(), error="", attempts=0)
+            )
+        return self.get(delivery_id)
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        with self._begin() as conn:
+            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
+            return _delivery(row, with_payload=False) if row else None
+
+    def recent(self, status: str | None = None, *, limit: int = 100) -> list[Delivery]:
+        q = select(*[c for c in deliveries.c if c.name != "payload"])
+        if status:
+            q = q.where(deliveries.c.status == status)
+        q = q.order_by(deliveries.c.received_at.desc()).limit(limit)
+        with self._begin() as conn:
+            return [_delivery(r, with_payload=False) for r in conn.execute(q)]
+
+    def depth(self) -> int:
+        with self._begin() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.status.in_(["pending", "running"]))
+                ).scalar_one()
+            )
+
+    def next_due(self) -> float | None:
+        with self._begin() as conn:
+            value = conn.execute(
+                select(func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.status == "pending"
+                )
+            ).scalar()
+            return float(value) if value is not None else None
+
+    def checkpoint(self) -> None:
+        if self.sqlite:
+            with self.engine.connect() as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
+
+    # ------------------------------------------------------------------ App bookkeeping
+
+    def record_installation(
+        self, installation_id: int, account: str, repositories: list[str], status: str
+    ) -> None:
+        dialect = sqlite if self.sqlite else postgresql
+        values = {
+            "id": installation_id,
+            "account": account,
+            "repositories": json.dumps(sorted(set(repositories))),
+            "status": status,
+            "updated_at": time.time(),
+        }
+        stmt = dialect.insert(installations).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={k: v for k, v in values.items() if k != "id"}
+        )
+        with self._begin() as conn:
+            conn.execute(stmt)
+
+    def installation(self, installation_id: int) -> dict[str, Any] | None:
+        with self._begin() as conn:
+            row = conn.execute(
+                select(installations).where(installations.c.id == installation_id)
+            ).first()
+        if row is None:
+            return None
+        return {
+            "id": row.id,
+            "account": row.account,
+            "repositories": json.loads(row.repositories),
+            "status": row.status,
+        }
+
+    def installation_for(self, repository: str) -> int | None:
+        """The active installation that covers `repository`, from installation events."""
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(installations.c.id, installations.c.repositories).where(
+                    installations.c.status == "active"
+                )
+            ).all()
+        for row in rows:
+            if repository in json.loads(row.repositories):
+                return int(row.id)
+        return None
+
+    def remember_github_deployment(
+        self, deploy_id: str, repository: str, environment: str, github_id: int
+    ) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                github_deployments.insert().values(
+                    deploy_id=deploy_id,
+                    repository=repository,
+                    environment=environment,
+                    github_id=github_id,
+                    created_at=time.time(),
+                )
+            )
+
+    def latest_github_deployment(self, repository: str, environment: str) -> int | None:
+        with self._begin() as conn:
+            value = conn.execute(
+                select(github_deployments.c.github_id)
+                .where(
+                    github_deployments.c.repository == repository,
+                    github_deployments.c.environment == environment,
+                )
+                .order_by(github_deployments.c.created_at.desc())
+                .limit(1)
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def status_comment(self, key: str) -> int | None:
+        with self._begin() as conn:
+            value = conn.execute(
+                select(status_comments.c.comment_id).where(status_comments.c.key == key)
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def set_status_comment(self, key: str, comment_id: int) -> None:
+        dialect = sqlite if self.sqlite else postgresql
+        stmt = dialect.insert(status_comments).values(key=key, comment_id=comment_id)
+        stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"comment_id": comment_id})
+        with self._begin() as conn:
+            conn.execute(stmt)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _begin(self) -> Any:
+        return _Guard(self.engine)
+
+
+class _Guard:
+    """engine.begin() that turns database errors into IntegrationError."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._cm = engine.begin()
+
+    def __enter__(self) -> Any:
+        try:
+            return self._cm.__enter__()
+        except SQLAlchemyError as exc:
+            raise IntegrationError(f"database error: {_reason(exc)}", service="store") from None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._cm.__exit__(kind, exc, tb)
+        except SQLAlchemyError as err:
+            raise IntegrationError(f"database error: {_reason(err)}", service="store") from None
+        if isinstance(exc, SQLAlchemyError):
+            raise IntegrationError(f"database error: {_reason(exc)}", service="store") from None
+
+
+def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across a process kill
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # the worker thread checkpoints instead
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+
+def _delivery(row: Any, *, with_payload: bool) -> Delivery:
+    return Delivery(
+        id=row.id,
+        event=row.event,
+        action=row.action,
+        installation_id=row.installation_id,
+        repository=row.repository,
+        status=row.status,
+        attempts=row.attempts,
+        received_at=row.received_at,
+        updated_at=row.updated_at,
+        error=row.error,
+        state=json.loads(row.state or "{}"),
+        payload=bytes(row.payload) if with_payload else b"",
+    )

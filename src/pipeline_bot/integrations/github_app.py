@@ -1,0 +1,274 @@
+"""pipeline-bot as a GitHub App through githubkit: the App's JWT, installation tokens (githubkit
+caches each until a minute before it expires), and the calls the App's handlers make.
+
+Every call goes through `_request`, which turns GitHub's errors into IntegrationError with the
+status and GitHub's message; no token, key or JWT is ever part of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
+from githubkit.exception import GitHubException, RequestFailed
+
+from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.github import _file_change
+from pipeline_bot.integrations.ports import ChangeSource
+from pipeline_bot.models import ChangeSet, Commit, FileChange, History
+
+MAX_COMPARE_PAGES = 30  # 100 files a page: GitHub lists at most 3,000 files of a comparison
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+
+
+class GitHubApp:
+    """The App: one githubkit client per installation, so each caches its own token."""
+
+    def __init__(self, app_id: str, private_key: str, *, api_url: str | None = None) -> None:
+        self.app_id = app_id
+        self._key = private_key
+        self._api_url = api_url
+        self._clients: dict[int, Installation] = {}
+        self._lock = threading.Lock()
+        # this App's own token cache (githubkit's default one is shared by the whole process)
+        self._cache = MemCacheStrategy()
+
+    def _github(self, auth: Any) -> GitHub[Any]:
+        # auto_retry off: the App's queue retries a failed delivery with its own backoff, and a
+        # handler must not sit in githubkit's retry sleeps meanwhile
+        options: dict[str, Any] = {"cache_strategy": self._cache, "auto_retry": False}
+        if self._api_url:
+            options["base_url"] = self._api_url.rstrip("/") + "/"
+        return GitHub(auth, **options)
+
+    def installation(self, installation_id: int) -> Installation:
+        with self._lock:
+            client = self._clients.get(installation_id)
+            if client is None:
+                auth = AppInstallationAuthStrategy(self.app_id, self._key, installation_id)
+                client = Installation(self._github(auth))
+                self._clients[installation_id] = client
+            return client
+
+    def app_info(self) -> dict[str, Any]:
+        """GET /app with the App's JWT: checks the id and key belong together."""
+        gh = self._github(AppAuthStrategy(self.app_id, self._key))
+        data, _ = _request(gh, "GET", "/app", "for the App (check GITHUB_APP_ID and the key)")
+        return data  # type: ignore[no-any-return]
+
+
+def convert_manifest_code(code: str, *, api_url: str | None = None) -> dict[str, Any]:
+    """POST /app-manifests/{code}/conversions: the new App's id, key and webhook secret."""
+    from githubkit import UnauthAuthStrategy
+
+    auth = UnauthAuthStrategy()
+    gh = GitHub(auth, base_url=api_url.rstrip("/") + "/") if api_url else GitHub(auth)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", code):
+        raise IntegrationError("the manifest code GitHub returned is malformed", service="github")
+    data, _ = _request(gh, "POST", f"/app-manifests/{code}/conversions", "converting the manifest")
+    return data  # type: ignore[no-any-return]
+
+
+class Installation:
+    """The calls handlers make as one installation of the App."""
+
+    def __init__(self, gh: GitHub[Any]) -> None:
+        self._gh = gh
+
+    def _do(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        return _request(self._gh, method, path, what, **kw)[0]
+
+    # ------------------------------------------------------------- repository and config
+
+    def repository(self, repo: str) -> dict[str, Any]:
+        return self._do("GET", f"/repos/{repo}", f"for {repo}")  # type: ignore[no-any-return]
+
+    def file(self, repo: str, path: str, ref: str) -> tuple[str, str] | None:
+        """(blob sha, text) of a file at `ref`, None when it does not exist."""
+        try:
+            data = self._do(
+                "GET", f"/repos/{repo}/contents/{path}", f"for {path}", params={"ref": ref}
+            )
+        except IntegrationError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        text = base64.b64decode(data.get("content") or "").decode("utf-8", "replace")
+        return str(data["sha"]), text
+
+    def pull_request(self, repo: str, number: int) -> dict[str, Any]:
+        return self._do(  # type: ignore[no-any-return]
+            "GET", f"/repos/{repo}/pulls/{number}", f"for pull request #{number}"
+        )
+
+    def permission(self, repo: str, user: str) -> str:
+        """The user's permission on the repository: admin, maintain, write, triage, read, none."""
+        data = self._do(
+            "GET",
+            f"/repos/{repo}/collaborators/{user}/permission",
+            f"for @{user}'s permission",
+        )
+        role = str(data.get("role_name") or "")
+        return role if role in ("maintain", "triage") else str(data.get("permission", "none"))
+
+    def in_team(self, org: str, team: str, user: str) -> bool:
+        try:
+            data = self._do(
+                "GET", f"/orgs/{org}/teams/{team}/memberships/{user}", f"for team {org}/{team}"
+            )
+        except IntegrationError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(data.get("state") == "active")
+
+    def compare(self, repo: str, base: str, head: str) -> tuple[ChangeSource, bool]:
+        """The change base...head from the compare API, paged; True when it was cut short."""
+        commits: list[Commit] = []
+        files: list[FileChange] = []
+        page, truncated = 1, False
+        while True:
+            data, response = _request(
+                self._gh,
+                "GET",
+                f"/repos/{repo}/compare/{base}...{head}",
+                f"comparing {base[:12]}...{head[:12]}",
+                params={"per_page": 100, "page": page},
+            )
+            commits.extend(_commit(c) for c in data.get("commits") or [])
+            files.extend(_file_change(f) for f in data.get("files") or [])
+            if not _NEXT.search(response.headers.get("link", "")):
+                break
+            if page >= MAX_COMPARE_PAGES:
+                truncated = True
+                break
+            page += 1
+        changes = ChangeSet(repository=repo, base=base, head=head, commits=commits, files=files)
+        history = History(available=False, note="from GitHub's compare API: no history")
+        return ChangeSource(root=Path(), changes=changes, history=history), truncated
+
+    # ------------------------------------------------------------- checks
+
+    def create_check_run(self, repo: str, body: dict[str, Any]) -> int:
+        data = self._do("POST", f"/repos/{repo}/check-runs", "creating a check run", json=body)
+        return int(data["id"])
+
+    def update_check_run(self, repo: str, check_run_id: int, body: dict[str, Any]) -> None:
+        self._do(
+            "PATCH",
+            f"/repos/{repo}/check-runs/{check_run_id}",
+            "updating the check run",
+            json=body,
+        )
+
+    # ------------------------------------------------------------- comments and reactions
+
+    def react(self, repo: str, comment_id: int, content: str) -> None:
+        self._do(
+            "POST",
+            f"/repos/{repo}/issues/comments/{comment_id}/reactions",
+            "adding a reaction",
+            json={"content": content},
+        )
+
+    def comment(self, repo: str, number: int, body: str) -> int:
+        data = self._do(
+            "POST", f"/repos/{repo}/issues/{number}/comments", "commenting", json={"body": body}
+        )
+        return int(data["id"])
+
+    def edit_comment(self, repo: str, comment_id: int, body: str) -> bool:
+        """False when the comment is gone (someone deleted it)."""
+        try:
+            self._do(
+                "PATCH",
+                f"/repos/{repo}/issues/comments/{comment_id}",
+                "editing the status comment",
+                json={"body": body},
+            )
+        except IntegrationError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def find_comment(self, repo: str, number: int, marker: str) -> int | None:
+        """The id of the first comment on the PR whose body holds `marker`."""
+        page = 1
+        while page <= 10:
+            data, response = _request(
+                self._gh,
+                "GET",
+                f"/repos/{repo}/issues/{number}/comments",
+                "listing comments",
+                params={"per_page": 100, "page": page},
+            )
+            for comment in data:
+                if marker in (comment.get("body") or ""):
+                    return int(comment["id"])
+            if not _NEXT.search(response.headers.get("link", "")):
+                return None
+            page += 1
+        return None
+
+    # ------------------------------------------------------------- deployments
+
+    def create_deployment(self, repo: str, body: dict[str, Any]) -> int:
+        data = self._do("POST", f"/repos/{repo}/deployments", "creating a deployment", json=body)
+        if "id" not in data:  # 202: GitHub merged the default branch first, nothing created
+            raise IntegrationError(
+                f"GitHub created no deployment: {data.get('message', 'no reason given')}",
+                service="github",
+            )
+        return int(data["id"])
+
+    def deployment_status(
+        self, repo: str, deployment_id: int, state: str, description: str, **extra: Any
+    ) -> None:
+        body = {"state": state, "description": description[:140], **extra}
+        self._do(
+            "POST",
+            f"/repos/{repo}/deployments/{deployment_id}/statuses",
+            f"setting deployment {deployment_id} to {state}",
+            json=body,
+        )
+
+
+def _commit(c: dict[str, Any]) -> Commit:
+    author = c["commit"].get("author") or {}
+    return Commit(
+        sha=c["sha"],
+        author=author.get("name", ""),
+        email=author.get("email", ""),
+        timestamp=author.get("date") or "1970-01-01T00:00:00Z",
+        message=c["commit"]["message"],
+    )
+
+
+def _request(gh: GitHub[Any], method: str, path: str, what: str, **kw: Any) -> tuple[Any, Any]:
+    try:
+        response = gh.request(method, path, **kw)
+    except RequestFailed as exc:
+        status = exc.response.status_code
+        try:
+            body = exc.response.json() if exc.response.content else {}
+        except ValueError:
+            body = {}
+        message = body.get("message", "no message") if isinstance(body, dict) else "no message"
+        raise IntegrationError(
+            f"GitHub answered {status} {what}: {message}", service="github", status=status
+        ) from None
+    except GitHubException as exc:
+        raise IntegrationError(
+            f"GitHub could not be reached {what}: {type(exc).__name__}", service="github"
+        ) from None
+    raw = response.raw_response
+    data = raw.json() if raw.content else {}
+    return data, raw

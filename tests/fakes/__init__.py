@@ -1,0 +1,1 @@
+"""Test doubles, one per outside service; each records the calls it received."""

@@ -1,0 +1,383 @@
+"""The GitHub App's handlers, driven through FastAPI's TestClient with recorded webhook payloads;
+GitHub's API answered by a test double (respx) with shapes from GitHub's OpenAPI description;
+deploys go to the Kubernetes API test server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from pipeline_bot.app.context import STATUS_MARKER, AppServices
+from pipeline_bot.app.server import create_app
+from pipeline_bot.integrations.deliveries import DeliveryStore
+from pipeline_bot.integrations.github_app import GitHubApp
+from pipeline_bot.integrations.kubernetes import KubernetesCluster
+from pipeline_bot.integrations.store import SqlStore
+from tests.app_harness import (
+    API_TOKEN,
+    BASE,
+    HEAD,
+    SECRET,
+    comment_payload,
+    config,
+    migration_files,
+    private_key,
+    pull_request_payload,
+    signed,
+)
+from tests.conftest import github_examples, webhook_example
+from tests.fakes.github_api import PullRequest, GitHubApiDouble
+
+API = "https://ghe.test/api/v3"
+
+
+class Harness:
+    def __init__(self, client: TestClient, services: AppServices, gh: GitHubApiDouble) -> None:
+        self.client, self.services, self.gh = client, services, gh
+
+    def deliver(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> Any:
+        body, headers = signed(event, payload, delivery)
+        return self.client.post("/webhooks", content=body, headers=headers)
+
+    def work(self) -> None:
+        worker = self.client.app.state.worker  # type: ignore[attr-defined]
+        while worker.run_once():
+            pass
+
+    def comment(self, body: str, login: str, comment_id: int = 501) -> Any:
+        payload = comment_payload(
+            webhook_example("issue_comment", action="created"),
+            body,
+            login=login,
+            comment_id=comment_id,
+        )
+        response = self.deliver("issue_comment", payload)
+        self.work()
+        return response
+
+    def status_comment(self) -> str:
+        bodies = [b for b in self.gh.comments.values() if STATUS_MARKER in b]
+        assert len(bodies) == 1, f"expected one status comment, found {len(bodies)}"
+        return bodies[0]
+
+
+@pytest.fixture
+def gh() -> GitHubApiDouble:
+    return GitHubApiDouble(github_examples())
+
+
+@pytest.fixture
+def app(tmp_path, gh, request) -> Any:
+    cluster = None
+    if "kube" in request.fixturenames:
+        kube = request.getfixturevalue("kube")
+        cluster = lambda env: KubernetesCluster.connect(kubeconfig=str(kube))  # noqa: E731
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    services = AppServices(
+        deliveries=DeliveryStore(url),
+        github=GitHubApp("1", private_key(), api_url=API),
+        store=SqlStore(url),
+        cluster=cluster,
+    )
+    application = create_app(services, SECRET, api_token=API_TOKEN, mcp=False, start_worker=False)
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(url__startswith=API).mock(side_effect=gh.respx_side_effect)
+        with TestClient(application) as client:
+            yield Harness(client, services, gh)
+
+
+@pytest.fixture
+def kube(kube_api, namespace, tmp_path, gh):
+    gh.config = config(namespace)
+    gh.permissions.update(writer="write", reader="read", admin="admin")
+    gh.pulls[7] = PullRequest(7, HEAD, BASE)
+    return kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
+
+
+# ---------------------------------------------------------------------- check runs
+
+
+def test_a_pull_request_gets_a_check_run_with_annotations_in_batches_of_50(app, gh):
+    gh.config = config("shop")
+    gh.files = migration_files(60)
+    payload = pull_request_payload(webhook_example("pull_request", action="opened"))
+    response = app.deliver("pull_request", payload)
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    app.work()
+    created = gh.made("POST", r"/check-runs$")
+    assert len(created) == 1
+    assert created[0].body["status"] == "in_progress"
+    assert created[0].body["head_sha"] == HEAD
+    assert created[0].body["name"] == "pipeline-bot / analysis"
+    updates = gh.made("PATCH", r"/check-runs/\d+$")
+    sizes = [len(u.body["output"]["annotations"]) for u in updates]
+    assert sizes == [50, 10]
+    final = updates[-1].body
+    assert final["status"] == "completed"
+    assert final["conclusion"] in ("success", "failure")
+    assert "risk" in final["output"]["title"].lower()
+    assert final["output"]["annotations"][0]["path"].startswith("db/migrations/")
+    labels = [a["label"] for a in final["actions"]]
+    assert labels == ["Deploy to staging", "Re-analyze"]
+    # the config came from the default branch, never from the pull request's head
+    reads = gh.made("GET", r"/contents/\.github/pipeline-bot\.yml$")
+    assert reads and all(r.query.get("ref") == "master" for r in reads)
+
+
+def test_a_too_large_pull_request_says_so_in_the_check_run(app, gh):
+    gh.files = migration_files(3)
+    payload = pull_request_payload(webhook_example("pull_request", action="opened"))
+    payload["pull_request"]["changed_files"] = 5000
+    app.deliver("pull_request", payload)
+    app.work()
+    final = gh.made("PATCH", r"/check-runs/\d+$")[-1].body
+    assert "too large for GitHub's compare API: 3 of 5000" in final["output"]["summary"]
+
+
+def test_an_invalid_config_fails_the_check_run_with_every_problem(app, gh):
+    gh.config = "version: 1\nenvironments:\n  - {name: Staging!}\n"
+    app.deliver(
+        "pull_request", pull_request_payload(webhook_example("pull_request", action="opened"))
+    )
+    app.work()
+    final = gh.made("PATCH", r"/check-runs/\d+$")[-1].body
+    assert final["conclusion"] == "failure"
+    assert "environments[0].name" in final["output"]["summary"]
+
+
+def test_installation_tokens_are_requested_once_and_reused(app, gh):
+    for number in (1, 2):
+        app.deliver(
+            "pull_request",
+            pull_request_payload(webhook_example("pull_request", action="opened"), number),
+        )
+    app.work()
+    assert len(gh.made("POST", r"/check-runs$")) == 2
+    assert len(gh.made("POST", r"/access_tokens$")) == 1
+
+
+# ---------------------------------------------------------------------- intake
+
+
+def test_a_wrong_signature_is_401_and_nothing_is_stored(app):
+    payload = pull_request_payload(webhook_example("pull_request", action="opened"))
+    body, headers = signed("pull_request", payload, "d-wrong", secret=b"not-the-secret")
+    response = app.client.post("/webhooks", content=body, headers=headers)
+    assert response.status_code == 401
+    headers.pop("X-Hub-Signature-256")
+    assert app.client.post("/webhooks", content=body, headers=headers).status_code == 401
+    assert app.services.deliveries.get("d-wrong") is None
+
+
+def test_malformed_json_and_missing_headers_are_400(app):
+    body, headers = signed("pull_request", b"{not json")
+    assert app.client.post("/webhooks", content=body, headers=headers).status_code == 400
+    body, headers = signed("pull_request", {"zen": "x"})
+    del headers["X-GitHub-Delivery"]
+    response = app.client.post("/webhooks", content=body, headers=headers)
+    assert response.status_code == 400
+    assert "X-GitHub-Delivery" in response.json()["error"]
+
+
+def test_a_redelivery_is_acknowledged_and_not_processed_twice(app, gh):
+    payload = pull_request_payload(webhook_example("pull_request", action="opened"))
+    first = app.deliver("pull_request", payload, "same-delivery")
+    second = app.deliver("pull_request", payload, "same-delivery")
+    assert first.json()["status"] == "queued"
+    assert (second.status_code, second.json()["status"]) == (202, "duplicate")
+    app.work()
+    assert len(gh.made("POST", r"/check-runs$")) == 1
+
+
+def test_events_the_app_does_not_handle_are_recorded_as_ignored(app, gh):
+    response = app.deliver("star", {"action": "created", "installation": {"id": 1}}, "star-1")
+    assert response.json()["status"] == "ignored"
+    edited = webhook_example("issue_comment", action="created")
+    edited["action"] = "edited"
+    assert app.deliver("issue_comment", edited, "edit-1").json()["status"] == "ignored"
+    app.work()
+    assert app.services.deliveries.get("star-1").status == "ignored"
+    assert app.services.deliveries.get("edit-1").status == "ignored"
+    assert gh.calls == []
+
+
+def test_a_failing_delivery_is_retried_then_listed_as_failed_and_can_be_retried(app, gh):
+    worker = app.client.app.state.worker
+    worker._backoff = lambda attempts: 0.0
+    gh.fail[r"/check-runs"] = 502
+    app.deliver(
+        "pull_request",
+        pull_request_payload(webhook_example("pull_request", action="opened")),
+        "flaky",
+    )
+    app.work()
+    failed = app.client.get(
+        "/deliveries", params={"status": "failed"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    assert [d["id"] for d in failed.json()] == ["flaky"]
+    assert failed.json()[0]["attempts"] == 5
+    assert "GitHub answered 502" in failed.json()[0]["error"]
+    assert app.client.get("/deliveries", params={"status": "failed"}).status_code == 401
+    gh.fail.clear()
+    retried = app.client.post(
+        "/deliveries/flaky/retry", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    assert retried.json()["status"] == "pending"
+    app.work()
+    assert app.services.deliveries.get("flaky").status == "done"
+    assert gh.made("PATCH", r"/check-runs/\d+$")[-1].body["status"] == "completed"
+
+
+# ---------------------------------------------------------------------- slash-commands
+
+
+def test_deploy_staging_deploys_with_a_github_deployment_and_statuses(app, gh, kube):
+    app.comment("/deploy staging", "writer")
+    text = app.status_comment()
+    assert "**succeeded**" in text, text
+    assert "registry.local/shop:" + HEAD in text
+    created = gh.made("POST", r"/deployments$")
+    assert len(created) == 1
+    assert created[0].body["ref"] == HEAD
+    assert created[0].body["environment"] == "staging"
+    states = [c.body["state"] for c in gh.made("POST", r"/deployments/\d+/statuses$")]
+    assert states == ["in_progress", "success"]
+    reactions = [c.body["content"] for c in gh.made("POST", r"/reactions$")]
+    assert reactions == ["eyes", "rocket"]
+    # a second command edits the same status comment instead of adding one
+    app.comment("/status staging", "reader", comment_id=502)
+    assert len(gh.made("POST", r"/issues/7/comments$")) == 1
+    assert "| staging | shop |" in app.status_comment()
+    # and the next deploy marks the one it replaced inactive
+    gh.pulls[7].head = "c" * 40
+    app.comment("/deploy staging", "writer", comment_id=503)
+    states = [c.body["state"] for c in gh.made("POST", r"/deployments/\d+/statuses$")]
+    assert states[-1] == "inactive"
+
+
+def test_a_reader_cannot_deploy_and_is_told_why(app, gh, kube):
+    app.comment("/deploy staging", "reader")
+    text = app.status_comment()
+    assert "refused" in text
+    assert "needs write permission" in text and "@reader has read" in text
+    assert gh.made("POST", r"/deployments$") == []
+    assert [c.body["content"] for c in gh.made("POST", r"/reactions$")] == ["eyes", "confused"]
+
+
+def test_a_pull_request_from_a_fork_cannot_deploy(app, gh, kube):
+    gh.pulls[7].head_repo = "someone/Hello-World"
+    app.comment("/deploy staging", "writer")
+    assert "comes from a fork" in app.status_comment()
+    assert gh.made("POST", r"/deployments$") == []
+
+
+def test_production_requires_the_commit_in_staging_first(app, gh, kube):
+    gh.permissions["maintainer"] = "maintain"
+    app.comment("/deploy production", "maintainer")
+    assert "requires this commit to be deployed to staging first" in app.status_comment()
+    app.comment("/deploy staging", "maintainer", comment_id=502)
+    app.comment("/deploy production", "maintainer", comment_id=503)
+    assert "**succeeded**" in app.status_comment()
+
+
+def test_a_head_that_moves_between_accept_and_act_is_not_deployed(app, gh, kube):
+    gh.pulls[7].moves_to = "d" * 40
+    app.comment("/deploy staging", "writer")
+    text = app.status_comment()
+    assert "head moved from `aaaaaaaaaaaa` (accepted) to `dddddddddddd`" in text
+    assert gh.made("POST", r"/deployments$") == []
+
+
+def test_a_locked_environment_refuses_deploys_until_unlocked(app, gh, kube):
+    app.comment("/lock staging release freeze", "admin")
+    assert "locked **staging**: release freeze" in app.status_comment()
+    app.comment("/deploy staging", "writer", comment_id=502)
+    assert "locked by @admin (release freeze)" in app.status_comment()
+    app.comment("/unlock staging", "admin", comment_id=503)
+    app.comment("/deploy staging", "writer", comment_id=504)
+    assert "**succeeded**" in app.status_comment()
+
+
+def test_an_unknown_command_gets_usage_and_bots_are_ignored(app, gh, kube):
+    app.comment("/deploy", "writer")
+    assert "needs an environment" in app.status_comment()
+    assert "Usage: `/deploy <environment>" in app.status_comment()
+    app.comment("/frobnicate now", "writer", comment_id=502)
+    assert "is not a pipeline-bot command" in app.status_comment()
+    assert "/rollback <environment>" in app.status_comment()
+    before = len(gh.calls)
+    payload = comment_payload(
+        webhook_example("issue_comment", action="created"),
+        "/deploy staging",
+        login="pipeline-bot[bot]",
+    )
+    payload["comment"]["user"]["type"] = "Bot"
+    app.deliver("issue_comment", payload)
+    app.work()
+    assert len(gh.calls) == before
+
+
+def test_an_unknown_environment_is_named_with_the_known_ones(app, gh, kube):
+    app.comment("/deploy qa", "writer")
+    text = app.status_comment()
+    assert "qa" in text and "staging" in text and "production" in text
+
+
+def test_the_deploy_button_is_the_deploy_command_under_the_same_rules(app, gh, kube):
+    payload = webhook_example("check_run", action="requested_action")
+    payload["repository"] = webhook_example("pull_request", action="opened")["repository"]
+    payload["check_run"]["name"] = "pipeline-bot / analysis"
+    payload["check_run"]["pull_requests"][0]["number"] = 7
+    payload["requested_action"]["identifier"] = "deploy:staging"
+    payload["sender"]["login"] = "reader"
+    app.deliver("check_run", payload)
+    app.work()
+    assert "needs write permission" in app.status_comment()
+    payload["sender"]["login"] = "writer"
+    app.deliver("check_run", payload)
+    app.work()
+    assert "**succeeded**" in app.status_comment()
+
+
+def test_a_push_to_the_default_branch_deploys_where_auto_deploy_says(app, gh, kube):
+    payload = webhook_example("push")
+    payload.update(ref="refs/heads/master", before=BASE, after=HEAD, deleted=False)
+    app.deliver("push", payload)
+    app.work()
+    created = gh.made("POST", r"/deployments$")
+    assert [c.body["environment"] for c in created] == ["staging"]
+    assert [c.body["state"] for c in gh.made("POST", r"/statuses$")] == ["in_progress", "success"]
+
+
+# ---------------------------------------------------------------------- REST API
+
+
+def test_rest_api_needs_the_token_and_reports_jobs_from_the_store(app, gh, kube):
+    app.deliver("installation", webhook_example("installation", action="created"))
+    app.work()
+    body = {"repository": "Codertocat/Hello-World", "environment": "staging", "sha": HEAD}
+    assert app.client.post("/deploy", json=body).status_code == 401
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    queued = app.client.post("/deploy", json=body, headers=auth)
+    assert queued.status_code == 202
+    job = queued.json()["id"]
+    app.work()
+    status = app.client.get(f"/pipeline/status/{job}", headers=auth).json()
+    assert status["status"] == "done"
+    assert status["deploys"][0]["status"] == "succeeded"
+    assert status["deploys"][0]["commit_sha"] == HEAD
+    unknown = {**body, "repository": "someone/else"}
+    assert app.client.post("/deploy", json=unknown, headers=auth).status_code == 404
+    health = app.client.get("/health").json()
+    assert health["status"] == "ok"
+    assert API_TOKEN not in json.dumps(health)
+    metrics = app.client.get("/metrics").text
+    assert (
+        'pipeline_bot_app_deliveries_total{event="installation",outcome="accepted"} 1.0' in metrics
+    )
+    assert "pipeline_bot_app_handler_seconds_bucket" in metrics
