@@ -5,6 +5,7 @@ deploys go to the Kubernetes API test server."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from tests.app_harness import (
     signed,
 )
 from tests.conftest import github_examples, webhook_example
-from tests.fakes.github_api import PullRequest, GitHubApiDouble
+from tests.fakes.github_api import GitHubApiDouble, PullRequest
 
 API = "https://ghe.test/api/v3"
 
@@ -126,7 +127,8 @@ def test_a_pull_request_gets_a_check_run_with_annotations_in_batches_of_50(app, 
     assert labels == ["Deploy to staging", "Re-analyze"]
     # the config came from the default branch, never from the pull request's head
     reads = gh.made("GET", r"/contents/\.github/pipeline-bot\.yml$")
-    assert reads and all(r.query.get("ref") == "master" for r in reads)
+    assert reads
+    assert all(r.query.get("ref") == "master" for r in reads)
 
 
 def test_a_too_large_pull_request_says_so_in_the_check_run(app, gh):
@@ -264,7 +266,8 @@ def test_a_reader_cannot_deploy_and_is_told_why(app, gh, kube):
     app.comment("/deploy staging", "reader")
     text = app.status_comment()
     assert "refused" in text
-    assert "needs write permission" in text and "@reader has read" in text
+    assert "needs write permission" in text
+    assert "@reader has read" in text
     assert gh.made("POST", r"/deployments$") == []
     assert [c.body["content"] for c in gh.made("POST", r"/reactions$")] == ["eyes", "confused"]
 
@@ -325,7 +328,8 @@ def test_an_unknown_command_gets_usage_and_bots_are_ignored(app, gh, kube):
 def test_an_unknown_environment_is_named_with_the_known_ones(app, gh, kube):
     app.comment("/deploy qa", "writer")
     text = app.status_comment()
-    assert "qa" in text and "staging" in text and "production" in text
+    assert "unknown environment 'qa'" in text
+    assert "staging, production" in text
 
 
 def test_the_deploy_button_is_the_deploy_command_under_the_same_rules(app, gh, kube):
@@ -381,3 +385,16 @@ def test_rest_api_needs_the_token_and_reports_jobs_from_the_store(app, gh, kube)
         'pipeline_bot_app_deliveries_total{event="installation",outcome="accepted"} 1.0' in metrics
     )
     assert "pipeline_bot_app_handler_seconds_bucket" in metrics
+
+
+def test_old_done_deliveries_are_pruned_and_failed_ones_kept(app, gh):
+    gh.config = config("shop")
+    app.deliver("ping", {"zen": "z", "installation": {"id": 1}}, "old-done")
+    app.deliver("star", {"action": "created", "installation": {"id": 1}}, "old-ignored")
+    app.work()
+    store = app.services.deliveries
+    store.finish("old-ignored", "ignored")
+    store.finish("old-done", "done")
+    assert store.prune(time.time() - 3600) == 0  # younger than the retention
+    assert store.prune(time.time() + 1) == 2
+    assert store.get("old-done") is None

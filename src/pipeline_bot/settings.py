@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         description="Secret GitHub signs webhook deliveries with; `serve` refuses to start "
         "without it.",
     )
+    delivery_retention_days: float = Field(
+        14, gt=0, description="The App keeps done and ignored deliveries this long."
+    )
     api_token: SecretStr | None = Field(
         None, description="Bearer token for the App's REST API, /deliveries and /mcp."
     )

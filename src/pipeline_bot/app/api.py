@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from pipeline_bot import __version__
 from pipeline_bot.app import metrics
-from pipeline_bot.integrations.deliveries import STATUSES
+from pipeline_bot.integrations.deliveries import STATUSES, NewDelivery
 
 _REPO = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
 _SHA = r"^[0-9a-f]{40}$"
@@ -151,7 +151,9 @@ def _queue(request: Request, event: str, repository: str, job: dict[str, Any]) -
     actor = "api"
     payload = {"repository": {"full_name": repository}, "job": {**job, "actor": actor}}
     state.deliveries.accept(
-        job_id, event, None, installation, repository, json.dumps(payload).encode(), handled=True
+        NewDelivery(
+            job_id, event, None, installation, repository, json.dumps(payload).encode(), True
+        )
     )
     state.worker.wake.set()
     return Queued(id=job_id, status="queued", status_url=f"/pipeline/status/{job_id}")

@@ -15,8 +15,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from pipeline_bot import __version__
-from pipeline_bot.app import api, intake
+from pipeline_bot.app import api
 from pipeline_bot.app.context import AppServices
+from pipeline_bot.app.intake import IntakeWriter, LoopWriter, WebhookIntake
 from pipeline_bot.app.worker import Worker
 from pipeline_bot.errors import ConfigError, ConfigProblem
 from pipeline_bot.settings import Settings
@@ -96,6 +97,7 @@ def create_app(
     api_token: str | None = None,
     mcp: bool = True,
     start_worker: bool = True,
+    retention_days: float = 14,
 ) -> Any:
     mcp_app: Any = None
     mcp_server: Any = None
@@ -108,7 +110,12 @@ def create_app(
         inner = mcp_server.streamable_http_app()  # serves /mcp
         mcp_app = BearerToken(inner, api_token) if api_token else _Refuse()
 
-    worker = Worker(services)
+    worker = Worker(services, retention_days=retention_days)
+    writer: IntakeWriter | LoopWriter = (
+        LoopWriter(services.deliveries, worker.wake.set)
+        if services.deliveries.sqlite
+        else IntakeWriter(services.deliveries, worker.wake.set)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +127,7 @@ def create_app(
             yield
         if start_worker:
             worker.stop()
+        writer.stop()
 
     app = FastAPI(
         title="pipeline-bot",
@@ -132,9 +140,8 @@ def create_app(
     app.state.worker = worker
     app.state.services = services
     app.state.api_token = api_token
-    app.include_router(intake.router(secret))
     app.include_router(api.router())
-    return _WithMcp(app, mcp_app) if mcp_app is not None else app
+    return _Routes(app, WebhookIntake(secret, writer), mcp_app)
 
 
 class _Refuse:
@@ -152,17 +159,21 @@ class _Refuse:
         await send({"type": "http.response.body", "body": body})
 
 
-class _WithMcp:
-    """ASGI: /mcp to the MCP transport (behind the API token), the rest to FastAPI."""
+class _Routes:
+    """ASGI: /webhooks to the intake, /mcp to the MCP transport (behind the API token), the
+    rest (REST API, /health, /metrics, /docs) to FastAPI, which also runs the lifespan."""
 
-    def __init__(self, app: FastAPI, mcp_app: Any) -> None:
+    def __init__(self, app: FastAPI, intake: WebhookIntake, mcp_app: Any) -> None:
         self.app = app
+        self.intake = intake
         self.mcp_app = mcp_app
         self.state = app.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path == "/mcp" or path.startswith("/mcp/"):
+        if path == "/webhooks":
+            await self.intake(scope, receive, send)
+        elif self.mcp_app is not None and (path == "/mcp" or path.startswith("/mcp/")):
             await self.mcp_app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -176,7 +187,9 @@ def serve(host: str, port: int, settings: Settings) -> None:
 
     services, secret = services_from_settings(settings)
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    app = create_app(services, secret, api_token=token)
+    app = create_app(
+        services, secret, api_token=token, retention_days=settings.delivery_retention_days
+    )
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -189,5 +202,12 @@ def serve(host: str, port: int, settings: Settings) -> None:
         http,
     )
     uvicorn.run(
-        app, host=host, port=port, loop=loop, http=http, log_level="warning", access_log=False
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,  # nothing here uses the client's address
     )

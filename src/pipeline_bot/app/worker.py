@@ -21,12 +21,20 @@ from pipeline_bot.integrations.deliveries import Delivery
 MAX_ATTEMPTS = 5
 BACKOFF_CAP = 300.0
 CHECKPOINT_EVERY = 1.0
+PRUNE_EVERY = 3600.0
 log = logging.getLogger("pipeline_bot.app")
 
 
 class Worker:
-    def __init__(self, services: AppServices, *, backoff: Callable[[int], float] | None = None):
+    def __init__(
+        self,
+        services: AppServices,
+        *,
+        backoff: Callable[[int], float] | None = None,
+        retention_days: float = 14,
+    ) -> None:
         self.services = services
+        self.retention = retention_days * 86400
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,7 +55,11 @@ class Worker:
 
     def _run(self) -> None:
         last_checkpoint = time.monotonic()
+        last_prune = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - last_prune >= PRUNE_EVERY:
+                self._prune()
+                last_prune = time.monotonic()
             try:
                 worked = self.run_once()
             except PipelineBotError as exc:  # the queue's database is unreachable
@@ -59,6 +71,15 @@ class Worker:
             if not worked:
                 self.wake.wait(self._idle_wait())
                 self.wake.clear()
+
+    def _prune(self) -> None:
+        try:
+            gone = self.services.deliveries.prune(time.time() - self.retention)
+        except PipelineBotError as exc:
+            log.error("pruning old deliveries: %s", exc.message)
+            return
+        if gone:
+            log.info("pruned %d done or ignored deliveries older than the retention", gone)
 
     def _idle_wait(self) -> float:
         due = self.services.deliveries.next_due()

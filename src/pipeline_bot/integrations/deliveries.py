@@ -11,6 +11,7 @@ must never run on the server's event loop, so the worker thread calls `checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ deliveries = Table(
     Column("action", String(64)),
     Column("installation_id", Integer),
     Column("repository", String(256)),
-    Column("payload", LargeBinary, nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # zlib: a ninth of the bytes to write
     Column("status", String(16), nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
@@ -82,6 +83,22 @@ status_comments = Table(
     Column("key", String(300), primary_key=True),  # "owner/name#number"
     Column("comment_id", Integer, nullable=False),
 )
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery as it arrives at the intake."""
+
+    id: str
+    event: str
+    action: str | None
+    installation_id: int | None
+    repository: str | None
+    payload: bytes
+    handled: bool
+
+
+_COLUMNS = [c.name for c in deliveries.c]
 
 
 @dataclass(frozen=True)
@@ -129,30 +146,70 @@ class DeliveryStore:
                 f"cannot open the database: {_reason(exc)}", service="store"
             ) from None
         self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
+        self._raw: Any = None  # the intake writer thread's own DBAPI connection
 
-    # ------------------------------------------------------------------ intake
+    def accept_many(self, items: list[NewDelivery]) -> list[bool]:
+        """Store a batch in one transaction (the intake's group commit); for each, False when
+        it was stored before. Called from one thread only: it keeps its own connection."""
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        raw = self._raw
+        now = time.time()
+        try:
+            cursor = raw.cursor()
+            rows = [
+                (
+                    d.id,
+                    d.event,
+                    d.action,
+                    d.installation_id,
+                    d.repository,
+                    d.payload,
+                    "pending" if d.handled else "ignored",
+                    0,
+                    now,
+                    now,
+                    now,
+                    "",
+                    "{}",
+                )
+                for d in items
+            ]
+            # the common case, all new, costs one statement; a redelivery in the batch makes
+            # it count row by row (ON CONFLICT DO NOTHING leaves the stored one untouched)
+            cursor.executemany(self._insert_sql(), rows)
+            if cursor.rowcount == len(rows):
+                fresh = [True] * len(rows)
+            else:
+                raw.rollback()
+                fresh = []
+                for row in rows:
+                    cursor.execute(self._insert_sql(), row)
+                    fresh.append(cursor.rowcount == 1)
+            raw.commit()
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            self._raw = None
+            with contextlib.suppress(Exception):
+                raw.close()
+            raise IntegrationError(
+                f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                service="store",
+            ) from None
+        return fresh
 
-    def accept(
-        self,
-        delivery_id: str,
-        event_name: str,
-        action: str | None,
-        installation_id: int | None,
-        repository: str | None,
-        payload: bytes,
-        *,
-        handled: bool,
-    ) -> bool:
-        """Store a delivery; False when it was stored before (a redelivery)."""
+    def accept(self, d: NewDelivery) -> bool:
+        """Store one delivery from any thread (the REST API's jobs); False when it exists."""
         now = time.time()
         stmt = self._insert.values(
-            id=delivery_id,
-            event=event_name,
-            action=action,
-            installation_id=installation_id,
-            repository=repository,
-            payload=payload,
-            status="pending" if handled else "ignored",
+            id=d.id,
+            event=d.event,
+            action=d.action,
+            installation_id=d.installation_id,
+            repository=d.repository,
+            payload=d.payload,
+            status="pending" if d.handled else "ignored",
             attempts=0,
             next_attempt_at=now,
             received_at=now,
@@ -162,6 +219,17 @@ class DeliveryStore:
         ).on_conflict_do_nothing(index_elements=["id"])
         with self._begin() as conn:
             return bool(conn.execute(stmt).rowcount)
+
+    def _mark(self) -> str:
+        return "?" if self.sqlite else "%s"
+
+    def _insert_sql(self) -> str:
+        columns = ", ".join(_COLUMNS)
+        marks = ", ".join([self._mark()] * len(_COLUMNS))
+        return (
+            f"INSERT INTO {deliveries.name} ({columns}) VALUES ({marks}) "  # noqa: S608 - no input
+            "ON CONFLICT (id) DO NOTHING"
+        )
 
     # ------------------------------------------------------------------ work
 
@@ -262,6 +330,18 @@ class DeliveryStore:
                 )
             ).scalar()
             return float(value) if value is not None else None
+
+    def prune(self, older_than: float) -> int:
+        """Forget done and ignored deliveries received before `older_than` (a timestamp);
+        failed ones stay until they are retried or pruned by hand."""
+        with self._begin() as conn:
+            result = conn.execute(
+                deliveries.delete().where(
+                    deliveries.c.status.in_(["done", "ignored"]),
+                    deliveries.c.received_at < older_than,
+                )
+            )
+            return int(result.rowcount)
 
     def checkpoint(self) -> None:
         if self.sqlite:
