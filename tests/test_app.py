@@ -398,3 +398,59 @@ def test_old_done_deliveries_are_pruned_and_failed_ones_kept(app, gh):
     assert store.prune(time.time() - 3600) == 0  # younger than the retention
     assert store.prune(time.time() + 1) == 2
     assert store.get("old-done") is None
+
+
+def test_a_rerequested_check_run_analyses_the_pull_requests_head_again(app, gh):
+    gh.config = config("shop")
+    gh.pulls[7] = PullRequest(7, HEAD, BASE)
+    payload = webhook_example("check_run", action="rerequested")
+    payload["repository"] = webhook_example("pull_request", action="opened")["repository"]
+    payload["check_run"]["name"] = "pipeline-bot / analysis"
+    payload["check_run"]["pull_requests"] = [{"number": 7}]
+    app.deliver("check_run", payload)
+    app.work()
+    assert gh.made("POST", r"/check-runs$")[0].body["head_sha"] == HEAD
+    assert gh.made("PATCH", r"/check-runs/\d+$")[-1].body["status"] == "completed"
+    # another App's check run is not ours to re-run
+    payload["check_run"]["name"] = "randscape"
+    app.deliver("check_run", payload)
+    app.work()
+    assert len(gh.made("POST", r"/check-runs$")) == 1
+
+
+def test_installations_and_their_repositories_are_recorded(app):
+    created = webhook_example("installation", action="created")
+    app.deliver("installation", created)
+    added = webhook_example("installation_repositories", action="added")
+    added["installation"]["id"] = created["installation"]["id"]
+    app.deliver("installation_repositories", added)
+    app.work()
+    store = app.services.deliveries
+    installation = store.installation(created["installation"]["id"])
+    assert installation["repositories"] == ["Codertocat/Hello-World", "Codertocat/Space"]
+    assert store.installation_for("Codertocat/Space") == created["installation"]["id"]
+    removed = webhook_example("installation_repositories", action="removed")
+    removed["installation"]["id"] = created["installation"]["id"]
+    removed["repositories_removed"] = [{"full_name": "Codertocat/Space"}]
+    app.deliver("installation_repositories", removed)
+    app.work()
+    assert store.installation_for("Codertocat/Space") is None
+
+
+def test_execute_pipeline_goes_through_the_environments_in_order(app, gh, kube):
+    app.deliver("installation", webhook_example("installation", action="created"))
+    app.work()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    body = {"repository": "Codertocat/Hello-World", "sha": HEAD, "base": BASE}
+    queued = app.client.post("/pipeline/execute", json=body, headers=auth)
+    assert queued.status_code == 202
+    app.work()
+    status = app.client.get(queued.json()["status_url"], headers=auth).json()
+    assert {d["environment"] for d in status["deploys"]} == {"staging", "production"}
+    assert {d["status"] for d in status["deploys"]} == {"succeeded"}
+    assert [c.body["environment"] for c in gh.made("POST", r"/deployments$")] == [
+        "staging",
+        "production",
+    ]
+    bad = app.client.post("/pipeline/execute", json={**body, "sha": "main"}, headers=auth)
+    assert bad.status_code == 422

@@ -226,6 +226,31 @@ def test_intake_over_http_signature_size_json_and_duplicates(server_env):
         assert server.deliver("ping", payload, "ping-2")[1]["status"] == "duplicate"
         delivered = {d["id"]: d for d in server.get("/deliveries")}
         assert set(delivered) == {"ping-2"}
+        # the MCP server's HTTP transport, under the API token
+        initialize = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "1"},
+                },
+            }
+        ).encode()
+        mcp_headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        assert _post(f"{server.url}/mcp", initialize, mcp_headers)[0] == 401
+        mcp_headers["Authorization"] = f"Bearer {API_TOKEN}"
+        request = urllib.request.Request(
+            f"{server.url}/mcp", data=initialize, headers=mcp_headers, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+            assert b'"serverInfo"' in response.read()
     finally:
         server.stop()
     assert "Keep it logically awesome" not in server.logs
