@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from pipeline_bot.app.context import STATUS_MARKER, AppServices
 from pipeline_bot.app.server import create_app
-from pipeline_bot.integrations.deliveries import DeliveryStore
+from pipeline_bot.integrations.deliveries import DeliveryStore, NewDelivery
 from pipeline_bot.integrations.github_app import GitHubApp
 from pipeline_bot.integrations.kubernetes import KubernetesCluster
 from pipeline_bot.integrations.store import SqlStore
@@ -454,3 +454,18 @@ def test_execute_pipeline_goes_through_the_environments_in_order(app, gh, kube):
     ]
     bad = app.client.post("/pipeline/execute", json={**body, "sha": "main"}, headers=auth)
     assert bad.status_code == 422
+
+
+def test_deliveries_of_one_pull_request_are_worked_in_order_other_lanes_in_parallel(app):
+    store = app.services.deliveries
+
+    def new(delivery_id: str, lane: str):
+        return NewDelivery(delivery_id, "pull_request", "opened", 1, "o/r", b"{}", True, lane)
+
+    store.accept_many([new("pr7-a", "o/r#7"), new("pr7-b", "o/r#7"), new("pr8-a", "o/r#8")])
+    first = store.claim()
+    second = store.claim()
+    assert (first.id, second.id) == ("pr7-a", "pr8-a")
+    assert store.claim() is None  # pr7-b waits for pr7-a
+    store.finish("pr7-a", "done")
+    assert store.claim().id == "pr7-b"

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         description="Secret GitHub signs webhook deliveries with; `serve` refuses to start "
         "without it.",
     )
+    app_workers: int = Field(
+        4, ge=1, le=64, description="Threads the App works deliveries with (deploys run there)."
+    )
     delivery_retention_days: float = Field(
         14, gt=0, description="The App keeps done and ignored deliveries this long."
     )

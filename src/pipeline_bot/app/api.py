@@ -152,7 +152,14 @@ def _queue(request: Request, event: str, repository: str, job: dict[str, Any]) -
     payload = {"repository": {"full_name": repository}, "job": {**job, "actor": actor}}
     state.deliveries.accept(
         NewDelivery(
-            job_id, event, None, installation, repository, json.dumps(payload).encode(), True
+            job_id,
+            event,
+            None,
+            installation,
+            repository,
+            json.dumps(payload).encode(),
+            True,
+            f"{repository}@deploys",
         )
     )
     state.worker.wake.set()

@@ -207,6 +207,7 @@ class WebhookIntake:
             repository if isinstance(repository, str) else None,
             body,
             is_handled,
+            lane_of(event, payload, repository if isinstance(repository, str) else None),
         )
         try:
             fresh = await self.writer.submit(record)
@@ -219,6 +220,19 @@ class WebhookIntake:
         status = {"accepted": "queued"}.get(outcome, outcome)
         answer = json.dumps({"delivery": delivery, "status": status}).encode()
         await _reply(send, 202, answer, event, outcome, started)
+
+
+def lane_of(event: str, payload: dict[str, Any], repository: str | None) -> str | None:
+    """Deliveries about one pull request (or one repository's pushes) share a lane."""
+    if repository is None:
+        return None
+    number = payload.get("number") or (payload.get("issue") or {}).get("number")
+    if number is None and event == "check_run":
+        prs = (payload.get("check_run") or {}).get("pull_requests") or []
+        number = prs[0].get("number") if prs and isinstance(prs[0], dict) else None
+    if isinstance(number, int):
+        return f"{repository}#{number}"
+    return f"{repository}@{event}" if event == "push" else None
 
 
 def _signed(secret: bytes, body: bytes, signature: str) -> bool:

@@ -98,6 +98,7 @@ def create_app(
     mcp: bool = True,
     start_worker: bool = True,
     retention_days: float = 14,
+    workers: int = 4,
 ) -> Any:
     mcp_app: Any = None
     mcp_server: Any = None
@@ -110,7 +111,7 @@ def create_app(
         inner = mcp_server.streamable_http_app()  # serves /mcp
         mcp_app = BearerToken(inner, api_token) if api_token else _Refuse()
 
-    worker = Worker(services, retention_days=retention_days)
+    worker = Worker(services, retention_days=retention_days, threads=workers)
     writer: IntakeWriter | LoopWriter = (
         LoopWriter(services.deliveries, worker.wake.set)
         if services.deliveries.sqlite
@@ -188,7 +189,11 @@ def serve(host: str, port: int, settings: Settings) -> None:
     services, secret = services_from_settings(settings)
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app = create_app(
-        services, secret, api_token=token, retention_days=settings.delivery_retention_days
+        services,
+        secret,
+        api_token=token,
+        retention_days=settings.delivery_retention_days,
+        workers=settings.app_workers,
     )
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"

@@ -32,32 +32,40 @@ class Worker:
         *,
         backoff: Callable[[int], float] | None = None,
         retention_days: float = 14,
+        threads: int = 4,
     ) -> None:
         self.services = services
         self.retention = retention_days * 86400
+        self.threads = threads
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._backoff = backoff or (lambda attempts: min(BACKOFF_CAP, 2.0**attempts))
 
     def start(self) -> None:
         recovered = self.services.deliveries.recover()
         if recovered:
             log.info("requeued %d deliveries a stopped process left running", recovered)
-        self._thread = threading.Thread(target=self._run, name="pipeline-bot-worker", daemon=True)
-        self._thread.start()
+        # several threads, so a long canary deploy does not hold up other pull requests' checks;
+        # the first one also keeps house (checkpoints, pruning)
+        for n in range(self.threads):
+            thread = threading.Thread(
+                target=self._run, args=(n == 0,), name=f"pipeline-bot-worker-{n}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    def _run(self) -> None:
+    def _run(self, housekeeper: bool) -> None:
         last_checkpoint = time.monotonic()
         last_prune = 0.0
         while not self._stop.is_set():
-            if time.monotonic() - last_prune >= PRUNE_EVERY:
+            if housekeeper and time.monotonic() - last_prune >= PRUNE_EVERY:
                 self._prune()
                 last_prune = time.monotonic()
             try:
@@ -65,7 +73,7 @@ class Worker:
             except PipelineBotError as exc:  # the queue's database is unreachable
                 log.error("queue: %s", exc.message)
                 worked = False
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY:
+            if housekeeper and time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY:
                 self.services.deliveries.checkpoint()
                 last_checkpoint = time.monotonic()
             if not worked:

@@ -58,6 +58,9 @@ deliveries = Table(
     Column("updated_at", Float, nullable=False),
     Column("error", Text, nullable=False, default=""),
     Column("state", Text, nullable=False, default="{}"),
+    # deliveries in one lane (a pull request, a repository's pushes) are worked one at a time,
+    # in order; different lanes in parallel
+    Column("lane", String(300), index=True),
 )
 installations = Table(
     "app_installations",
@@ -96,6 +99,7 @@ class NewDelivery:
     repository: str | None
     payload: bytes
     handled: bool
+    lane: str | None = None
 
 
 _COLUMNS = [c.name for c in deliveries.c]
@@ -172,6 +176,7 @@ class DeliveryStore:
                     now,
                     "",
                     "{}",
+                    d.lane,
                 )
                 for d in items
             ]
@@ -216,6 +221,7 @@ class DeliveryStore:
             updated_at=now,
             error="",
             state="{}",
+            lane=d.lane,
         ).on_conflict_do_nothing(index_elements=["id"])
         with self._begin() as conn:
             return bool(conn.execute(stmt).rowcount)
@@ -244,22 +250,33 @@ class DeliveryStore:
             return int(result.rowcount)
 
     def claim(self) -> Delivery | None:
-        """The oldest due pending delivery, now marked running, or None."""
+        """The oldest due pending delivery whose lane is free, now marked running, or None."""
         now = time.time()
+        busy = (
+            select(deliveries.c.lane)
+            .where(deliveries.c.status == "running", deliveries.c.lane.is_not(None))
+            .scalar_subquery()
+        )
         with self._begin() as conn:
-            for row in conn.execute(
-                select(deliveries.c.id)
+            candidates = conn.execute(
+                select(deliveries.c.id, deliveries.c.lane)
                 .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
                 .order_by(deliveries.c.received_at)
-                .limit(5)
-            ):
+                .limit(20)
+            ).all()
+            taken: set[str] = set()
+            for row in candidates:
+                if row.lane is not None and row.lane in taken:
+                    continue  # an older delivery of this lane waits: keep the order
+                taken.add(row.lane)
+                claim = update(deliveries).where(
+                    deliveries.c.id == row.id, deliveries.c.status == "pending"
+                )
+                if row.lane is not None:  # one statement: free lane and claim, atomically
+                    claim = claim.where(~deliveries.c.lane.in_(busy))
                 won = conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == row.id, deliveries.c.status == "pending")
-                    .values(
-                        status="running",
-                        attempts=deliveries.c.attempts + 1,
-                        updated_at=now,
+                    claim.values(
+                        status="running", attempts=deliveries.c.attempts + 1, updated_at=now
                     )
                 ).rowcount
                 if won:
