@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from rich.text import Text
 
 from pipeline_bot import __version__, cli_app, cli_deploy
 from pipeline_bot.errors import ConfigError, PipelineBotError
-from pipeline_bot.models import SEVERITY_ORDER, Analysis
+from pipeline_bot.models import SEVERITY_ORDER, AIReview, Analysis
 
 app = typer.Typer(
     name="pipeline-bot",
@@ -102,6 +102,14 @@ def analyze(
             "Default: $PIPELINE_BOT_PROMETHEUS_URL; none: no warnings."
         ),
     ] = None,
+    llm: Annotated[
+        bool,
+        typer.Option(
+            "--llm",
+            help="Add an AI review from PIPELINE_BOT_LLM_MODEL (any OpenAI-compatible "
+            "endpoint); it can only add caution. No model configured: ai.status off.",
+        ),
+    ] = False,
 ) -> None:
     """Analyse a range of commits: risk, findings, affected services and a deploy strategy."""
     from pipeline_bot.integrations.git import GitSource
@@ -125,6 +133,8 @@ def analyze(
     except PipelineBotError as exc:
         _fail(exc)
     assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
+    if llm:
+        result = _ai_review(result, repo, config, environment, ctx)
     _render(result, output)
     if fail_on and SEVERITY_ORDER[result.risk.level] >= SEVERITY_ORDER[fail_on.value]:
         typer.echo(
@@ -133,9 +143,43 @@ def analyze(
         raise typer.Exit(EXIT_THRESHOLD)
 
 
+def _ai_review(
+    result: Analysis, repo: Path, config: Path | None, environment: str | None, ctx: Any
+) -> Analysis:
+    from pipeline_bot.integrations.llm import llm_from_settings
+    from pipeline_bot.repo_config import load_repo_config
+    from pipeline_bot.settings import get_settings
+    from pipeline_bot.tools import build_registry
+    from pipeline_bot.tools.review import review_change
+
+    settings = get_settings()
+    model = llm_from_settings(settings)
+    if model is None:
+        return result.model_copy(update={"ai": AIReview(status="off")})
+    try:
+        source = ctx.source.read_change(str(repo), result.base, result.head)
+        cfg = load_repo_config(config, repo_root=source.root)
+        env = cfg.environment(environment)
+    except PipelineBotError as exc:
+        _fail(exc)
+    typer.echo(f"AI review with {settings.llm_model}…", err=True)
+    return review_change(
+        result,
+        llm=model,
+        registry=build_registry(),
+        ctx=ctx,
+        env=env,
+        files=source.changes.files,
+        excerpts=lambda paths: ctx.source.excerpts(str(repo), result.base, result.head, paths),
+        max_steps=settings.llm_max_steps,
+        budget=settings.llm_max_prompt_tokens,
+    )
+
+
 def _render(result: Analysis, output: OutputFormat) -> None:
     if output is OutputFormat.json:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        exclude = {"ai"} if result.ai is None else None
+        sys.stdout.write(result.model_dump_json(indent=2, exclude=exclude) + "\n")
     elif output is OutputFormat.markdown:
         from pipeline_bot.core.report import analysis_markdown
 
@@ -199,6 +243,25 @@ def _render_text(a: Analysis, console: Console) -> None:
             console.print(Text(f"... and {len(a.findings) - 40} more (use --format json)"))
     else:
         console.print("Findings: none")
+    if a.ai is not None:
+        _render_ai(a.ai, console)
+
+
+def _render_ai(ai: AIReview, console: Console) -> None:
+    console.print(Text("AI review: ", "bold") + Text(ai.status))
+    if ai.status == "fallback":
+        console.print(Text(f"  not available: {ai.error}; the rule-based result stands"))
+    if ai.summary:
+        console.print(Text(f"  {ai.summary}"))
+    for risk in ai.risks:
+        where = ", ".join(e.file for e in risk.evidence)
+        console.print(Text(f"  [{risk.severity}] {risk.title}" + (f" ({where})" if where else "")))
+    if ai.strategy:
+        console.print(Text(f"  proposed strategy: {ai.strategy.name}: {ai.strategy.reason}"))
+    for c in ai.checkpoints:
+        console.print(Text(f"  checkpoint: {c.metric} {c.condition} ({c.when})"))
+    for r in ai.refused:
+        console.print(Text(f"  refused: {r.action}: {r.reason}"))
 
 
 @config_app.command("schema")

@@ -218,6 +218,98 @@ class Strategy(_Model):
     parameters: StrategyParameters
 
 
+# --------------------------------------------------------------------------- AI review
+
+
+class Evidence(_Model):
+    file: str
+    start_line: int | None = None
+    end_line: int | None = None
+
+
+class AIRisk(_Model):
+    title: str
+    severity: Literal["low", "medium", "high", "critical"]
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
+class AIStrategyParameters(_Model):
+    steps: list[int] = Field(default_factory=list, description="canary weights in percent")
+    pause_seconds: int = 0
+
+
+class AIStrategy(_Model):
+    name: StrategyName
+    parameters: AIStrategyParameters = Field(default_factory=AIStrategyParameters)
+    reason: str = ""
+
+
+class AIResources(_Model):
+    replicas: int | None = None
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class AICheckpoint(_Model):
+    metric: str
+    condition: str
+    when: str
+
+
+class Recommendation(_Model):
+    """The model's final answer (validated against this schema; strict JSON schema output)."""
+
+    summary: str
+    risk_level: RiskLevel
+    risks: list[AIRisk]
+    strategy: AIStrategy
+    resources: AIResources
+    checkpoints: list[AICheckpoint]
+    confidence: float = Field(ge=0, le=1)
+
+
+class Investigation(_Model):
+    """The model's finding after a failed deploy or gate."""
+
+    summary: str
+    likely_cause: str
+    evidence: list[str]
+    next_steps: list[str]
+    confidence: float = Field(ge=0, le=1)
+
+
+class AIToolCall(_Model):
+    name: str
+    ok: bool
+
+
+class AIRefusal(_Model):
+    action: str
+    reason: str
+
+
+class AIUsage(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class AIReview(_Model):
+    """The `ai` object of the analysis: what the model advised and what the policy made of it."""
+
+    status: Literal["off", "ok", "fallback"]
+    error: str | None = None
+    summary: str | None = None
+    risks: list[AIRisk] = Field(default_factory=list)
+    strategy: AIStrategy | None = None
+    resources: AIResources | None = None
+    checkpoints: list[AICheckpoint] = Field(default_factory=list)
+    confidence: float | None = None
+    tool_calls: list[AIToolCall] = Field(default_factory=list)
+    refused: list[AIRefusal] = Field(default_factory=list)
+    usage: AIUsage = Field(default_factory=AIUsage)
+    investigation: Investigation | None = None
+
+
 class Analysis(_Model):
     """What the change is, how risky it is, and how to ship it to `strategy.environment`."""
 
@@ -231,6 +323,7 @@ class Analysis(_Model):
     affected_services: list[str]
     stats: ChangeStats
     metrics: ChangeMetrics
+    ai: AIReview | None = Field(None, description="with --llm: the AI review (see README)")
 
 
 # --------------------------------------------------------------------------- deploys

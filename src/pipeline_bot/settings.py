@@ -82,6 +82,25 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         None, description="Bearer token for the App's REST API, /deliveries and /mcp."
     )
+    llm_model: str | None = Field(
+        None, description="Model for the AI review and investigations; unset: AI off."
+    )
+    llm_timeout: float = Field(60, gt=0, description="Seconds to wait for one model answer.")
+    llm_retries: int = Field(2, ge=0, le=10, description="Retries of a failed model request.")
+    llm_max_steps: int = Field(6, ge=1, le=50, description="Model requests per review.")
+    llm_max_prompt_tokens: int = Field(
+        8000, ge=2000, description="Token budget of the prompt (estimated offline)."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "PIPELINE_BOT_OPENAI_API_KEY"),
+        description="Key for the OpenAI-compatible endpoint (local servers need none).",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "PIPELINE_BOT_OPENAI_BASE_URL"),
+        description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (Ollama).",
+    )
     mcp_token: SecretStr | None = Field(
         None, description="Bearer token the MCP HTTP server requires (always, once set)."
     )

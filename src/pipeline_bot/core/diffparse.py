@@ -52,6 +52,21 @@ _SECRET = re.compile(
     rb"|(?P<assignment>(?i:password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
     rb"[\"']?[ \t]*[:=][ \t]*[\"'][^\"'\s$<>{}]{8,}[\"'])"
 )
+_KEY_BLOCK = re.compile(
+    rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----.*?(?:-----END (?:[A-Z]+ )?PRIVATE KEY-----|\Z)",
+    re.S,
+)
+
+
+def redact(text: str) -> str:
+    """`text` with every secret-like string (the analysis' own rules; a private key's whole
+    block) replaced by [REDACTED], for text that leaves the process (an LLM prompt)."""
+    data = text.encode("utf-8", "replace")
+    data = _KEY_BLOCK.sub(b"[REDACTED]", data)
+    data = _SECRET.sub(b"[REDACTED]", data)
+    return data.decode("utf-8", "replace")
+
+
 # Literal prefilter for _SECRET, searched in a lower-cased copy of each chunk of the diff (one
 # pass per literal): the regex itself only runs on patches that contain one of these. "gh" is
 # common in prose, so its hits are kept only when a GitHub token prefix follows.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline_bot.models import Analysis, Finding, Strategy
+from pipeline_bot.models import AIReview, Analysis, Finding, Strategy
 
 MARKDOWN_FINDINGS = 50
 EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
@@ -86,7 +86,8 @@ def analysis_markdown(a: Analysis) -> str:
     if a.affected_services:
         lines += ["", "### Affected services", "", ", ".join(f"`{x}`" for x in a.affected_services)]
     lines += _findings_markdown(a.findings)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + ai_markdown(a.ai) if a.ai is not None else text
 
 
 def _findings_markdown(findings: list[Finding]) -> list[str]:
@@ -104,3 +105,46 @@ def _findings_markdown(findings: list[Finding]) -> list[str]:
     if len(findings) > MARKDOWN_FINDINGS:
         out += ["", f"…and {len(findings) - MARKDOWN_FINDINGS} more (see the JSON output)."]
     return out
+
+
+def ai_markdown(ai: AIReview) -> str:
+    """The "AI review" section (job summary, check run, `analyze --format markdown`)."""
+    lines = ["", "### AI review", ""]
+    if ai.status == "off":
+        return "\n".join([*lines, "Off: no model is configured (PIPELINE_BOT_LLM_MODEL)."]) + "\n"
+    if ai.status == "fallback":
+        lines.append(
+            f"Not available: {_cell(ai.error or 'no reason given')}. The rule-based "
+            "result above stands unchanged."
+        )
+    else:
+        lines.append(_cell(ai.summary or ""))
+        if ai.confidence is not None:
+            lines += ["", f"Confidence: {ai.confidence:.2f}"]
+        if ai.risks:
+            lines += ["", "| Severity | Risk | Evidence |", "|---|---|---|"]
+            for r in ai.risks:
+                where = ", ".join(
+                    f"`{e.file}`" + (f":{e.start_line}" if e.start_line else "") for e in r.evidence
+                )
+                lines.append(f"| {r.severity} | {_cell(r.title)} | {where} |")
+        if ai.strategy:
+            lines += ["", f"Proposed strategy: **{ai.strategy.name}**: {_cell(ai.strategy.reason)}"]
+        if ai.checkpoints:
+            lines += [
+                "",
+                "Checkpoints: "
+                + "; ".join(f"`{c.metric}` {c.condition} ({c.when})" for c in ai.checkpoints),
+            ]
+    if ai.refused:
+        lines += ["", "Refused by policy:"]
+        lines += [f"- {_cell(r.action)}: {_cell(r.reason)}" for r in ai.refused]
+    if ai.tool_calls:
+        lines += [
+            "",
+            "Tools used: "
+            + ", ".join(
+                f"{c.name} ({'ok' if c.ok else 'refused or failed'})" for c in ai.tool_calls
+            ),
+        ]
+    return "\n".join(lines) + "\n"

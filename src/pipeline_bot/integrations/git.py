@@ -327,7 +327,7 @@ def _run(args: Sequence[str], *, cwd: Path) -> subprocess.CompletedProcess[bytes
 
 
 class GitSource:
-    """SourcePort over local repositories."""
+    """SourcePort over local repositories (and the diff excerpts an AI review shows)."""
 
     def __init__(self, *, git: str = "git", history_commits: int = 1000) -> None:
         self.git = git
@@ -336,3 +336,38 @@ class GitSource:
     def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
         repo = GitRepository(repository, git=self.git, history_commits=self.history_commits)
         return repo.read_change(base, head)
+
+    def excerpts(
+        self, repository: str, base: str, head: str, paths: list[str], *, max_bytes: int = 6000
+    ) -> dict[str, str]:
+        """Each path's patch from base to head, cut at `max_bytes`, from one git call."""
+        if not paths:
+            return {}
+        repo = GitRepository(repository, git=self.git, history_commits=0)
+        args = [
+            self.git,
+            *_CONFIG,
+            "diff",
+            "-p",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "-U3",
+            "--end-of-options",
+            base,
+            head,
+            "--",
+            *[f":(literal){p}" for p in paths],
+        ]
+        done = _run(args, cwd=repo.root)
+        if done.returncode != 0:
+            raise repo._error(done.stderr, ["diff"])
+        out: dict[str, str] = {}
+        wanted = set(paths)
+        for block in done.stdout.split(b"\ndiff --git ")[0:]:
+            text = block.decode("utf-8", "replace")
+            header = text.split("\n", 1)[0].removeprefix("diff --git ")
+            path = next((p for p in wanted if header.endswith(f" b/{p}")), None)
+            if path is not None:
+                out[path] = text[:max_bytes] + ("\n[... cut]" if len(text) > max_bytes else "")
+        return out

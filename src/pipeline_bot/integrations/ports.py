@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline_bot.core.agent import ModelTurn
 from pipeline_bot.models import (
     ChangeSet,
     DeployRecord,
@@ -114,3 +115,18 @@ class WorkflowsPort(Protocol):
     """CI workflow runs (GitHub Actions)."""
 
     def recent_runs(self, repository: str, *, limit: int = 10) -> list[Any]: ...
+
+
+class LLMPort(Protocol):
+    """A chat model: one request, one turn (content and/or tool calls)."""
+
+    model: str
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]],
+        schema: dict[str, Any],
+        schema_name: str,
+    ) -> ModelTurn: ...

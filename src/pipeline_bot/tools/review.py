@@ -1,0 +1,240 @@
+"""The AI review and the AI investigation: the agent loop run against the registry's read-only
+tools, its answer validated, and the policy applied. Every failure ends in `fallback` with the
+reason and the rule-based result untouched; with no model nothing here runs at all."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline_bot.core.agent import (
+    AgentState,
+    Finish,
+    RunTools,
+    Stop,
+    advance,
+    ask_for_repair,
+    record_result,
+    strict_schema,
+)
+from pipeline_bot.core.diffparse import redact
+from pipeline_bot.core.policy import apply_policy
+from pipeline_bot.core.prompt import investigation_messages, relevance_order, review_messages
+from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.integrations.ports import LLMPort
+from pipeline_bot.models import (
+    AIReview,
+    Analysis,
+    DeployRecord,
+    FileChange,
+    Investigation,
+    Recommendation,
+)
+from pipeline_bot.repo_config import Environment
+from pipeline_bot.tools.registry import ToolContext, ToolRegistry
+
+T = TypeVar("T", bound=BaseModel)
+TOOL_RESULT_LIMIT = 6000  # characters of one tool result the model reads
+Excerpts = Callable[[list[str]], dict[str, str]]
+
+
+class _Fallback(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Timing:
+    """Seconds spent outside the model (prompt building, tools, validation), for the benchmark."""
+
+    def __init__(self) -> None:
+        self.outside = 0.0
+        self.requests = 0
+
+
+def tool_specs(registry: ToolRegistry) -> tuple[list[dict[str, Any]], frozenset[str]]:
+    read_only = [t for t in registry.list() if t.annotations.read_only]
+    specs = [
+        {
+            "type": "function",
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.input_schema(),
+            },
+        }
+        for t in read_only
+    ]
+    return specs, frozenset(t.name for t in read_only)
+
+
+def run_agent(
+    llm: LLMPort,
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    messages: list[dict[str, Any]],
+    answer: type[T],
+    *,
+    max_steps: int,
+    timing: Timing | None = None,
+) -> tuple[T | None, AgentState, str | None]:
+    """The loop: (answer or None, the state with calls and refusals, why there is no answer)."""
+    timing = timing or Timing()
+    specs, offered = tool_specs(registry)
+    state = AgentState(
+        messages,
+        offered=offered,
+        known=frozenset(t.name for t in registry.list()),
+        max_steps=max_steps,
+    )
+    schema = strict_schema(answer)
+    try:
+        return _loop(llm, registry, ctx, state, answer, specs, schema, timing), state, None
+    except _Fallback as exc:
+        return None, state, exc.reason
+
+
+def _loop(
+    llm: LLMPort,
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    state: AgentState,
+    answer: type[T],
+    specs: list[dict[str, Any]],
+    schema: dict[str, Any],
+    timing: Timing,
+) -> T:
+    while True:
+        if state.steps >= state.max_steps:
+            raise _Fallback(f"no valid answer within the step limit ({state.max_steps} steps)")
+        try:
+            turn = llm.complete(
+                state.messages, tools=specs, schema=schema, schema_name=answer.__name__.lower()
+            )
+        except PipelineBotError as exc:
+            raise _Fallback(exc.message) from None
+        finally:
+            timing.requests += 1
+        after_model = time.perf_counter()
+        step = advance(state, turn)
+        if isinstance(step, Stop):
+            raise _Fallback(step.reason)
+        if isinstance(step, RunTools):
+            for call, arguments in step.calls:
+                _run_tool(registry, ctx, state, call, arguments)
+            timing.outside += time.perf_counter() - after_model
+            continue
+        assert isinstance(step, Finish)  # noqa: S101 - advance returns one of three kinds
+        try:
+            result = answer.model_validate_json(step.content)
+        except ValidationError as exc:
+            if state.repairs >= 1:
+                raise _Fallback(
+                    f"the model's answer did not match the schema after one repair request "
+                    f"({exc.error_count()} problems)"
+                ) from None
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(answer)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)[:10]
+            )
+            ask_for_repair(state, problems)
+            timing.outside += time.perf_counter() - after_model
+            continue
+        timing.outside += time.perf_counter() - after_model
+        return result
+
+
+def _run_tool(
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    state: AgentState,
+    call: Any,
+    arguments: dict[str, Any],
+) -> None:
+    try:
+        output = registry.call(call.name, arguments, ctx)
+    except PipelineBotError as exc:
+        record_result(state, call, ok=False, text=f"error: {exc.message}")
+        return
+    text = redact(output.model_dump_json())
+    if len(text) > TOOL_RESULT_LIMIT:
+        text = text[:TOOL_RESULT_LIMIT] + " [... cut]"
+    record_result(state, call, ok=True, text=text)
+
+
+def review_change(
+    analysis: Analysis,
+    *,
+    llm: LLMPort | None,
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    env: Environment,
+    files: list[FileChange],
+    excerpts: Excerpts | None,
+    max_steps: int = 6,
+    budget: int = 8000,
+    pr_body: str | None = None,
+    timing: Timing | None = None,
+) -> Analysis:
+    """The analysis with its `ai` review; risk and strategy are the policy's decision."""
+    if llm is None:
+        return analysis.model_copy(update={"ai": AIReview(status="off")})
+    timing = timing or Timing()
+    started = time.perf_counter()
+    order, _ = relevance_order(analysis, files)
+    texts = excerpts(order[:60]) if excerpts else {}
+    messages, _ = review_messages(analysis, texts, budget=budget, order=order, pr_body=pr_body)
+    timing.outside += time.perf_counter() - started
+    rec, state, reason = run_agent(
+        llm, registry, ctx, messages, Recommendation, max_steps=max_steps, timing=timing
+    )
+    common: dict[str, Any] = {
+        "tool_calls": state.tool_calls,
+        "usage": state.usage,
+    }
+    if rec is None:
+        ai = AIReview(status="fallback", error=reason, refused=state.refused, **common)
+        return analysis.model_copy(update={"ai": ai})
+    decided, refused = apply_policy(analysis, rec, env)
+    decided.ai = AIReview(
+        status="ok",
+        summary=rec.summary,
+        risks=rec.risks,
+        strategy=rec.strategy,
+        resources=rec.resources,
+        checkpoints=rec.checkpoints,
+        confidence=rec.confidence,
+        refused=[*state.refused, *refused],
+        **common,
+    )
+    return decided
+
+
+def investigate(
+    *,
+    llm: LLMPort,
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    record: DeployRecord | None,
+    status: dict[str, Any],
+    max_steps: int = 6,
+    budget: int = 8000,
+) -> AIReview:
+    """Why a deploy or gate failed, found with the read-only tools."""
+    messages = investigation_messages(record, status, budget=budget)
+    found, state, reason = run_agent(
+        llm, registry, ctx, messages, Investigation, max_steps=max_steps
+    )
+    return AIReview(
+        status="ok" if found else "fallback",
+        error=reason,
+        summary=found.summary if found else None,
+        investigation=found,
+        confidence=found.confidence if found else None,
+        tool_calls=state.tool_calls,
+        refused=state.refused,
+        usage=state.usage,
+    )
