@@ -16,7 +16,10 @@ from tests.fakes.openai_server import Reply, ScriptedModel, answer, completion
 
 SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAzfake0123456789\n-----END RSA PRIVATE KEY-----"
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAzfake0123456789\n"
+    "-----END RSA PRIVATE KEY-----"
+)
 API_KEY = "sk-test-openai-key-never-in-a-prompt"
 
 RECOMMENDATION = {

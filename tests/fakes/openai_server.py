@@ -31,7 +31,7 @@ class Reply:
 
 def completion(
     content: str | None = None, tool_calls: list[tuple[str, dict[str, Any]]] = ()
-) -> Reply:  # noqa: E501
+) -> Reply:
     calls = [
         ChatCompletionMessageFunctionToolCall(
             id=f"call_{i}",

@@ -58,7 +58,7 @@ class OpenAIChat:
         schema_name: str,
     ) -> ModelTurn:
         import openai
-        from openai.types.chat import ChatCompletion
+        from openai.types.chat import ChatCompletion, ChatCompletionMessageFunctionToolCall
 
         options: dict[str, Any] = {
             "model": self.model,
@@ -108,7 +108,7 @@ class OpenAIChat:
         calls = [
             ToolRequest(c.id, c.function.name, c.function.arguments)
             for c in message.tool_calls or []
-            if getattr(c, "type", "function") == "function"
+            if isinstance(c, ChatCompletionMessageFunctionToolCall)  # custom tools: not offered
         ]
         usage = response.usage
         return ModelTurn(
