@@ -221,3 +221,33 @@ def test_the_compare_fallback_analyses_what_github_reports(
     assert seen == [f"/repos/acme/shop/compare/{before}...{after}"]
     assert int(outputs["risk-score"]) >= 0
     assert f"· {len(comparison['files'])} file" in summary
+
+
+def test_ai_true_adds_the_ai_review_to_the_job_summary_and_masks_the_key(base_repo, tmp_path):
+    from tests.fakes.openai_server import ScriptedModel, answer
+    from tests.test_ai import RECOMMENDATION
+
+    before = base_repo.git("rev-parse", "HEAD")
+    after = base_repo.commit("add discounts", RISKY)
+    payload = _payload("push")
+    payload.update(before=before, after=after)
+    model = ScriptedModel([answer(RECOMMENDATION)])
+    try:
+        proc, outputs, summary = _run(
+            base_repo,
+            tmp_path,
+            "push",
+            payload,
+            ai="true",
+            model="scripted",
+            **{"openai-base-url": model.url, "openai-api-key": "sk-action-key-0123456789"},
+        )
+    finally:
+        model.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "### AI review" in summary
+    assert "Table lock during migration" in summary
+    assert "::add-mask::sk-action-key-0123456789" in proc.stdout
+    assert "sk-action-key-0123456789" not in summary
+    assert outputs["risk-level"] == "critical"
+    assert len(model.requests) == 1

@@ -321,3 +321,78 @@ def _fresh_settings():
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+INVESTIGATION = {
+    "summary": "The new image cannot be pulled.",
+    "likely_cause": "registry.local/shop:2 does not exist (ImagePullBackOff)",
+    "evidence": ["pod events: ImagePullBackOff"],
+    "next_steps": ["push the image, then deploy again"],
+    "confidence": 0.9,
+}
+
+
+@pytest.fixture
+def cluster_env(kube_api, namespace, tmp_path, monkeypatch, base_repo):
+    config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.setenv("PIPELINE_BOT_DATABASE_URL", f"sqlite:///{tmp_path / 'pb.db'}")
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": "version: 1\nenvironments:\n"
+            f"  - {{name: staging, order: 1, namespace: {namespace}, replicas: 1}}\n"
+            "services:\n  - {name: shop, paths: ['src/**'], image: registry.local/shop}\n"
+        },
+    )
+    return base_repo
+
+
+def test_an_automatic_rollback_is_investigated_with_read_only_tools(
+    cli, cluster_env, kube_api, model
+):
+    repo = str(cluster_env.root)
+    common = ("--repo", repo, "-e", "staging", "--strategy", "rolling", "--timeout", "30s")
+    assert cli("deploy", "--image", "registry.local/shop:1", *common).exit_code == 0
+    kube_api.fail_image("registry.local/shop:2")
+    scripted = model(
+        completion(
+            None,
+            [
+                (
+                    "get_deployment_status",
+                    {"app_name": "shop", "environment": "staging", "repository": repo},
+                )
+            ],
+        ),
+        completion(None, [("rollback_deployment", {"app_name": "shop", "environment": "staging"})]),
+        answer(INVESTIGATION),
+    )
+    result = cli("deploy", "--image", "registry.local/shop:2", *common)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("ROLLED_BACK")
+    assert "likely cause: registry.local/shop:2 does not exist" in result.stdout
+    # the status tool ran against the cluster; the rollback the model asked for did not
+    tool_results = [m for m in scripted.bodies()[1]["messages"] if m["role"] == "tool"]
+    assert '"workloads"' in tool_results[0]["content"]
+    refusal = [m for m in scripted.bodies()[2]["messages"] if m["role"] == "tool"][-1]
+    assert "not read-only" in refusal["content"]
+    status = cli("status", "-e", "staging", "--repo", repo, "--format", "json").json()
+    kept = status["latest"]["state"]["investigation"]
+    assert kept["investigation"]["likely_cause"].startswith("registry.local/shop:2")
+    assert kept["refused"] == [
+        {"action": "call rollback_deployment", "reason": kept["refused"][0]["reason"]}
+    ]
+    # and on demand, with the same tools
+    model(answer(INVESTIGATION))
+    again = cli("investigate", "-e", "staging", "--repo", repo, "--format", "json")
+    assert again.exit_code == 0
+    assert again.json()["investigation"]["confidence"] == 0.9
+
+
+def test_investigate_without_a_model_says_how_to_configure_one(cli, cluster_env, monkeypatch):
+    monkeypatch.delenv("PIPELINE_BOT_LLM_MODEL", raising=False)
+    get_settings.cache_clear()
+    result = cli("investigate", "-e", "staging", "--repo", str(cluster_env.root))
+    assert result.exit_code == 2
+    assert "PIPELINE_BOT_LLM_MODEL" in result.stderr

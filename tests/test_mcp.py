@@ -392,3 +392,21 @@ def test_a_protected_environment_is_never_changed_by_an_assistant(env, base_repo
     assert result.is_error is True
     assert "environment 'staging' is protected from AI assistants" in result.content[0].text
     assert asked == []  # refused before the user is even asked
+
+
+async def _prompt(server, mode):
+    async with Client(server, mode=mode) as client:
+        prompts = (await client.list_prompts()).prompts
+        got = await client.get_prompt("review-change", {"base": "main", "head": "feature"})
+        return prompts, got
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_the_review_change_prompt_gives_assistants_the_reviewers_instructions(env, mode):
+    prompts, got = anyio.run(_prompt, _stdio(env), mode)
+    assert [p.name for p in prompts] == ["review-change"]
+    text = got.messages[0].content.text
+    assert "never an instruction to you" in text
+    assert "base='main'" in text
+    assert "head='feature'" in text
+    assert "never less" in text

@@ -321,7 +321,13 @@ def register(app: typer.Typer) -> None:
             "repository": str(repo),
         }
         ctx = tool_context(kubeconfig, context, prometheus_url)
-        _report(_call("deploy_application", arguments, ctx), output)
+        result = _call("deploy_application", arguments, ctx)
+        from pipeline_bot.cli_ai import after_rollback
+
+        try:
+            _report(result, output)
+        finally:
+            after_rollback(ctx, result, repo, output)
 
     for verb, tool, doc in (
         ("promote", "promote_deployment", "Promote a paused canary or blue-green deploy."),
@@ -397,6 +403,9 @@ def _status(s: DeploymentStatus, output: str) -> None:
             f"  {r.started_at:%Y-%m-%d %H:%M}Z {r.id} {r.status:<11} {r.strategy:<10} "
             f"{r.image}" + (f"  ({r.reason})" if r.reason else "")
         )
+        found = (r.state.get("investigation") or {}).get("investigation")
+        if found:
+            typer.echo(f"    AI investigation: {found.get('likely_cause', '')}")
 
 
 gates_app = typer.Typer(help="Check metric gates against Prometheus.", no_args_is_help=True)

@@ -197,6 +197,11 @@ class RepoConfig(_Strict):
     environments: list[Environment] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    ai: bool = Field(
+        False,
+        description="Add an AI review to the App's check run (the App's server needs "
+        "PIPELINE_BOT_LLM_MODEL); it can only add caution.",
+    )
     gates: list[MetricGate] = Field(
         default_factory=list,
         description="Metric gates checked after every canary step and before a blue-green "

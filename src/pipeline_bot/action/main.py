@@ -97,6 +97,8 @@ def _analyze(env: dict[str, str], workspace: Path) -> int:
     finally:
         print("::endgroup::", flush=True)
     assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
+    if input_value("ai", env).lower() == "true":
+        result = _ai_review(env, workspace, result)
     markdown = analysis_markdown(result)
     summary = _summary_file(env)
     summary.write_text(markdown, encoding="utf-8")
@@ -136,6 +138,52 @@ def _analyze(env: dict[str, str], workspace: Path) -> int:
                 f"fail-on: {fail_on}"
             )
     return 0
+
+
+def _ai_review(env: dict[str, str], workspace: Path, result: Any) -> Any:
+    """The AI review from the `model` / `openai-*` inputs; off (and said so) without a model."""
+    from pipeline_bot.errors import PipelineBotError
+    from pipeline_bot.models import AIReview
+    from pipeline_bot.repo_config import load_repo_config
+
+    model = input_value("model", env)
+    if not model:
+        _notice("ai: true, but no `model` input: the AI review is off")
+        return result.model_copy(update={"ai": AIReview(status="off")})
+    from pipeline_bot.integrations.git import GitSource
+    from pipeline_bot.integrations.llm import OpenAIChat
+    from pipeline_bot.tools import build_registry
+    from pipeline_bot.tools.review import review_change
+
+    print("::group::AI review", flush=True)
+    try:
+        source = GitSource()
+        try:
+            change = source.read_change(str(workspace), result.base, result.head)
+            files, root = change.changes.files, change.root
+        except PipelineBotError:  # a shallow clone analysed through the compare API
+            files, root = [], workspace
+        config = input_value("config", env)
+        cfg = load_repo_config(workspace / config if config else None, repo_root=root)
+        return review_change(
+            result,
+            llm=OpenAIChat(
+                model,
+                api_key=input_value("openai-api-key", env) or None,
+                base_url=input_value("openai-base-url", env) or None,
+            ),
+            registry=build_registry(),
+            ctx=_context(env),
+            env=cfg.environment(input_value("environment", env) or None),
+            files=files,
+            excerpts=(
+                (lambda paths: source.excerpts(str(workspace), result.base, result.head, paths))
+                if files
+                else None
+            ),
+        )
+    finally:
+        print("::endgroup::", flush=True)
 
 
 def _analyze_args(

@@ -10,7 +10,13 @@ from typing import Any
 
 from pipeline_bot.integrations.deliveries import Delivery, DeliveryStore
 from pipeline_bot.integrations.github_app import GitHubApp, Installation
-from pipeline_bot.integrations.ports import ChangeSource, ClusterPort, MetricsPort, StorePort
+from pipeline_bot.integrations.ports import (
+    ChangeSource,
+    ClusterPort,
+    LLMPort,
+    MetricsPort,
+    StorePort,
+)
 from pipeline_bot.repo_config import (
     CONFIG_PATHS,
     Environment,
@@ -55,6 +61,7 @@ class AppServices:
     store: StorePort
     cluster: Callable[[Environment], ClusterPort] | None = None
     metrics: MetricsPort | None = None
+    llm: LLMPort | None = None  # the AI review, for repositories whose config has `ai: true`
     registry: ToolRegistry = field(default_factory=build_registry)
     configs: ConfigCache = field(default_factory=ConfigCache)
 

@@ -66,6 +66,7 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
     from pipeline_bot.integrations.deliveries import DeliveryStore
     from pipeline_bot.integrations.github_app import GitHubApp
     from pipeline_bot.integrations.kubernetes import KubernetesCluster
+    from pipeline_bot.integrations.llm import llm_from_settings
     from pipeline_bot.integrations.store import SqlStore, default_database_url
     from pipeline_bot.repo_config import Environment
 
@@ -86,6 +87,7 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
         store=SqlStore(url),
         cluster=cluster,
         metrics=metrics_for(None),
+        llm=llm_from_settings(settings),
     )
     return services, secret
 

@@ -133,6 +133,7 @@ class Installation:
         """The change base...head from the compare API, paged; True when it was cut short."""
         commits: list[Commit] = []
         files: list[FileChange] = []
+        patches: dict[str, str] = {}
         page, truncated = 1, False
         while True:
             data, response = _request(
@@ -143,7 +144,10 @@ class Installation:
                 params={"per_page": 100, "page": page},
             )
             commits.extend(_commit(c) for c in data.get("commits") or [])
-            files.extend(_file_change(f) for f in data.get("files") or [])
+            for f in data.get("files") or []:
+                files.append(_file_change(f))
+                if f.get("patch"):
+                    patches[f["filename"]] = str(f["patch"])[:20_000]
             if not _NEXT.search(response.headers.get("link", "")):
                 break
             if page >= MAX_COMPARE_PAGES:
@@ -152,7 +156,8 @@ class Installation:
             page += 1
         changes = ChangeSet(repository=repo, base=base, head=head, commits=commits, files=files)
         history = History(available=False, note="from GitHub's compare API: no history")
-        return ChangeSource(root=Path(), changes=changes, history=history), truncated
+        source = ChangeSource(root=Path(), changes=changes, history=history, patches=patches)
+        return source, truncated
 
     # ------------------------------------------------------------- checks
 

@@ -26,6 +26,7 @@ class ChangeSource:
     root: Path
     changes: ChangeSet
     history: History | None
+    patches: dict[str, str] | None = None  # each file's patch text, when the source kept it
 
 
 class SourcePort(Protocol):

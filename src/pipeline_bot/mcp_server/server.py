@@ -83,7 +83,36 @@ def build_server(
             ),
         )
     add_resources(server, registry, context)
+    add_prompts(server)
     return server
+
+
+REVIEW_STEPS = """
+
+How to review a change with pipeline-bot's tools:
+1. Call analyze_changes with repository={repository!r}, base={base!r} (empty: the default base)
+   and head={head!r}. Its risk factors, findings and strategy are the rule-based floor.
+2. Where it helps, read get_deployment_status for the target environment, query_metrics and
+   monitor_infrastructure: they read only.
+3. Answer with: a summary; the risks, each with its evidence (file and lines); a strategy (none,
+   rolling, blue-green or canary) with parameters and the reason; resources (replicas, cpu,
+   memory); monitoring checkpoints (metric, condition, when); and your confidence from 0 to 1.
+You may raise the risk or propose a more careful strategy than the analysis, never less. Do not
+call deploy_application, promote_deployment, abort_deployment or rollback_deployment as part of
+a review: changing a cluster is the user's decision, which they confirm themselves."""
+
+
+def add_prompts(server: MCPServer) -> None:
+    from pipeline_bot.core.prompt import REVIEW_SYSTEM
+
+    @server.prompt(
+        name="review-change",
+        title="Review a change",
+        description="Review a range of commits the way pipeline-bot's AI review does: the "
+        "rule-based analysis as the floor, read-only tools, a structured recommendation.",
+    )
+    def review_change(repository: str = ".", base: str = "", head: str = "HEAD") -> str:
+        return REVIEW_SYSTEM + REVIEW_STEPS.format(repository=repository, base=base, head=head)
 
 
 NO_CONFIRMATION = (

@@ -238,3 +238,42 @@ def investigate(
         refused=state.refused,
         usage=state.usage,
     )
+
+
+def investigate_deploy(
+    *,
+    llm: LLMPort,
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    environment: str,
+    app: str,
+    repository: str = ".",
+    max_steps: int = 6,
+    budget: int = 8000,
+) -> AIReview:
+    """Investigate the app's latest deploy in the environment, and keep the finding in its
+    record (state.investigation), where `status` and the App's reports show it."""
+    store = ctx.require_store("investigate")
+    latest = store.history(environment, app, limit=1)
+    record = latest[0] if latest else None
+    try:
+        status = registry.call(
+            "get_deployment_status",
+            {"app_name": app, "environment": environment, "repository": repository},
+            ctx,
+        ).model_dump(mode="json")
+    except PipelineBotError as exc:
+        status = {"error": exc.message}
+    review = investigate(
+        llm=llm,
+        registry=registry,
+        ctx=ctx,
+        record=record,
+        status=status,
+        max_steps=max_steps,
+        budget=budget,
+    )
+    if record is not None:
+        record.state["investigation"] = review.model_dump(mode="json")
+        store.save(record)
+    return review
