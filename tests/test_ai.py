@@ -396,3 +396,24 @@ def test_investigate_without_a_model_says_how_to_configure_one(cli, cluster_env,
     result = cli("investigate", "-e", "staging", "--repo", str(cluster_env.root))
     assert result.exit_code == 2
     assert "PIPELINE_BOT_LLM_MODEL" in result.stderr
+
+
+def test_a_50000_line_diff_fits_the_budget_and_lock_files_go_first(cli, base_repo, model):
+    from pipeline_bot.core.tokens import estimate_messages
+
+    files = {
+        f"src/shop/module_{i:03d}.py": "".join(f"def f{n}():\n    return {n}\n" for n in range(250))
+        for i in range(90)
+    }
+    files["package-lock.json"] = (
+        "{\n" + "".join(f'  "p{n}": "1.0.{n}",\n' for n in range(5000)) + "}\n"
+    )
+    base_repo.commit("a very large change", files)
+    scripted = model(answer(RECOMMENDATION))
+    _, data = _analyze(cli, base_repo, "--llm")
+    assert data["stats"]["additions"] >= 50_000
+    assert data["ai"]["status"] == "ok"
+    sent = scripted.bodies()[0]["messages"]
+    assert estimate_messages(sent) <= 8000
+    assert "<<<DATA diff package-lock.json>>>" not in sent[1]["content"]
+    assert "<<<DATA diff src/shop/module_" in sent[1]["content"]

@@ -3,9 +3,9 @@
 The instructions are all in the system message. Everything from the change (file names, diff
 hunks, commit messages, a PR's body) goes only into the user message, each part fenced and
 labelled as data, and passed through `redact()` first: a secret in the diff never leaves the
-process. The analysis (risk factors, findings, strategy) always fits; diff excerpts follow, most
-relevant first (files with findings, by severity, then by size), lock and generated files never,
-until the budget is spent.
+process. The analysis (risk factors, worst findings first, strategy) takes at most 60 % of the budget;
+diff excerpts fill the rest, most relevant first (files with findings, by severity, then by size;
+a patch that does not fit is cut to what is left), lock and generated files never.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pipeline_bot.core.diffparse import redact
 from pipeline_bot.core.tokens import estimate, estimate_messages
 from pipeline_bot.models import SEVERITY_ORDER, Analysis, DeployRecord, FileChange
 
+MIN_EXCERPT_TOKENS = 250  # below this a cut excerpt shows too little to be worth its place
 ANSWER_RESERVE = 1200  # tokens kept free for the tool list and the schema the request carries
 MAX_FINDINGS = 60
 MAX_COMMITS = 50
@@ -96,6 +97,11 @@ def _analysis_digest(a: Analysis, findings: int) -> dict[str, Any]:
     }
 
 
+def _generated(patch: str) -> bool:
+    head = patch[:2000]
+    return "@generated" in head or "DO NOT EDIT" in head
+
+
 def relevance_order(a: Analysis, files: list[FileChange]) -> tuple[list[str], list[str]]:
     """Paths worth showing the model, most relevant first; and the lock/generated ones skipped."""
     worst: dict[str, int] = {}
@@ -122,7 +128,10 @@ def review_messages(
     while True:
         parts = [
             "Review this change. The rule-based analysis (JSON):",
-            fence("analysis", redact(json.dumps(_analysis_digest(a, findings), indent=1))),
+            fence(
+                "analysis",
+                redact(json.dumps(_analysis_digest(a, findings), separators=(",", ":"))),
+            ),
         ]
         messages = "\n\n".join(
             f"{c.sha[:12]} {c.message.strip()[:500]}" for c in a.commits[:MAX_COMMITS]
@@ -136,7 +145,8 @@ def review_messages(
             {"role": "user", "content": "\n\n".join(parts)},
         ]
         used = estimate_messages(base) + ANSWER_RESERVE
-        if used <= budget or findings == 0:
+        # the analysis takes at most 60 % of the budget, so diff excerpts always get room
+        if used <= budget * 0.6 or findings == 0:
             break
         findings //= 2
     included: list[str] = []
@@ -144,11 +154,23 @@ def review_messages(
         text = excerpts.get(path)
         if not text:
             continue
+        if _generated(text):  # a marker the analysis only looks for in large files
+            stats.files_skipped.append(path)
+            continue
         block = "\n\n" + fence(f"diff {path}", redact(text))
         cost = estimate(block)
-        if used + cost > budget:
-            stats.files_left_out += 1
-            continue
+        room = budget - used
+        if cost > room:
+            if room < MIN_EXCERPT_TOKENS:
+                stats.files_left_out += 1
+                continue
+            # the start of the patch, cut to what is left: its header and first hunks
+            keep = max(200, len(text) * (room - 40) // cost)
+            block = "\n\n" + fence(f"diff {path}", redact(text[:keep]) + "\n[... cut]")
+            cost = estimate(block)
+            if cost > room:
+                stats.files_left_out += 1
+                continue
         used += cost
         included.append(block)
     if included:

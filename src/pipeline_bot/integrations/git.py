@@ -338,7 +338,7 @@ class GitSource:
         return repo.read_change(base, head)
 
     def excerpts(
-        self, repository: str, base: str, head: str, paths: list[str], *, max_bytes: int = 6000
+        self, repository: str, base: str, head: str, paths: list[str], *, max_bytes: int = 3000
     ) -> dict[str, str]:
         """Each path's patch from base to head, cut at `max_bytes`, from one git call."""
         if not paths:
