@@ -3,9 +3,9 @@
 The instructions are all in the system message. Everything from the change (file names, diff
 hunks, commit messages, a PR's body) goes only into the user message, each part fenced and
 labelled as data, and passed through `redact()` first: a secret in the diff never leaves the
-process. The analysis (risk factors, worst findings first, strategy) takes at most 60 % of the budget;
-diff excerpts fill the rest, most relevant first (files with findings, by severity, then by size;
-a patch that does not fit is cut to what is left), lock and generated files never.
+process. The analysis (risk factors, worst findings first, strategy) takes at most 60 % of the
+budget; diff excerpts fill the rest, most relevant first (files with findings, by severity, then
+by size; a patch that does not fit is cut to what is left), lock and generated files never.
 """
 
 from __future__ import annotations
