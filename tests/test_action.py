@@ -251,3 +251,49 @@ def test_ai_true_adds_the_ai_review_to_the_job_summary_and_masks_the_key(base_re
     assert "sk-action-key-0123456789" not in summary
     assert outputs["risk-level"] == "critical"
     assert len(model.requests) == 1
+
+
+def test_a_rolled_back_deploy_is_investigated_in_the_summary(
+    base_repo, tmp_path, kube_api, namespace
+):
+    from tests.fakes.openai_server import ScriptedModel, answer
+    from tests.test_ai import INVESTIGATION
+
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                f"version: 1\nenvironments:\n  - {{name: staging, namespace: {namespace}}}\n"
+            )
+        },
+    )
+    kubeconfig = kube_api.kubeconfig(tmp_path / "kc", namespace).read_text()
+    inputs = {
+        "COMMAND": "deploy",
+        "ENVIRONMENT": "staging",
+        "APP": "shop",
+        "STRATEGY": "rolling",
+        "KUBECONFIG": kubeconfig,
+        "TIMEOUT": "30",
+    }
+    proc, _, _ = _run(base_repo, tmp_path, "workflow_dispatch", {}, IMAGE="shop:1", **inputs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    kube_api.fail_image("shop:2")
+    model = ScriptedModel([answer(INVESTIGATION)])
+    try:
+        proc, outputs, summary = _run(
+            base_repo,
+            tmp_path,
+            "workflow_dispatch",
+            {},
+            IMAGE="shop:2",
+            MODEL="scripted",
+            **{"OPENAI-BASE-URL": model.url},
+            **inputs,
+        )
+    finally:
+        model.close()
+    assert proc.returncode == 1
+    assert outputs["rolled-back"] == "true"
+    assert "### AI investigation" in summary
+    assert "Likely cause: registry.local/shop:2 does not exist" in summary

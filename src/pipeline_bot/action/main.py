@@ -186,6 +186,47 @@ def _ai_review(env: dict[str, str], workspace: Path, result: Any) -> Any:
         print("::endgroup::", flush=True)
 
 
+def _investigate(env: dict[str, str], result: Any, workspace: Path) -> list[str]:
+    """After an automatic rollback, with a `model` input: the likely cause, for the summary."""
+    from pipeline_bot.errors import PipelineBotError
+    from pipeline_bot.integrations.llm import OpenAIChat
+    from pipeline_bot.tools import build_registry
+    from pipeline_bot.tools.review import investigate_deploy
+
+    print("::group::AI investigation of the rollback", flush=True)
+    try:
+        review = investigate_deploy(
+            llm=OpenAIChat(
+                input_value("model", env),
+                api_key=input_value("openai-api-key", env) or None,
+                base_url=input_value("openai-base-url", env) or None,
+            ),
+            registry=build_registry(),
+            ctx=_context(env),
+            environment=result.environment,
+            app=result.app,
+            repository=str(workspace),
+        )
+    except PipelineBotError as exc:
+        return ["", f"AI investigation not available: {exc.message}"]
+    finally:
+        print("::endgroup::", flush=True)
+    found = review.investigation
+    if found is None:
+        return ["", f"AI investigation not available: {review.error}"]
+    return [
+        "",
+        "### AI investigation",
+        "",
+        found.summary,
+        "",
+        f"Likely cause: {found.likely_cause} (confidence {found.confidence:.2f})",
+        "",
+        *[f"- evidence: {e}" for e in found.evidence],
+        *[f"- next: {s}" for s in found.next_steps],
+    ]
+
+
 def _analyze_args(
     env: dict[str, str], workspace: Path, base: str | None, head: str
 ) -> dict[str, Any]:
@@ -295,6 +336,8 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
         f"| {s.message.replace('|', '/')} |"
         for s in result.steps
     ]
+    if result.rolled_back and input_value("model", env):
+        lines += _investigate(env, result, workspace)
     write_summary("\n".join(lines), env)
     set_outputs(
         {
