@@ -362,7 +362,11 @@ def test_an_automatic_rollback_is_investigated_with_read_only_tools(
                 (
                     "get_deployment_status",
                     {"app_name": "shop", "environment": "staging", "repository": repo},
-                )
+                ),
+                (
+                    "get_pod_events",
+                    {"app_name": "shop", "environment": "staging", "repository": repo},
+                ),
             ],
         ),
         completion(None, [("rollback_deployment", {"app_name": "shop", "environment": "staging"})]),
@@ -375,6 +379,9 @@ def test_an_automatic_rollback_is_investigated_with_read_only_tools(
     # the status tool ran against the cluster; the rollback the model asked for did not
     tool_results = [m for m in scripted.bodies()[1]["messages"] if m["role"] == "tool"]
     assert '"workloads"' in tool_results[0]["content"]
+    pods = json.loads(tool_results[1]["content"])
+    assert pods["pods"]
+    assert all(p["images"] == ["registry.local/shop:1"] for p in pods["pods"])  # rolled back
     refusal = [m for m in scripted.bodies()[2]["messages"] if m["role"] == "tool"][-1]
     assert "not read-only" in refusal["content"]
     status = cli("status", "-e", "staging", "--repo", repo, "--format", "json").json()
@@ -417,3 +424,33 @@ def test_a_50000_line_diff_fits_the_budget_and_lock_files_go_first(cli, base_rep
     assert estimate_messages(sent) <= 8000
     assert "<<<DATA diff package-lock.json>>>" not in sent[1]["content"]
     assert "<<<DATA diff src/shop/module_" in sent[1]["content"]
+
+
+def test_pod_events_show_why_a_rollout_fails(cli, cluster_env, kube_api, tmp_path):
+    from pipeline_bot.cli_deploy import tool_context
+    from pipeline_bot.tools import build_registry
+
+    repo = str(cluster_env.root)
+    kube_api.fail_image("registry.local/shop:bad")
+    failed = cli(
+        "deploy",
+        "--image",
+        "registry.local/shop:bad",
+        "--repo",
+        repo,
+        "-e",
+        "staging",
+        "--strategy",
+        "rolling",
+        "--timeout",
+        "20s",
+        "--no-rollback",
+    )
+    assert failed.exit_code == 1
+    result = build_registry().call(
+        "get_pod_events",
+        {"app_name": "shop", "environment": "staging", "repository": repo},
+        tool_context(None, None),
+    )
+    assert any("ImagePullBackOff" in w for p in result.pods for w in p.waiting)
+    assert any("ImagePullBackOff" in e or "Failed" in e for e in result.events)

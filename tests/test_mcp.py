@@ -17,7 +17,13 @@ from mcp import Client, StdioServerParameters
 from tests.conftest import wait_until_up
 
 SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
-READ_ONLY = {"analyze_changes", "get_deployment_status", "monitor_infrastructure", "query_metrics"}
+READ_ONLY = {
+    "analyze_changes",
+    "get_deployment_status",
+    "get_pod_events",
+    "monitor_infrastructure",
+    "query_metrics",
+}
 ALL = READ_ONLY | {
     "deploy_application",
     "promote_deployment",

@@ -7,12 +7,13 @@ from pipeline_bot.tools.registry import Tool, ToolAnnotations, ToolContext, Tool
 
 def build_registry() -> ToolRegistry:
     """A registry holding every tool pipeline-bot has."""
-    from pipeline_bot.tools import analyze, deploy, monitor
+    from pipeline_bot.tools import analyze, deploy, monitor, pods
 
     registry = ToolRegistry()
     analyze.register(registry)
     deploy.register(registry)
     monitor.register(registry)
+    pods.register(registry)
     return registry
 
 
