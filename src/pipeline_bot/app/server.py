@@ -131,6 +131,7 @@ def create_app(
         if start_worker:
             worker.stop()
         writer.stop()
+        services.deliveries.close()  # its connections; the next use opens new ones
 
     app = FastAPI(
         title="pipeline-bot",

@@ -456,6 +456,10 @@ class DeliveryStore:
     # ------------------------------------------------------------------ plumbing
 
     def close(self) -> None:
+        if self._raw is not None:
+            with contextlib.suppress(Exception):
+                self._raw.close()
+            self._raw = None
         self.engine.dispose()
 
     def _begin(self) -> Any:
