@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -277,7 +278,10 @@ def main() -> None:
             ]
             app_runs.append(measure("pipeline-bot (durable)", serve, env, port, args))
             for leftover in Path(tmp).glob(f"bench-{round_}.db*"):  # rounds start alike
-                leftover.unlink()
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
     base = statistics.median(r["per_second"] for r in base_runs)
     app = statistics.median(r["per_second"] for r in app_runs)
     p99 = statistics.median(r["p99_ms"] for r in app_runs)

@@ -74,3 +74,20 @@ def test_the_intake_on_a_server_database_answers_after_the_writer_thread_stored_
     assert services.deliveries.get("ping-1").status == "pending"
     services.deliveries.close()
     services.store.close()
+
+
+def test_on_sqlite_bodies_live_in_segment_files_until_pruned(tmp_path):
+    import time
+
+    store = DeliveryStore(f"sqlite:///{tmp_path / 'app.db'}")
+    store.accept_many([_new("a"), _new("b", handled=False)])
+    segments = list((tmp_path / "app.db.payloads").glob("*.seg"))
+    assert len(segments) == 1
+    assert segments[0].stat().st_mode & 0o777 == 0o600
+    assert store.claim().payload == b'{"a": 1}'
+    store.finish("a", "done")
+    store.close()  # a new process's store writes a new segment; the old one can go
+    later = DeliveryStore(f"sqlite:///{tmp_path / 'app.db'}")
+    assert later.prune(time.time() + 1) == 2
+    assert list((tmp_path / "app.db.payloads").glob("*.seg")) == []
+    later.close()

@@ -7,12 +7,18 @@ Rows a killed process left `running` go back to `pending` on the next start.
 
 SQLite runs in WAL mode with automatic checkpoints off: a checkpoint costs milliseconds, and it
 must never run on the server's event loop, so the worker thread calls `checkpoint()` instead.
+On SQLite a delivery's body goes to an append-only segment file beside the database (mode 0600),
+and the row holds where it is: through the WAL every body byte would be written twice, and that
+copy was the intake's largest cost. A body is in the OS's cache before its row commits, so both
+outlive a killed process; `prune()` deletes segments no row names any more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline_bot.errors import IntegrationError
 
 STATUSES = ("pending", "running", "done", "failed", "ignored")
+SEGMENT_BYTES = 64 * 1024 * 1024
 _meta = MetaData()
 deliveries = Table(
     "app_deliveries",
@@ -50,7 +57,11 @@ deliveries = Table(
     Column("action", String(64)),
     Column("installation_id", Integer),
     Column("repository", String(256)),
-    Column("payload", LargeBinary, nullable=False),  # zlib: a ninth of the bytes to write
+    # the body: here, or (SQLite) `length` bytes at `offset` of a segment file beside the database
+    Column("payload", LargeBinary, nullable=False),
+    Column("body_segment", String(64)),
+    Column("body_offset", Integer),
+    Column("body_length", Integer),  # zlib: a ninth of the bytes to write
     Column("status", String(16), nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
@@ -151,6 +162,37 @@ class DeliveryStore:
             ) from None
         self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
         self._raw: Any = None  # the intake writer thread's own DBAPI connection
+        # SQLite: bodies go to append-only segment files, not through the WAL, where every byte
+        # would be written twice (once to the log, once by the checkpoint)
+        path = url.removeprefix("sqlite:///")
+        self.segments: Path | None = (
+            Path(f"{path}.payloads") if self.sqlite and path != ":memory:" else None
+        )
+        self._segment: tuple[str, int, int] | None = None  # name, fd, size
+
+    def _append(self, payload: bytes) -> tuple[str, int, int]:
+        """Write a body to the current segment: (segment, offset, length). The bytes are in the
+        OS's cache when this returns, so they outlive a kill of this process."""
+        assert self.segments is not None  # noqa: S101 - only called for SQLite files
+        if self._segment is None or self._segment[2] > SEGMENT_BYTES:
+            if self._segment is not None:
+                os.close(self._segment[1])
+            self.segments.mkdir(parents=True, exist_ok=True)
+            name = f"{time.time_ns()}-{os.getpid()}.seg"
+            fd = os.open(self.segments / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._segment = (name, fd, 0)
+        name, fd, size = self._segment
+        written = 0
+        while written < len(payload):
+            written += os.write(fd, payload[written:])
+        self._segment = (name, fd, size + len(payload))
+        return name, size, len(payload)
+
+    def _read(self, segment: str, offset: int, length: int) -> bytes:
+        assert self.segments is not None  # noqa: S101 - rows name segments only on SQLite
+        with (self.segments / segment).open("rb") as f:
+            f.seek(offset)
+            return f.read(length)
 
     def accept_many(self, items: list[NewDelivery]) -> list[bool]:
         """Store a batch in one transaction (the intake's group commit); for each, False when
@@ -161,25 +203,7 @@ class DeliveryStore:
         now = time.time()
         try:
             cursor = raw.cursor()
-            rows = [
-                (
-                    d.id,
-                    d.event,
-                    d.action,
-                    d.installation_id,
-                    d.repository,
-                    d.payload,
-                    "pending" if d.handled else "ignored",
-                    0,
-                    now,
-                    now,
-                    now,
-                    "",
-                    "{}",
-                    d.lane,
-                )
-                for d in items
-            ]
+            rows = [tuple(self._values(d, now).values()) for d in items]
             # the common case, all new, costs one statement; a redelivery in the batch makes
             # it count row by row (ON CONFLICT DO NOTHING leaves the stored one untouched)
             cursor.executemany(self._insert_sql(), rows)
@@ -225,6 +249,38 @@ class DeliveryStore:
         ).on_conflict_do_nothing(index_elements=["id"])
         with self._begin() as conn:
             return bool(conn.execute(stmt).rowcount)
+
+    def _values(self, d: NewDelivery, now: float) -> dict[str, Any]:
+        """A new row, its columns in table order; the body in a segment file when there is one."""
+        segment: tuple[str, int, int] | tuple[None, None, None] = (None, None, None)
+        if self.segments is not None:
+            try:
+                segment = self._append(d.payload)
+            except OSError as exc:
+                raise IntegrationError(
+                    f"cannot write the delivery's body: {exc.strerror}", service="store"
+                ) from None
+        values = {
+            "id": d.id,
+            "event": d.event,
+            "action": d.action,
+            "installation_id": d.installation_id,
+            "repository": d.repository,
+            "payload": b"" if segment[0] else d.payload,
+            "body_segment": segment[0],
+            "body_offset": segment[1],
+            "body_length": segment[2],
+            "status": "pending" if d.handled else "ignored",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "received_at": now,
+            "updated_at": now,
+            "error": "",
+            "state": "{}",
+            "lane": d.lane,
+        }
+        assert list(values) == _COLUMNS  # noqa: S101 - the raw INSERT relies on this order
+        return values
 
     def _mark(self) -> str:
         return "?" if self.sqlite else "%s"
@@ -281,8 +337,18 @@ class DeliveryStore:
                 ).rowcount
                 if won:
                     full = conn.execute(select(deliveries).where(deliveries.c.id == row.id)).one()
-                    return _delivery(full, with_payload=True)
-        return None
+                    break
+            else:
+                return None
+        delivery = _delivery(full, with_payload=True)
+        if full.body_segment:
+            try:
+                body = self._read(full.body_segment, full.body_offset, full.body_length)
+            except OSError as exc:
+                self.finish(delivery.id, "failed", error=f"its body is gone: {exc.strerror}")
+                return None
+            delivery = dataclasses.replace(delivery, payload=body)
+        return delivery
 
     def finish(
         self, delivery_id: str, status: str, *, error: str = "", retry_at: float | None = None
@@ -358,7 +424,20 @@ class DeliveryStore:
                     deliveries.c.received_at < older_than,
                 )
             )
-            return int(result.rowcount)
+            used = {
+                s
+                for (s,) in conn.execute(select(deliveries.c.body_segment).distinct())
+                if s is not None
+            }
+        if self.segments is not None and self.segments.is_dir():
+            current = self._segment[0] if self._segment else None
+            for segment in self.segments.glob("*.seg"):
+                # a segment no row names and older than the cutoff (a live writer's is new)
+                if segment.name not in used and segment.name != current:
+                    with contextlib.suppress(OSError):
+                        if segment.stat().st_mtime < older_than:
+                            segment.unlink()
+        return int(result.rowcount)
 
     def checkpoint(self) -> None:
         if self.sqlite:
@@ -456,6 +535,10 @@ class DeliveryStore:
     # ------------------------------------------------------------------ plumbing
 
     def close(self) -> None:
+        if self._segment is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._segment[1])
+            self._segment = None
         if self._raw is not None:
             with contextlib.suppress(Exception):
                 self._raw.close()
