@@ -16,7 +16,7 @@ from pipeline_bot.app.deploys import deploy_commit
 from pipeline_bot.core.authz import Requester, authorize
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
 from pipeline_bot.errors import ConfigError, PipelineBotError
-from pipeline_bot.models import DeploymentStatus, DeployResult
+from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
 
 LOCK_TTL = 7 * 24 * 3600.0  # a /lock holds for a week unless /unlock ends it sooner
@@ -171,7 +171,29 @@ def _deploy(
         pull_request=number,
     )
     ok = result.status in ("succeeded", "paused")
-    return ok, replies.deploy_result(actor, command, result)
+    text = replies.deploy_result(actor, command, result)
+    if result.rolled_back and ctx.services.llm is not None:
+        text += replies.investigation(_investigate(ctx, config, env.name, app))
+    return ok, text
+
+
+def _investigate(ctx: EventContext, config: RepoConfig, environment: str, app: str) -> AIReview:
+    """After an automatic rollback: the model's likely cause, found with read-only tools."""
+    from pipeline_bot.tools.review import investigate_deploy
+
+    llm = ctx.services.llm
+    if llm is None:  # the caller checked; this narrows the type
+        return AIReview(status="off")
+    try:
+        return investigate_deploy(
+            llm=llm,
+            registry=ctx.services.registry,
+            ctx=ctx.tools(config),
+            environment=environment,
+            app=app,
+        )
+    except PipelineBotError as exc:
+        return AIReview(status="fallback", error=exc.message)
 
 
 def _status(ctx: EventContext, config: RepoConfig, env: Environment | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline_bot.core.commands import Command
 from pipeline_bot.errors import ConfigError
-from pipeline_bot.models import DeploymentStatus, DeployResult
+from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 
 _ICON = {"succeeded": "✅", "paused": "⏸️", "failed": "❌", "rolled_back": "↩️", "planned": "📝"}
 
@@ -89,3 +89,14 @@ def status_table(statuses: list[DeploymentStatus]) -> str:
         lock = f"🔒 {s.lock.owner}: {s.lock.reason}" if s.lock else ""
         lines.append(f"| {s.environment} | {s.app} | {ready} | {images} | {latest} | {lock} |")
     return "\n".join(lines)
+
+
+def investigation(review: AIReview) -> str:
+    found = review.investigation
+    if found is None:
+        return f"\n\nAI investigation not available: {review.error or 'no reason given'}"
+    steps = "".join(f"\n- next: {s}" for s in found.next_steps)
+    return (
+        f"\n\n**AI investigation** (confidence {found.confidence:.2f}): {found.summary}\n\n"
+        f"Likely cause: {found.likely_cause}{steps}"
+    )
