@@ -257,9 +257,12 @@ class KubernetesCluster:
                 lambda **kw: core.list_namespaced_pod(namespace, label_selector=selector, **kw),
             ),
         ]
+        current: dict[str, Any] = {}  # each pump's open watch, so it can be closed from here
         threads = [
             threading.Thread(
-                target=self._pump, args=(kind, fn, events, stop, deadline), daemon=True
+                target=self._pump,
+                args=(kind, fn, events, stop, deadline, current),
+                daemon=True,
             )
             for kind, fn in streams
         ]
@@ -284,7 +287,13 @@ class KubernetesCluster:
                 if deployment is not None and events.empty():
                     yield deployment, list(pods.values())
         finally:
+            # end the watches now: a pump left reading a socket while the interpreter shuts
+            # down (the Action exits right after a rollout) can abort the process
             stop.set()
+            for w in list(current.values()):
+                w.stop()  # shuts the watch's socket down, which unblocks the pump's read
+            for t in threads:
+                t.join(timeout=5)
 
     def _pump(
         self,
@@ -293,11 +302,13 @@ class KubernetesCluster:
         out: queue.Queue[tuple[str, str, Obj]],
         stop: threading.Event,
         deadline: float,
+        current: dict[str, Any],
     ) -> None:
         rv = ""
         failures = 0
         while not stop.is_set() and time.monotonic() < deadline:
             w = watch.Watch()
+            current[kind] = w
             try:
                 self.requests += 1
                 for event in w.stream(
@@ -311,6 +322,8 @@ class KubernetesCluster:
                     out.put((kind, event["type"], obj))
                 failures = 0
             except (ApiException, HTTPError, OSError) as exc:
+                if stop.is_set():  # the socket was shut down to end this watch
+                    return
                 failures += 1
                 if failures > len(_RETRIES):
                     out.put(
