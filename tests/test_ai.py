@@ -426,12 +426,19 @@ def test_a_50000_line_diff_fits_the_budget_and_lock_files_go_first(cli, base_rep
     assert "<<<DATA diff src/shop/module_" in sent[1]["content"]
 
 
-def test_pod_events_show_why_a_rollout_fails(cli, cluster_env, kube_api, tmp_path):
+@pytest.mark.parametrize(
+    ("reason", "in_logs"),
+    [
+        ("ImagePullBackOff", "(no logs: container"),
+        ("CrashLoopBackOff", "ConnectionRefusedError: [Errno 111] Connection refused (db:5432)"),
+    ],
+)
+def test_pod_events_show_why_a_rollout_fails(cli, cluster_env, kube_api, reason, in_logs):
     from pipeline_bot.cli_deploy import tool_context
     from pipeline_bot.tools import build_registry
 
     repo = str(cluster_env.root)
-    kube_api.fail_image("registry.local/shop:bad")
+    kube_api.fail_image("registry.local/shop:bad", reason)
     failed = cli(
         "deploy",
         "--image",
@@ -452,5 +459,6 @@ def test_pod_events_show_why_a_rollout_fails(cli, cluster_env, kube_api, tmp_pat
         {"app_name": "shop", "environment": "staging", "repository": repo},
         tool_context(None, None),
     )
-    assert any("ImagePullBackOff" in w for p in result.pods for w in p.waiting)
-    assert any("ImagePullBackOff" in e or "Failed" in e for e in result.events)
+    assert any(reason in w for p in result.pods for w in p.waiting)
+    assert result.events
+    assert any(in_logs in text for text in result.logs.values())

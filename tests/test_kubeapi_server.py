@@ -83,6 +83,23 @@ def test_kubectl_rollout_status_fails_on_an_image_that_cannot_be_pulled(kube_api
     assert kubectl("rollout", "status", "deployment/web", "--timeout=20s").returncode == 0
 
 
+def test_kubectl_logs_shows_a_crashing_containers_last_lines(kube_api, kubectl):
+    kube_api.fail_image("nginx:crash", "CrashLoopBackOff")
+    kubectl(
+        "apply",
+        "--validate=false",
+        "-f",
+        "-",
+        stdin=DEPLOYMENT.replace("nginx:1.25", "nginx:crash"),
+    )
+    kubectl("rollout", "status", "deployment/web", "--timeout=5s")
+    pod = kubectl("get", "pods", "-o", "name").stdout.split()[0]
+    logs = kubectl("logs", pod, "--tail=2")
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines()[-1].startswith("ConnectionRefusedError")
+    assert len(logs.stdout.splitlines()) == 2
+
+
 def test_client_sees_status_errors_as_kubernetes_sends_them(apps, namespace):
     apps_v1, core = apps
     with pytest.raises(client.ApiException) as missing:

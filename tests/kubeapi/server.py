@@ -226,7 +226,38 @@ class _Handler(BaseHTTPRequestHandler):
                 404, "NotFound", f"the server could not find the requested resource ({path})"
             )
         ns = ns or ("" if not res.namespaced else None)
+        if plural == "pods" and sub == "log" and verb == "GET" and ns and name:
+            self._pod_log(ns, name, query)
+            return
         self._resource(verb, res, ns, name, sub or "", query)
+
+    def _pod_log(self, ns: str, name: str, query: dict[str, str]) -> None:
+        """What a container printed: a crash's traceback for CrashLoopBackOff, a start line for a
+        running one; a pod still pulling its image has no log (400, as a real API server says)."""
+        pod = self.api.store.get(BY_PATH[("", "v1", "pods")], ns, name)  # 404 when absent
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        waiting = [(s.get("state") or {}).get("waiting") or {} for s in statuses]
+        reasons = {w.get("reason") for w in waiting}
+        if reasons & {"ImagePullBackOff", "ErrImagePull", "ContainerCreating"} or not statuses:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{statuses[0]["name"] if statuses else "app"}" in pod "{name}" is '
+                "waiting to start: trying and failing to pull image",
+            )
+        if "CrashLoopBackOff" in reasons:
+            lines = [
+                "starting app on :8080",
+                "connecting to the database at db:5432",
+                "Traceback (most recent call last):",
+                '  File "/app/main.py", line 12, in <module>',
+                "ConnectionRefusedError: [Errno 111] Connection refused (db:5432)",
+            ]
+        else:
+            lines = ["starting app on :8080", "listening on :8080"]
+        tail = int(query.get("tailLines") or 0)
+        text = "\n".join(lines[-tail:] if tail else lines) + "\n"
+        self._send(200, text.encode(), "text/plain")
 
     def _discovery(self, path: str) -> Obj | None:
         if path in ("/version",):

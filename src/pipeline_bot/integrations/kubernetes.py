@@ -233,6 +233,21 @@ class KubernetesCluster:
             lines += [f"{name}: {e.get('reason')}: {e.get('message')}" for e in events]
         return lines
 
+    def pod_logs(self, namespace: str, pod: str, *, tail_lines: int = 30) -> str:
+        """The last lines a pod's (first) container printed; when it has none yet (still
+        pulling its image, say), the API server's reason in brackets."""
+        try:
+            text = client.CoreV1Api(self.api).read_namespaced_pod_log(
+                pod, namespace, tail_lines=tail_lines, _request_timeout=10
+            )
+        except ApiException as exc:
+            return f"(no logs: {_status_message(exc)})"
+        except (HTTPError, OSError) as exc:
+            raise IntegrationError(
+                f"reading the logs of {pod} failed: {_first_line(exc)}", service="kubernetes"
+            ) from None
+        return str(text)
+
     # ------------------------------------------------------------------ watching
 
     def watch_rollout(

@@ -1,5 +1,6 @@
 """get_pod_events: an app's pods as the cluster reports them (phase, readiness, restarts, why a
-container waits or died) and their events; what an investigation reads after a failed rollout."""
+container waits or died), their events and the last lines of their logs; what an investigation
+reads after a failed rollout."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegist
 
 READS_CLUSTER = ToolAnnotations(read_only=True, destructive=False, idempotent=True, open_world=True)
 MAX_PODS = 20
+MAX_LOGS = 3
+LOG_LINES = 30
 
 
 class PodEventsInput(BaseModel):
@@ -38,11 +41,15 @@ class PodEvents(BaseModel):
     namespace: str
     pods: list[PodState]
     events: list[str]
+    logs: dict[str, str] = Field(
+        default_factory=dict, description="the last lines of the first pods' logs, by pod"
+    )
 
 
 def get_pod_events(args: PodEventsInput, ctx: ToolContext) -> PodEvents:
     """The app's pods in an environment (phase, readiness, restarts, waiting and terminated
-    reasons) and their recent events, from the cluster. Reads only."""
+    reasons), their recent events, and the last log lines of the pods in trouble, from the
+    cluster. Reads only."""
     if ctx.config is not None:
         config = ctx.config
     else:
@@ -56,7 +63,10 @@ def get_pod_events(args: PodEventsInput, ctx: ToolContext) -> PodEvents:
     pods = cluster.list_objects("v1", "Pod", namespace, labels={APP_LABEL: args.app_name})
     states = [_state(p) for p in pods[:MAX_PODS]]
     events = cluster.pod_events(namespace, [s.name for s in states]) if states else []
-    return PodEvents(namespace=namespace, pods=states, events=events[-50:])
+    # the pods in trouble first: their logs say why
+    troubled = sorted(states, key=lambda s: (s.ready, -s.restarts))[:MAX_LOGS]
+    logs = {s.name: cluster.pod_logs(namespace, s.name, tail_lines=LOG_LINES) for s in troubled}
+    return PodEvents(namespace=namespace, pods=states, events=events[-50:], logs=logs)
 
 
 def _state(pod: dict[str, Any]) -> PodState:
