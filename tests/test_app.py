@@ -514,3 +514,12 @@ def test_a_rolled_back_deploy_from_a_comment_is_investigated_in_the_reply(app, g
     assert "**rolled_back**" in text
     assert "**AI investigation** (confidence 0.90)" in text
     assert "Likely cause: registry.local/shop:2 does not exist" in text
+
+
+def test_deploy_without_app_where_there_are_several_services_says_which_to_name(app, gh, kube):
+    gh.config += "  - {name: web, paths: ['web/**'], image: registry.local/web}\n"
+    app.comment("/deploy staging", "writer")
+    text = app.status_comment()
+    assert "several services (shop, web): add --app NAME" in text
+    assert "Usage: `/deploy <environment>" in text
+    assert app.services.deliveries.recent("failed") == []

@@ -36,6 +36,8 @@ def run_command(
         ctx.save(eyes=True)
     try:
         ok, text = _outcome(ctx, command, number, actor, syntax_error)
+    except CommandSyntaxError as exc:  # e.g. no --app where the repository has several services
+        ok, text = False, replies.syntax(actor, str(exc))
     except PipelineBotError as exc:
         ok, text = False, replies.failed(actor, command, exc.message)
     _report(ctx, number, text)
