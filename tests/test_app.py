@@ -377,6 +377,11 @@ def test_rest_api_needs_the_token_and_reports_jobs_from_the_store(app, gh, kube)
     assert status["deploys"][0]["commit_sha"] == HEAD
     unknown = {**body, "repository": "someone/else"}
     assert app.client.post("/deploy", json=unknown, headers=auth).status_code == 404
+    spec = app.client.get("/openapi.json").json()
+    assert {"/deploy", "/pipeline/execute", "/pipeline/status/{job_id}", "/health"} <= set(
+        spec["paths"]
+    )
+    assert app.client.get("/docs").status_code == 200
     health = app.client.get("/health").json()
     assert health["status"] == "ok"
     assert API_TOKEN not in json.dumps(health)
