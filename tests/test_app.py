@@ -528,3 +528,20 @@ def test_deploy_without_app_where_there_are_several_services_says_which_to_name(
     assert "several services (shop, web): add --app NAME" in text
     assert "Usage: `/deploy <environment>" in text
     assert app.services.deliveries.recent("failed") == []
+
+
+def test_an_api_deploy_to_an_auto_environment_without_base_reads_the_commits_own_change(
+    app, gh, kube
+):
+    gh.permissions["api"] = "admin"
+    gh.config = gh.config.replace("strategy: rolling, ", "")  # staging back to `auto`
+    app.deliver("installation", webhook_example("installation", action="created"))
+    app.work()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    body = {"repository": "Codertocat/Hello-World", "environment": "staging", "sha": HEAD}
+    job = app.client.post("/deploy", json=body, headers=auth).json()["id"]
+    app.work()
+    status = app.client.get(f"/pipeline/status/{job}", headers=auth).json()
+    assert status["deploys"][0]["status"] == "succeeded", status
+    assert gh.made("GET", rf"/commits/{HEAD}$")
+    assert gh.made("GET", rf"/compare/{'b' * 40}\.\.\.{HEAD}$")

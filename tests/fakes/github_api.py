@@ -110,6 +110,11 @@ class GitHubApiDouble:
             data["permission"] = data["role_name"] = self.permissions.get(m[1], "read")
             data["user"]["login"] = m[1]
             return 200, data
+        if m := re.fullmatch(rf"{r}/commits/([0-9a-f]{{40}})", path):
+            data = self.example("commit")
+            data["sha"] = m[1]
+            data["parents"] = [{"sha": "b" * 40, "url": "", "html_url": ""}]
+            return 200, data
         if re.fullmatch(rf"{r}/compare/[0-9a-f]+\.\.\.[0-9a-f]+", path):
             data = self.example("commit-comparison")
             if self.files:

@@ -46,7 +46,10 @@ def deploy_commit(
         )
         ctx.save(**{key: github_id})
     gh.deployment_status(repo, github_id, "in_progress", f"Deploying {app} to {env.name}")
-    source = gh.compare(repo, base, sha)[0] if base and strategy == "auto" else None
+    source = None
+    if strategy == "auto":  # the strategy fits the change: from `base`, else the commit's parent
+        base = base or gh.parent(repo, sha)
+        source = gh.compare(repo, base, sha)[0] if base else None
     try:
         result = ctx.services.registry.call(
             "deploy_application",

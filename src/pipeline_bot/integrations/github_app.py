@@ -108,6 +108,12 @@ class Installation:
             "GET", f"/repos/{repo}/pulls/{number}", f"for pull request #{number}"
         )
 
+    def parent(self, repo: str, sha: str) -> str | None:
+        """The commit's first parent, None for a root commit."""
+        data = self._do("GET", f"/repos/{repo}/commits/{sha}", f"for commit {sha[:12]}")
+        parents = data.get("parents") or []
+        return str(parents[0]["sha"]) if parents else None
+
     def permission(self, repo: str, user: str) -> str:
         """The user's permission on the repository: admin, maintain, write, triage, read, none."""
         data = self._do(
