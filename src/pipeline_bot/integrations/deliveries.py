@@ -33,8 +33,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     select,
     text,
@@ -45,6 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.store import open_engine, reason
 
 STATUSES = ("pending", "running", "done", "failed", "ignored")
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -148,18 +147,12 @@ class Delivery:
 
 class DeliveryStore:
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.engine: Engine = create_engine(url)
-            self.sqlite = self.engine.dialect.name == "sqlite"
-            if self.sqlite:
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            _meta.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise IntegrationError(
-                f"cannot open the database: {_reason(exc)}", service="store"
-            ) from None
+        # synchronous=NORMAL in WAL mode: a commit is durable across a process kill; the
+        # worker thread checkpoints instead of whichever commit crosses the threshold
+        self.engine: Engine = open_engine(
+            url, _meta, pragmas=("synchronous=NORMAL", "wal_autocheckpoint=0")
+        )
+        self.sqlite = self.engine.dialect.name == "sqlite"
         self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
         self._raw: Any = None  # the intake writer thread's own DBAPI connection
         # SQLite: bodies go to append-only segment files, not through the WAL, where every byte
@@ -559,28 +552,15 @@ class _Guard:
         try:
             return self._cm.__enter__()
         except SQLAlchemyError as exc:
-            raise IntegrationError(f"database error: {_reason(exc)}", service="store") from None
+            raise IntegrationError(f"database error: {reason(exc)}", service="store") from None
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         try:
             self._cm.__exit__(kind, exc, tb)
         except SQLAlchemyError as err:
-            raise IntegrationError(f"database error: {_reason(err)}", service="store") from None
+            raise IntegrationError(f"database error: {reason(err)}", service="store") from None
         if isinstance(exc, SQLAlchemyError):
-            raise IntegrationError(f"database error: {_reason(exc)}", service="store") from None
-
-
-def _sqlite_pragmas(conn: Any, _record: Any) -> None:
-    cursor = conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across a process kill
-    cursor.execute("PRAGMA wal_autocheckpoint=0")  # the worker thread checkpoints instead
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise IntegrationError(f"database error: {reason(exc)}", service="store") from None
 
 
 def _delivery(row: Any, *, with_payload: bool) -> Delivery:

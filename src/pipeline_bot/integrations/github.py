@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
@@ -18,6 +18,8 @@ from pipeline_bot.core.diffparse import STATUS_BY_LETTER, RawEntry, marker_posit
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange, History
+
+T = TypeVar("T")
 
 
 class WorkflowRun(BaseModel):
@@ -60,25 +62,31 @@ class GitHubActions:
         ]
 
 
-def _call(request: Callable[[], Any], what: str) -> dict[str, Any]:
-    """One GitHub request: its validated data as JSON, or GitHub's status and message."""
+def send(request: Callable[[], T], what: str) -> T:
+    """One GitHub request; its failure as IntegrationError with GitHub's status and message
+    (every GitHub call of pipeline-bot goes through here)."""
     try:
-        response = request()
+        return request()
     except RequestFailed as exc:
-        message = _message(exc.response.json() if exc.response.content else {})
+        status = exc.response.status_code
+        try:
+            body = exc.response.json() if exc.response.content else {}
+        except ValueError:
+            body = {}
+        message = body.get("message", "no message") if isinstance(body, dict) else "no message"
         raise IntegrationError(
-            f"GitHub answered {exc.response.status_code} {what}: {message}", service="github"
+            f"GitHub answered {status} {what}: {message}", service="github", status=status
         ) from None
     except GitHubException as exc:
         raise IntegrationError(
-            f"GitHub could not be reached: {type(exc).__name__}", service="github"
+            f"GitHub could not be reached {what}: {type(exc).__name__}", service="github"
         ) from None
-    data: dict[str, Any] = response.parsed_data.model_dump(mode="json")
+
+
+def _call(request: Callable[[], Any], what: str) -> dict[str, Any]:
+    """One typed GitHub request: its validated data as JSON."""
+    data: dict[str, Any] = send(request, what).parsed_data.model_dump(mode="json")
     return data
-
-
-def _message(body: Any) -> str:
-    return str(body.get("message", "no message")) if isinstance(body, dict) else "no message"
 
 
 _STATUS_LETTER = {

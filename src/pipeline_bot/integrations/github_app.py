@@ -15,10 +15,9 @@ from typing import Any
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
-from githubkit.exception import GitHubException, RequestFailed
 
 from pipeline_bot.errors import IntegrationError
-from pipeline_bot.integrations.github import _file_change
+from pipeline_bot.integrations.github import _file_change, send
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange, History
 
@@ -264,22 +263,7 @@ def _commit(c: dict[str, Any]) -> Commit:
 
 
 def _request(gh: GitHub[Any], method: str, path: str, what: str, **kw: Any) -> tuple[Any, Any]:
-    try:
-        response = gh.request(method, path, **kw)
-    except RequestFailed as exc:
-        status = exc.response.status_code
-        try:
-            body = exc.response.json() if exc.response.content else {}
-        except ValueError:
-            body = {}
-        message = body.get("message", "no message") if isinstance(body, dict) else "no message"
-        raise IntegrationError(
-            f"GitHub answered {status} {what}: {message}", service="github", status=status
-        ) from None
-    except GitHubException as exc:
-        raise IntegrationError(
-            f"GitHub could not be reached {what}: {type(exc).__name__}", service="github"
-        ) from None
-    raw = response.raw_response
+    """(JSON body, raw response) of one request; errors as `send` words them."""
+    raw = send(lambda: gh.request(method, path, **kw), what).raw_response
     data = raw.json() if raw.content else {}
     return data, raw

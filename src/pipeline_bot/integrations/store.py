@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, String, Text, create_engine, event, select
+from sqlalchemy import Float, MetaData, String, Text, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,21 +60,35 @@ def default_database_url() -> str:
     return f"sqlite:///{home / 'pipeline-bot.db'}"
 
 
+def open_engine(url: str, metadata: MetaData, pragmas: tuple[str, ...] = ()) -> Engine:
+    """An engine with `metadata`'s tables created; SQLite in WAL mode with a busy timeout and
+    any further `pragmas`, its folder made first."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+
+            def on_connect(conn: Any, _record: Any) -> None:
+                cursor = conn.cursor()
+                for pragma in ("journal_mode=WAL", "busy_timeout=5000", *pragmas):
+                    cursor.execute(f"PRAGMA {pragma}")
+                cursor.close()
+
+            event.listen(engine, "connect", on_connect)
+        metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        raise IntegrationError(
+            f"cannot open the database: {reason(exc)}", service="store"
+        ) from None
+    return engine
+
+
 class SqlStore:
     """StorePort over SQLAlchemy."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.engine: Engine = create_engine(url)
-            if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            _Base.metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise IntegrationError(
-                f"cannot open the database: {_reason(exc)}", service="store"
-            ) from None
+        self.engine: Engine = open_engine(url, _Base.metadata)
 
     # ------------------------------------------------------------------ records
 
@@ -212,21 +226,15 @@ class _Transaction:
             else:
                 self.session.rollback()
         except SQLAlchemyError as err:
-            raise IntegrationError(f"database error: {_reason(err)}", service="store") from None
+            raise IntegrationError(f"database error: {reason(err)}", service="store") from None
         finally:
             self.session.close()
         if isinstance(exc, SQLAlchemyError):
-            raise IntegrationError(f"database error: {_reason(exc)}", service="store") from None
+            raise IntegrationError(f"database error: {reason(exc)}", service="store") from None
 
 
-def _sqlite_pragmas(conn: Any, _record: Any) -> None:
-    cursor = conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
-
-
-def _reason(exc: SQLAlchemyError) -> str:
+def reason(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's own message."""
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +21,7 @@ from pipeline_bot.models import (
     ReadinessProbe,
     Strategy,
 )
-from pipeline_bot.repo_config import Environment, MetricGate, RepoConfig, load_repo_config
+from pipeline_bot.repo_config import Environment, MetricGate, RepoConfig
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
 CHANGES_CLUSTER = ToolAnnotations(
@@ -79,13 +78,6 @@ class AppInput(_Input):
     repository: str = "."
     namespace: str | None = None
     timeout_seconds: float = Field(300, gt=0)
-
-
-def _config(repository: str, ctx: ToolContext) -> RepoConfig:
-    if ctx.config is not None:
-        return ctx.config
-    root = Path(repository)
-    return load_repo_config(None, repo_root=root if root.is_dir() else None)
 
 
 def _engine(
@@ -148,7 +140,7 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
     """Deploy an image to an environment with a strategy fitted to the change's risk (or the one
     asked for): rolling, blue-green or canary. Watches the rollout and rolls back on failure.
     Changes the cluster; holds the environment's lock while it runs."""
-    config = _config(args.repository, ctx)
+    config = ctx.repo_config(args.repository)
     env = config.environment(args.environment)
     strategy = _strategy(args, ctx, env, config)
     c = args.config
@@ -183,7 +175,7 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
 
 def promote_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Promote a paused canary to stable, or switch a waiting blue-green deploy's traffic."""
-    env = _config(args.repository, ctx).environment(args.environment)
+    env = ctx.repo_config(args.repository).environment(args.environment)
     return _engine(ctx, "promote_deployment", env).promote(
         env.name, args.app_name, timeout=args.timeout_seconds
     )
@@ -191,14 +183,14 @@ def promote_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
 
 def abort_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Abort a paused canary or blue-green deploy: remove the new version, keep stable serving."""
-    env = _config(args.repository, ctx).environment(args.environment)
+    env = ctx.repo_config(args.repository).environment(args.environment)
     return _engine(ctx, "abort_deployment", env).abort(env.name, args.app_name)
 
 
 def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Roll an app back to its last successful deploy before the latest (or switch blue-green
     traffic back), and watch until it is available."""
-    env = _config(args.repository, ctx).environment(args.environment)
+    env = ctx.repo_config(args.repository).environment(args.environment)
     namespace = args.namespace or env.namespace or env.name
     return _engine(ctx, "rollback_deployment", env).rollback(
         env.name, args.app_name, namespace=namespace, timeout=args.timeout_seconds
@@ -208,7 +200,7 @@ def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
 def get_deployment_status(args: AppInput, ctx: ToolContext) -> DeploymentStatus:
     """What runs for an app in an environment (images, replicas ready, conditions, live colour)
     from the cluster, with the lock and the recent deploys from the store. Reads only."""
-    env = _config(args.repository, ctx).environment(args.environment)
+    env = ctx.repo_config(args.repository).environment(args.environment)
     namespace = args.namespace or env.namespace or env.name
     return _engine(ctx, "get_deployment_status", env).status(env.name, args.app_name, namespace)
 

@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.render import APP_LABEL
-from pipeline_bot.repo_config import load_repo_config
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
 READS_CLUSTER = ToolAnnotations(read_only=True, destructive=False, idempotent=True, open_world=True)
@@ -50,14 +49,7 @@ def get_pod_events(args: PodEventsInput, ctx: ToolContext) -> PodEvents:
     """The app's pods in an environment (phase, readiness, restarts, waiting and terminated
     reasons), their recent events, and the last log lines of the pods in trouble, from the
     cluster. Reads only."""
-    if ctx.config is not None:
-        config = ctx.config
-    else:
-        from pathlib import Path
-
-        root = Path(args.repository)
-        config = load_repo_config(None, repo_root=root if root.is_dir() else None)
-    env = config.environment(args.environment)
+    env = ctx.repo_config(args.repository).environment(args.environment)
     namespace = args.namespace or env.namespace or env.name
     cluster = ctx.require_cluster("get_pod_events", env)
     pods = cluster.list_objects("v1", "Pod", namespace, labels={APP_LABEL: args.app_name})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
@@ -23,7 +24,7 @@ from pipeline_bot.integrations.ports import (
     StorePort,
     WorkflowsPort,
 )
-from pipeline_bot.repo_config import Environment, RepoConfig
+from pipeline_bot.repo_config import Environment, RepoConfig, load_repo_config
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -62,6 +63,14 @@ class ToolContext:
     # the repository's config when the front end read it itself (the App reads it from the
     # default branch through GitHub's API); tools then use it instead of a local file
     config: RepoConfig | None = None
+
+    def repo_config(self, repository: str) -> RepoConfig:
+        """The front end's config when it read one, else the repository folder's own file (or
+        the defaults when there is none)."""
+        if self.config is not None:
+            return self.config
+        root = Path(repository)
+        return load_repo_config(None, repo_root=root if root.is_dir() else None)
 
     def require_source(self, tool: str) -> SourcePort:
         if self.source is None:
