@@ -499,51 +499,97 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_process(proc)
 
 
+@pytest.fixture
+def deploy_env(kube_api, namespace, tmp_path, monkeypatch, base_repo):  # type: ignore[no-untyped-def]
+    """base_repo configured for staging and production in a fresh namespace of the Kubernetes API
+    test server, with KUBECONFIG and a database of the test's own."""
+    config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.setenv("PIPELINE_BOT_DATABASE_URL", f"sqlite:///{tmp_path / 'pb.db'}")
+    base_repo.commit(
+        "config",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                f"  - {{name: staging, order: 1, namespace: {namespace}, replicas: 2}}\n"
+                f"  - {{name: production, order: 2, namespace: {namespace}, replicas: 3}}\n"
+                "services:\n  - {name: shop, paths: ['src/**'], image: registry.local/shop}\n"
+            )
+        },
+    )
+    return base_repo
+
+
+# ---------------------------------------------------------------- databases
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The same tests on SQLite (a file) and PostgreSQL (a server of the session's own)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'pb.db'}"
+    url = request.getfixturevalue("postgres_url")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a clean slate per test
+        conn.execute(
+            text(
+                "DROP TABLE IF EXISTS deployments, locks, app_deliveries, app_installations, "
+                "app_github_deployments, app_status_comments"
+            )
+        )
+    engine.dispose()
+    return url
+
+
 # ---------------------------------------------------------------- GitHub's REST description
+
+
+def npm_file(*parts: str, what: str) -> Path:
+    """A file the npm install in tests/npm brings; missing: a skip here, a failure in CI."""
+    path = Path(__file__).resolve().parent.joinpath("npm", "node_modules", *parts)
+    if not path.exists():
+        message = f"{what} is missing: `npm install --prefix tests/npm`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def github_examples() -> dict[str, Any]:
     """The response examples of GitHub's OpenAPI description (npm @octokit/openapi), which the
     tests answer GitHub calls with instead of shapes of their own."""
-    spec = (
-        Path(__file__).resolve().parent
-        / "npm"
-        / "node_modules"
-        / "@octokit"
-        / "openapi"
-        / "generated"
-        / "api.github.com.json"
+    spec = npm_file(
+        "@octokit",
+        "openapi",
+        "generated",
+        "api.github.com.json",
+        what="GitHub's OpenAPI description",
     )
-    if not spec.exists():
-        message = "GitHub's OpenAPI description is missing: `npm install --prefix tests/npm`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
     examples: dict[str, Any] = json.loads(spec.read_text())["components"]["examples"]
     return examples
 
 
-def webhook_example(event: str, **match: Any) -> dict[str, Any]:
-    """A recorded delivery payload (npm @octokit/webhooks-examples): the first example of `event`
-    whose top-level keys equal `match` (action="opened", ...) and that names an installation."""
-    index = (
-        Path(__file__).resolve().parent
-        / "npm"
-        / "node_modules"
-        / "@octokit"
-        / "webhooks-examples"
-        / "api.github.com"
-        / "index.json"
+def webhook_examples(event: str) -> list[dict[str, Any]]:
+    """The recorded delivery payloads of `event` (npm @octokit/webhooks-examples), copies."""
+    index = npm_file(
+        "@octokit",
+        "webhooks-examples",
+        "api.github.com",
+        "index.json",
+        what="webhook examples",
     )
-    if not index.exists():
-        message = "webhook examples are missing: `npm install --prefix tests/npm`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
     examples = {e["name"]: e["examples"] for e in json.loads(index.read_text())}[event]
-    for example in examples:
+    return json.loads(json.dumps(examples))  # type: ignore[no-any-return]
+
+
+def webhook_example(event: str, **match: Any) -> dict[str, Any]:
+    """The first recorded payload of `event` whose top-level keys equal `match`
+    (action="opened", ...) and that names an installation."""
+    for example in webhook_examples(event):
         if all(example.get(k) == v for k, v in match.items()) and example.get("installation"):
-            return json.loads(json.dumps(example))
+            return example
     raise LookupError(f"no {event} example with {match} and an installation")
 
 

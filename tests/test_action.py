@@ -11,18 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import webhook_examples
 
 SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
-EXAMPLES = (
-    Path(__file__).resolve().parent
-    / "npm"
-    / "node_modules"
-    / "@octokit"
-    / "webhooks-examples"
-    / "api.github.com"
-    / "index.json"
-)
 RISKY = {
     "db/migrations/0002_add.sql": "ALTER TABLE cart ADD COLUMN d int;\n",
     "Dockerfile": "FROM python:3.12-slim\nCOPY . /app\n",
@@ -33,13 +24,7 @@ KUBECONFIG_SECRET = "apiVersion: v1\nusers:\n- name: ci\n  user: {token: kube-ve
 
 
 def _payload(event):
-    if not EXAMPLES.exists():
-        message = "webhook examples are missing: `npm install --prefix tests/npm`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    index = {e["name"]: e for e in json.loads(EXAMPLES.read_text())}
-    return json.loads(json.dumps(index[event]["examples"][0]))
+    return webhook_examples(event)[0]
 
 
 def _outputs(path: Path) -> dict[str, str]:

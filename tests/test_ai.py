@@ -332,26 +332,10 @@ INVESTIGATION = {
 }
 
 
-@pytest.fixture
-def cluster_env(kube_api, namespace, tmp_path, monkeypatch, base_repo):
-    config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    monkeypatch.setenv("PIPELINE_BOT_DATABASE_URL", f"sqlite:///{tmp_path / 'pb.db'}")
-    base_repo.commit(
-        "config",
-        {
-            ".github/pipeline-bot.yml": "version: 1\nenvironments:\n"
-            f"  - {{name: staging, order: 1, namespace: {namespace}, replicas: 1}}\n"
-            "services:\n  - {name: shop, paths: ['src/**'], image: registry.local/shop}\n"
-        },
-    )
-    return base_repo
-
-
 def test_an_automatic_rollback_is_investigated_with_read_only_tools(
-    cli, cluster_env, kube_api, model
+    cli, deploy_env, kube_api, model
 ):
-    repo = str(cluster_env.root)
+    repo = str(deploy_env.root)
     common = ("--repo", repo, "-e", "staging", "--strategy", "rolling", "--timeout", "30s")
     assert cli("deploy", "--image", "registry.local/shop:1", *common).exit_code == 0
     kube_api.fail_image("registry.local/shop:2")
@@ -397,10 +381,10 @@ def test_an_automatic_rollback_is_investigated_with_read_only_tools(
     assert again.json()["investigation"]["confidence"] == 0.9
 
 
-def test_investigate_without_a_model_says_how_to_configure_one(cli, cluster_env, monkeypatch):
+def test_investigate_without_a_model_says_how_to_configure_one(cli, deploy_env, monkeypatch):
     monkeypatch.delenv("PIPELINE_BOT_LLM_MODEL", raising=False)
     get_settings.cache_clear()
-    result = cli("investigate", "-e", "staging", "--repo", str(cluster_env.root))
+    result = cli("investigate", "-e", "staging", "--repo", str(deploy_env.root))
     assert result.exit_code == 2
     assert "PIPELINE_BOT_LLM_MODEL" in result.stderr
 
@@ -433,11 +417,11 @@ def test_a_50000_line_diff_fits_the_budget_and_lock_files_go_first(cli, base_rep
         ("CrashLoopBackOff", "ConnectionRefusedError: [Errno 111] Connection refused (db:5432)"),
     ],
 )
-def test_pod_events_show_why_a_rollout_fails(cli, cluster_env, kube_api, reason, in_logs):
+def test_pod_events_show_why_a_rollout_fails(cli, deploy_env, kube_api, reason, in_logs):
     from pipeline_bot.cli_deploy import tool_context
     from pipeline_bot.tools import build_registry
 
-    repo = str(cluster_env.root)
+    repo = str(deploy_env.root)
     kube_api.fail_image("registry.local/shop:bad", reason)
     failed = cli(
         "deploy",

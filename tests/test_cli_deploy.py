@@ -6,25 +6,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture
-def deploy_env(kube_api, namespace, tmp_path, monkeypatch, base_repo):
-    config = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    monkeypatch.setenv("PIPELINE_BOT_DATABASE_URL", f"sqlite:///{tmp_path / 'pb.db'}")
-    base_repo.commit(
-        "config",
-        {
-            ".github/pipeline-bot.yml": (
-                "version: 1\nenvironments:\n"
-                f"  - {{name: staging, order: 1, namespace: {namespace}, replicas: 2}}\n"
-                f"  - {{name: production, order: 2, namespace: {namespace}, replicas: 3}}\n"
-                "services:\n  - {name: shop, paths: ['src/**'], image: registry.local/shop}\n"
-            )
-        },
-    )
-    return base_repo
-
-
 def _deploy(cli, repo, *args):
     return cli("deploy", "--repo", str(repo.root), "-e", "production", *args)
 

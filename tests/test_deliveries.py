@@ -3,7 +3,6 @@ writes go through the writer thread)."""
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 
 from pipeline_bot.app.context import AppServices
@@ -14,31 +13,12 @@ from pipeline_bot.integrations.store import SqlStore
 from tests.app_harness import SECRET, private_key, signed
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'app.db'}"
-    url = request.getfixturevalue("postgres_url")
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    with engine.begin() as conn:  # a clean slate per test
-        conn.execute(
-            text(
-                "DROP TABLE IF EXISTS app_deliveries, app_installations, app_github_deployments, "
-                "app_status_comments, deployments, locks"
-            )
-        )
-    engine.dispose()
-    return url
-
-
 def _new(delivery_id: str, lane: str | None = None, handled: bool = True) -> NewDelivery:
     return NewDelivery(delivery_id, "pull_request", "opened", 1, "o/r", b'{"a": 1}', handled, lane)
 
 
-def test_a_batch_stores_new_deliveries_and_knows_redeliveries(url):
-    store = DeliveryStore(url)
+def test_a_batch_stores_new_deliveries_and_knows_redeliveries(database_url):
+    store = DeliveryStore(database_url)
     assert store.accept_many([_new("a"), _new("b", handled=False)]) == [True, True]
     assert store.accept_many([_new("c"), _new("a"), _new("c")]) == [True, False, False]
     assert store.get("b").status == "ignored"
@@ -49,8 +29,8 @@ def test_a_batch_stores_new_deliveries_and_knows_redeliveries(url):
     store.close()
 
 
-def test_lanes_keep_one_pull_requests_order(url):
-    store = DeliveryStore(url)
+def test_lanes_keep_one_pull_requests_order(database_url):
+    store = DeliveryStore(database_url)
     store.accept_many([_new("1", "o/r#1"), _new("2", "o/r#1"), _new("3", "o/r#2")])
     assert [store.claim().id, store.claim().id] == ["1", "3"]
     assert store.claim() is None
@@ -60,9 +40,11 @@ def test_lanes_keep_one_pull_requests_order(url):
     store.close()
 
 
-def test_the_intake_on_a_server_database_answers_after_the_writer_thread_stored_it(url):
+def test_the_intake_on_a_server_database_answers_after_the_writer_thread_stored_it(database_url):
     services = AppServices(
-        deliveries=DeliveryStore(url), github=GitHubApp("1", private_key()), store=SqlStore(url)
+        deliveries=DeliveryStore(database_url),
+        github=GitHubApp("1", private_key()),
+        store=SqlStore(database_url),
     )
     application = create_app(services, SECRET, mcp=False, start_worker=False)
     with TestClient(application) as client:

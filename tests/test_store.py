@@ -13,21 +13,6 @@ from pipeline_bot.integrations.store import SqlStore
 from pipeline_bot.models import DeployRecord
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """The same tests on SQLite (a file) and PostgreSQL (a server of the session's own)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'pb.db'}"
-    url = request.getfixturevalue("postgres_url")
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    with engine.begin() as conn:  # a clean slate per test
-        conn.execute(text("DROP TABLE IF EXISTS deployments, locks"))
-    engine.dispose()
-    return url
-
-
 @pytest.fixture
 def store(database_url):
     store = SqlStore(database_url)
