@@ -122,8 +122,11 @@ _KIND_GLOBS: tuple[tuple[Kind, tuple[str, ...]], ...] = (
             "*_test.rb",
         ),
     ),
-    (Kind.HELM, ("Chart.yaml", "**/charts/**", "**/helm/**", "values*.yaml")),
-    (Kind.TERRAFORM, ("*.tf", "*.tfvars", "*.tf.json", "terragrunt.hcl", "**/terraform/**")),
+    (Kind.HELM, ("Chart.yaml", "**/charts/**", "**/helm/**", "values*.yaml", ".helmignore")),
+    (
+        Kind.TERRAFORM,
+        ("*.tf", "*.tfvars", "*.tf.json", "*.tfvars.json", "terragrunt.hcl", ".terraform.lock.hcl"),
+    ),
     (
         Kind.DOCKERFILE,
         (
@@ -189,6 +192,7 @@ _KIND_GLOBS: tuple[tuple[Kind, tuple[str, ...]], ...] = (
     ),
 )
 _TESTS = PathMatcher(dict(_KIND_GLOBS)[Kind.TEST])
+_DOCS = PathMatcher(dict(_KIND_GLOBS)[Kind.DOCS])
 _KINDS = GlobClassifier((kind.value, globs) for kind, globs in _KIND_GLOBS)
 
 _CODE_SUFFIXES = frozenset(
@@ -291,22 +295,46 @@ _KEY_FILE = PathMatcher(
 )
 
 
+# A folder name says what a file is only for files that can be of that kind: Go code in `k8s/` or
+# `charts/` is code, not a manifest or a chart.
+_FOLDER_KIND_SUFFIXES = {
+    Kind.KUBERNETES: frozenset({"yaml", "yml", "json", "jsonnet", "libsonnet", "cue"}),
+    Kind.HELM: frozenset({"yaml", "yml", "tpl", "json", "txt", ""}),
+}
+
+
 def kind_of(change: FileChange) -> Kind:
     """The one kind a changed file counts as; content signals refine what the path says."""
-    path = change.path
+    kind = kind_of_path(change.path)
+    if (
+        kind is Kind.OTHER
+        and change.path.endswith((".yaml", ".yml", ".json"))
+        and _KUBE_KINDS.intersection(change.signals.kube_kinds)
+    ):
+        return Kind.KUBERNETES
+    return kind
+
+
+def kind_of_path(path: str) -> Kind:
+    """The kind a path says a file is, without looking at its content."""
     label = _KINDS.classify(path)
     if label is not None:
         kind = Kind(label)
         if kind is Kind.MIGRATION and path.endswith((".md", ".txt")):
             return Kind.DOCS
-        return kind
-    if path.endswith((".yaml", ".yml", ".json")) and _KUBE_KINDS.intersection(
-        change.signals.kube_kinds
-    ):
-        return Kind.KUBERNETES
+        allowed = _FOLDER_KIND_SUFFIXES.get(kind)
+        if allowed is None or suffix(path) in allowed or _named_file(kind, path):
+            return kind
+        if _DOCS(path):
+            return Kind.DOCS
     if suffix(path) in _CODE_SUFFIXES:
         return Kind.CODE
     return Kind.OTHER
+
+
+def _named_file(kind: Kind, path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return kind is Kind.HELM and name in ("Chart.yaml", ".helmignore")
 
 
 def is_test_path(path: str) -> bool:
