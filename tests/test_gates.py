@@ -127,23 +127,27 @@ def test_canary_compared_with_stable(cli, base_repo, prometheus):
     assert "above stable's 0" in row["reason"]
 
 
-def test_an_invalid_query_is_a_clear_error(cli, base_repo, prometheus):
+def test_an_invalid_query_is_bad_input_with_one_error_line(cli, base_repo, prometheus):
     _config(
         base_repo, "gates:\n  - {name: broken, query: 'rate(foo[1m', success_condition: {min: 1}}\n"
     )
     result = _evaluate(cli, base_repo, "good", "good", prometheus)
-    assert result.json()["verdict"] == "inconclusive"
-    assert "bad_data" in result.json()["measurements"][0]["reason"]
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    assert "gates.broken.query" in line
+    assert "rejected the query: bad_data" in line
 
 
-def test_an_unreachable_prometheus_is_never_a_pass(cli, base_repo):
+def test_an_unreachable_prometheus_is_bad_input_with_one_error_line(cli, base_repo):
     _config(base_repo)
     result = _evaluate(cli, base_repo, "good", "good", "http://127.0.0.1:9")
-    assert result.exit_code == 3
-    data = result.json()
-    assert data["verdict"] == "inconclusive"
-    assert "every query failed" in data["reason"]
-    assert "is unreachable" in data["measurements"][0]["reason"]
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ")
+    assert "Prometheus at http://127.0.0.1:9 is unreachable" in line
 
 
 def test_the_default_queries_pass_promtool_unit_tests(tmp_path):
@@ -326,14 +330,19 @@ def test_a_container_heading_for_its_memory_limit_is_a_finding(cli, base_repo, p
 
 def test_a_rising_error_rate_is_a_finding(cli, base_repo, prometheus):
     _predict_config(base_repo)
-    (finding,) = _findings(cli, base_repo, "rising", prometheus)
+    findings = _findings(cli, base_repo, "rising", prometheus)
+    (finding,) = [f for f in findings if f["severity"] != "info"]  # no memory limit: info
     assert finding["rule"] == "error-rate-rising"
     assert "the error rate in gates-rising is 10.0%" in finding["message"]
 
 
 def test_a_calm_namespace_has_no_warnings(cli, base_repo, prometheus):
+    """gates-good sets no memory limit, so the memory trend says it could not check."""
     _predict_config(base_repo)
-    assert _findings(cli, base_repo, "calm", prometheus) == []
+    (finding,) = _findings(cli, base_repo, "calm", prometheus)
+    assert finding["rule"] == "predicted-memory-exhaustion"
+    assert finding["severity"] == "info"
+    assert finding["message"].startswith("could not check: no memory limit")
 
 
 def test_predictions_that_cannot_be_checked_say_so(cli, base_repo):
@@ -484,7 +493,7 @@ def recording_pushgateway():
 
 
 def test_own_metrics_are_pushed_to_a_pushgateway(
-    cli, base_repo, recording_pushgateway, monkeypatch
+    cli, base_repo, prometheus, recording_pushgateway, monkeypatch
 ):
     from pipeline_bot.settings import get_settings
 
@@ -492,8 +501,8 @@ def test_own_metrics_are_pushed_to_a_pushgateway(
     _config(base_repo)
     monkeypatch.setenv("PIPELINE_BOT_METRICS_PUSHGATEWAY", gateway)
     get_settings.cache_clear()
-    result = _evaluate(cli, base_repo, "good", "good", "http://127.0.0.1:9")
-    assert result.exit_code == 3
+    result = _evaluate(cli, base_repo, "good", "good", prometheus)
+    assert result.exit_code == 0, result.stderr
     ((method, path, body),) = received
     assert (method, path) == ("PUT", "/metrics/job/pipeline-bot")
     assert b"pipeline_bot_gate_evaluations_total" in body

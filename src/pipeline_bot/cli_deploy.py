@@ -438,7 +438,8 @@ def gates_evaluate(
     output: Format = OutputFormat.text,
 ) -> None:
     """Measure the gates now and print the verdict with every query, value and threshold.
-    Exit 0: pass, 1: fail, 3: inconclusive, 2: bad input."""
+    Exit 0: pass, 1: fail, 3: inconclusive, 2: bad input (a query Prometheus rejects, or a
+    Prometheus that cannot be reached)."""
     from pipeline_bot.core.canary import DEFAULT_GATES
     from pipeline_bot.deploy.gates import PrometheusGate
     from pipeline_bot.repo_config import load_gates_file, load_repo_config
@@ -452,6 +453,9 @@ def gates_evaluate(
             raise typer.BadParameter("give --prometheus-url (or set PIPELINE_BOT_PROMETHEUS_URL)")
         chosen = load_gates_file(gates) if gates else cfg.gates
         gate = PrometheusGate(metrics, chosen or DEFAULT_GATES)
+        # as before a deploy: a query Prometheus rejects, or no Prometheus, is bad input (exit 2)
+        # and never an inconclusive verdict
+        gate.prepare(env.namespace or env.name, app)
         decision, reason, results = gate.check(
             namespace=env.namespace or env.name,
             app=app,
@@ -461,7 +465,7 @@ def gates_evaluate(
             once=not full,
         )
     except PipelineBotError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"error: {' '.join(exc.message.split())}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     _write_metrics()
     passed = decision in ("promote", "continue")

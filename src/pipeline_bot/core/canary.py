@@ -3,7 +3,9 @@
 Every measurement keeps its query, value, threshold and reason, so a report can say exactly why.
 Per gate (Argo Rollouts' rules): more failed measurements than `failure_limit`, or more query
 errors in a row than `consecutive_error_limit`, fail it; an empty result counts as its `no_data`
-policy says; a gate whose measurements all errored is never a pass.
+policy says, and so does a comparison with a stable version that has no data; a gate whose
+measurements all errored is never a pass. A query that returns several series is judged on every
+one of them: the worst decides the measurement, and its reason names that series.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline_bot.models import MetricSample
 from pipeline_bot.repo_config import MetricGate, StableComparison, Threshold
 
 Decision = Literal["promote", "continue", "rollback", "inconclusive"]
@@ -45,6 +48,7 @@ class Measurement:
     reason: str
     error: str | None = None
     baseline: float | None = None
+    series: str | None = None  # the deciding series' labels, when the query returned several
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +60,7 @@ class Measurement:
             "reason": self.reason,
             "error": self.error,
             "baseline": self.baseline,
+            "series": self.series,
         }
 
 
@@ -95,26 +100,103 @@ def describe(condition: Threshold, comparison: StableComparison | None = None) -
 def measure(
     gate: MetricGate,
     query: str,
-    value: float | None,
+    samples: Sequence[MetricSample],
     *,
     error: str | None = None,
-    baseline: float | None = None,
+    stable: Sequence[MetricSample] | None = None,
 ) -> Measurement:
-    """One measurement judged against the gate's threshold (and stable's value, if compared)."""
+    """One measurement: every series judged against the gate's threshold (and against stable's
+    series with the same labels, or stable's only series, when compared); the worst decides."""
     threshold = describe(gate.success_condition, gate.compare_to_stable)
     if error is not None:
         return Measurement(gate.name, query, None, threshold, None, f"query failed: {error}", error)
-    if value is None:
-        passed = {"pass": True, "fail": False, "inconclusive": None}[gate.no_data]
+    if not samples:
+        passed = _NO_DATA[gate.no_data]
         return Measurement(
             gate.name, query, None, threshold, passed, f"no data (policy: {gate.no_data})"
         )
+    judged = [_judge_series(gate, s, _baseline(s, stable), threshold) for s in samples]
+    worst = min(judged, key=lambda j: (_RANK[j.passed], -j.badness))
+    name = _series_name(worst.labels) if len(judged) > 1 else None
+    reason = (
+        f"series {name}: {worst.reason} (worst of {len(judged)} series)" if name else worst.reason
+    )
+    return Measurement(
+        gate.name,
+        query,
+        worst.value,
+        threshold,
+        worst.passed,
+        reason,
+        baseline=worst.baseline,
+        series=name,
+    )
+
+
+_NO_DATA: dict[str, bool | None] = {"pass": True, "fail": False, "inconclusive": None}
+_RANK: dict[bool | None, int] = {False: 0, None: 1, True: 2}  # failed, then unknown, then passed
+
+
+@dataclass(frozen=True)
+class _Judged:
+    labels: dict[str, str]
+    value: float
+    baseline: float | None
+    passed: bool | None
+    reason: str
+    badness: float  # how far past (> 0) or short of (<= 0) its nearest bound
+
+
+def _judge_series(
+    gate: MetricGate, sample: MetricSample, baseline: float | None, threshold: str
+) -> _Judged:
+    value, comparison = sample.value, gate.compare_to_stable
     problems = _threshold_problems(value, gate.success_condition)
-    if gate.compare_to_stable is not None:
-        problems += _comparison_problems(value, baseline, gate.compare_to_stable)
-    ok = not problems
-    reason = f"{value:g} is within {threshold}" if ok else "; ".join(problems)
-    return Measurement(gate.name, query, value, threshold, ok, reason, baseline=baseline)
+    missing_stable = comparison is not None and baseline is None
+    if comparison is not None and baseline is not None:
+        problems += _comparison_problems(value, baseline, comparison)
+    if problems:
+        passed: bool | None = False
+        reason = "; ".join(problems)
+    elif missing_stable:  # nothing to compare with is missing data: no_data decides
+        passed = _NO_DATA[gate.no_data]
+        reason = f"stable has no data to compare with (policy: {gate.no_data})"
+        if passed:
+            reason = f"{value:g} is within {describe(gate.success_condition)}; {reason}"
+    else:
+        passed, reason = True, f"{value:g} is within {threshold}"
+    badness = _badness(value, gate.success_condition, baseline, comparison)
+    return _Judged(dict(sample.labels), value, baseline, passed, reason, badness)
+
+
+def _baseline(sample: MetricSample, stable: Sequence[MetricSample] | None) -> float | None:
+    """Stable's series with the same labels; else stable's only series; else none."""
+    if not stable:
+        return None
+    same = [s.value for s in stable if s.labels == sample.labels]
+    if same:
+        return same[0]
+    return stable[0].value if len(stable) == 1 else None
+
+
+def _badness(
+    value: float, t: Threshold, baseline: float | None, c: StableComparison | None
+) -> float:
+    terms = []
+    if t.min is not None:
+        terms.append(t.min - value)
+    if t.max is not None:
+        terms.append(value - t.max)
+    if c is not None and baseline is not None:
+        if c.max_increase is not None:
+            terms.append(value - baseline * (1 + c.max_increase))
+        if c.max_decrease is not None:
+            terms.append(baseline * (1 - c.max_decrease) - value)
+    return max(terms)
+
+
+def _series_name(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
 def _threshold_problems(value: float, t: Threshold) -> list[str]:
@@ -126,9 +208,7 @@ def _threshold_problems(value: float, t: Threshold) -> list[str]:
     return out
 
 
-def _comparison_problems(value: float, baseline: float | None, c: StableComparison) -> list[str]:
-    if baseline is None:
-        return ["stable has no data to compare with"]
+def _comparison_problems(value: float, baseline: float, c: StableComparison) -> list[str]:
     out = []
     if c.max_increase is not None and value > baseline * (1 + c.max_increase):
         out.append(f"{value:g} is more than {c.max_increase:.0%} above stable's {baseline:g}")

@@ -148,15 +148,15 @@ class PrometheusGate:
         values = _values(namespace, app, canary, stable, gate.interval)
         query = _render(gate, values)
         try:
-            value = _first(self.metrics.query(query, at=self.now()))
-            baseline = None
+            samples = self.metrics.query(query, at=self.now())
+            baseline: list[MetricSample] | None = None
             if gate.compare_to_stable is not None:
                 swapped = {"canary": stable, "canary_pods": values["stable_pods"]}
                 base_query = _render(gate, {**values, **swapped})
-                baseline = _first(self.metrics.query(base_query, at=self.now()))
+                baseline = self.metrics.query(base_query, at=self.now())
         except IntegrationError as exc:
-            return measure(gate, query, None, error=exc.message)
-        return measure(gate, query, value, baseline=baseline)
+            return measure(gate, query, [], error=exc.message)
+        return measure(gate, query, samples, stable=baseline)
 
 
 def _values(namespace: str, app: str, canary: str, stable: str, interval: str) -> dict[str, str]:
@@ -182,7 +182,3 @@ def _render(gate: MetricGate, values: dict[str, str]) -> str:
         return render(gate.query, values)
     except ValueError as exc:
         raise ConfigError("gates", [ConfigProblem(f"gates.{gate.name}.query", str(exc))]) from None
-
-
-def _first(samples: list[MetricSample]) -> float | None:
-    return samples[0].value if samples else None

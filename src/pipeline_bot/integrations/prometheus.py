@@ -7,6 +7,7 @@ Errors name the server and Prometheus's own explanation (a parse error, a timeou
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -112,15 +113,24 @@ def _samples(result: Any) -> list[MetricSample]:
 
 
 def _prometheus_error(exc: PrometheusApiClientException) -> str:
-    """The `error` field of Prometheus's JSON answer, without the rest of the response."""
+    """The `error` field of Prometheus's JSON answer, without the rest of the response. The client
+    words its exception `HTTP Status Code 400 (b'{...}')`: the body is the repr of bytes."""
+    import ast
     import json
 
     text = str(exc)
-    start = text.find("{")
-    if start >= 0:
+    body: Any = None
+    quoted = re.search(r"\((b'.*'|b\".*\")\)\s*$", text, re.DOTALL)
+    if quoted:
         try:
-            body = json.loads(text[start:])
-            return f"{body.get('errorType', 'error')}: {body.get('error', text)}"
+            body = json.loads(ast.literal_eval(quoted.group(1)))
+        except (ValueError, SyntaxError):
+            body = None
+    if body is None and "{" in text:
+        try:
+            body, _ = json.JSONDecoder().raw_decode(text[text.find("{") :])
         except ValueError:
-            pass
+            body = None
+    if isinstance(body, dict) and body.get("error"):
+        return " ".join(f"{body.get('errorType', 'error')}: {body['error']}".split())
     return text.splitlines()[0] if text else "unknown error"

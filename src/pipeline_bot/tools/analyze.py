@@ -63,21 +63,21 @@ def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
 
 
 def predictive_findings(metrics: MetricsPort, namespace: str, *, hours: float) -> list[Finding]:
-    """Trend warnings for the environment's namespace; a prediction Prometheus cannot answer
-    becomes a finding that says so (it is never silently skipped)."""
+    """Trend warnings for the environment's namespace; a prediction Prometheus cannot answer, or
+    whose input is missing (no memory limit metric), becomes a finding that says so (it is never
+    silently skipped)."""
+    from pipeline_bot.core.predict import could_not_check, requirement_for
+
     out: list[Finding] = []
     for p in PREDICTIONS:
+        required = requirement_for(p, namespace=namespace)
         try:
+            if required and not metrics.query(required[0]):
+                out.append(could_not_check(p, required[1]))
+                continue
             samples = metrics.query(query_for(p, namespace=namespace, hours=hours))
         except IntegrationError as exc:
-            out.append(
-                Finding(
-                    path=None,
-                    severity="info",
-                    rule=p.rule,
-                    message=f"could not check: {exc.message}",
-                )
-            )
+            out.append(could_not_check(p, exc.message))
             continue
         out += findings_for(p, samples, namespace=namespace, hours=hours)
     return out
