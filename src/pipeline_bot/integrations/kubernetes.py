@@ -2,21 +2,27 @@
 
 Objects go in and come out as plain dicts. API errors become IntegrationError with the API
 server's own message (never headers or credentials); transient failures (connection errors, 429,
-5xx) are retried with backoff before giving up.
+5xx) are retried with backoff (or as long as Retry-After asks) before giving up. A rollout's watch
+is retried for as long as the rollout may take instead (see `_Stream`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import yaml
-from kubernetes import client, config, dynamic, watch
+from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
 from pipeline_bot.errors import IntegrationError
@@ -26,6 +32,7 @@ T = TypeVar("T")
 FIELD_MANAGER = "pipeline-bot"
 _RETRIES = (0.2, 0.5, 1.0, 2.0)
 _TRANSIENT = {429, 500, 502, 503, 504}
+_WATCH_SECONDS = 300  # asked of the server per watch; it may end one sooner, and we resume
 
 
 class KubernetesCluster:
@@ -36,6 +43,8 @@ class KubernetesCluster:
         self.host = api.configuration.host
         self._dynamic: dynamic.DynamicClient | None = None
         self.requests = 0
+        self.watch_resumes = 0  # watches the server ended, started again from the last version
+        self.watch_relists = 0  # lists again after 410 Gone
         self.no_server_side_apply = False
 
     # ------------------------------------------------------------------ construction
@@ -83,7 +92,7 @@ class KubernetesCluster:
                 if exc.status in (passthrough or ()):
                     raise
                 if exc.status in _TRANSIENT and delay is not None:
-                    time.sleep(delay)
+                    time.sleep(_retry_after(exc) or delay)
                     continue
                 raise IntegrationError(
                     f"{what}: {_status_message(exc)}", service="kubernetes"
@@ -164,27 +173,28 @@ class KubernetesCluster:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         res = self._resource(api_version, kind)
         try:
-            self.requests += 1
-            return dict(res.get(name=name, namespace=namespace).to_dict())
+            out = self._call(
+                f"read {kind}/{name}",
+                lambda: res.get(name=name, namespace=namespace),
+                passthrough={404},
+            )
         except dynamic.exceptions.NotFoundError:
             return None
-        except ApiException as exc:
-            raise IntegrationError(
-                f"read {kind}/{name}: {_status_message(exc)}", service="kubernetes"
-            ) from None
+        return dict(out.to_dict())
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         res = self._resource(api_version, kind)
         try:
-            self.requests += 1
-            res.delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
-            return True
+            self._call(
+                f"delete {kind}/{name}",
+                lambda: res.delete(
+                    name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+                ),
+                passthrough={404},
+            )
         except dynamic.exceptions.NotFoundError:
             return False
-        except ApiException as exc:
-            raise IntegrationError(
-                f"delete {kind}/{name}: {_status_message(exc)}", service="kubernetes"
-            ) from None
+        return True
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> Obj:
         """A JSON merge patch."""
@@ -254,33 +264,34 @@ class KubernetesCluster:
         self, namespace: str, name: str, pod_labels: dict[str, str], *, timeout: float
     ) -> Iterator[tuple[Obj, list[Obj]]]:
         """(Deployment, its pods) now and after every change to either, until `timeout` or the
-        caller stops iterating. Two watches feed one queue: no polling."""
+        caller stops iterating. Two list-then-watch streams (`_Stream`) feed one queue: no
+        polling, and what a real API server does to watches ends neither; only `timeout` does."""
         events: queue.Queue[tuple[str, str, Obj]] = queue.Queue()
         stop = threading.Event()
         deadline = time.monotonic() + timeout
         selector = ",".join(f"{k}={v}" for k, v in pod_labels.items())
         core, apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         streams = [
-            (
+            _Stream(
+                self,
                 "deployment",
                 lambda **kw: apps.list_namespaced_deployment(
                     namespace, field_selector=f"metadata.name={name}", **kw
                 ),
+                events,
+                stop,
+                deadline,
             ),
-            (
+            _Stream(
+                self,
                 "pod",
                 lambda **kw: core.list_namespaced_pod(namespace, label_selector=selector, **kw),
+                events,
+                stop,
+                deadline,
             ),
         ]
-        current: dict[str, Any] = {}  # each pump's open watch, so it can be closed from here
-        threads = [
-            threading.Thread(
-                target=self._pump,
-                args=(kind, fn, events, stop, deadline, current),
-                daemon=True,
-            )
-            for kind, fn in streams
-        ]
+        threads = [threading.Thread(target=s.run, daemon=True) for s in streams]
         for t in threads:
             t.start()
         deployment: Obj | None = None
@@ -293,7 +304,13 @@ class KubernetesCluster:
                     break
                 if kind == "error":
                     raise IntegrationError(str(obj.get("message")), service="kubernetes")
-                if kind == "deployment":
+                if change == "LISTED":  # a (re)list: the whole current state replaces ours
+                    items = obj["items"]
+                    if kind == "deployment":
+                        deployment = items[0] if items else None
+                    else:
+                        pods = {p["metadata"]["name"]: p for p in items}
+                elif kind == "deployment":
                     deployment = None if change == "DELETED" else obj
                 elif change == "DELETED":
                     pods.pop(obj["metadata"]["name"], None)
@@ -302,56 +319,143 @@ class KubernetesCluster:
                 if deployment is not None and events.empty():
                     yield deployment, list(pods.values())
         finally:
-            # end the watches now: a pump left reading a socket while the interpreter shuts
+            # end the watches now: a stream left reading a socket while the interpreter shuts
             # down (the Action exits right after a rollout) can abort the process
             stop.set()
-            for w in list(current.values()):
-                w.stop()  # shuts the watch's socket down, which unblocks the pump's read
+            for s in streams:
+                s.cut()
             for t in threads:
                 t.join(timeout=5)
 
-    def _pump(
+
+class _Stream:
+    """One list-then-watch of a rollout's objects until a deadline, as client-go's reflector
+    does. A watch the server ends (its own timeout, a dropped connection) resumes from the last
+    resourceVersion seen, which BOOKMARK events advance too. 410 Gone (the server's history no
+    longer reaches back that far; the watch's HTTP status, or an ERROR event in its stream) lists
+    again and watches from the fresh version. 429 waits as long as Retry-After says; 5xx and
+    connection failures back off. None of these counts against the rollout: only the deadline
+    ends the stream, or an answer that retrying cannot change (403, 404 ...)."""
+
+    def __init__(
         self,
+        cluster: KubernetesCluster,
         kind: str,
         fn: Callable[..., Any],
         out: queue.Queue[tuple[str, str, Obj]],
         stop: threading.Event,
         deadline: float,
-        current: dict[str, Any],
     ) -> None:
-        rv = ""
-        failures = 0
-        while not stop.is_set() and time.monotonic() < deadline:
-            w = watch.Watch()
-            current[kind] = w
+        self.cluster, self.kind, self.fn, self.out = cluster, kind, fn, out
+        self.stop, self.deadline = stop, deadline
+        self.rv: str | None = None  # None: list (again) before watching
+        self.resp: Any = None  # the open watch response, so that it can be cut from outside
+        self.seen = 0  # watch events read, BOOKMARKs included
+
+    def run(self) -> None:
+        ended, failures = False, 0  # ended: the last watch ended; the next one resumes
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            began, seen, pause = time.monotonic(), self.seen, None
             try:
-                self.requests += 1
-                for event in w.stream(
-                    fn, resource_version=rv, timeout_seconds=5, allow_watch_bookmarks=False
-                ):
-                    if stop.is_set():
-                        w.stop()
-                        return
-                    obj = self.api.sanitize_for_serialization(event["object"])
-                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                    out.put((kind, event["type"], obj))
-                failures = 0
-            except (ApiException, HTTPError, OSError) as exc:
-                if stop.is_set():  # the socket was shut down to end this watch
+                rv = self.rv if self.rv is not None else self._list()
+                if ended:
+                    self.cluster.watch_resumes += 1
+                ended = False
+                self._watch(rv)
+                ended = True
+            except ApiException as exc:
+                if self.stop.is_set():
                     return
-                failures += 1
-                if failures > len(_RETRIES):
-                    out.put(
-                        ("error", "", {"message": f"watching {kind}s failed: {_first_line(exc)}"})
-                    )
+                if exc.status == 410:  # Gone: list again, then watch from there
+                    self.rv = None
+                    self.cluster.watch_relists += 1
+                elif exc.status in _TRANSIENT or exc.status == 0:  # 0: a TLS failure
+                    pause = _retry_after(exc)
+                else:
+                    message = f"watching {self.kind}s failed: {_status_message(exc)}"
+                    self.out.put(("error", "", {"message": message}))
                     return
-                time.sleep(_RETRIES[failures - 1])
+            except (HTTPError, OSError, ValueError, KeyError):  # the last two: a garbled body
+                if self.stop.is_set():  # the socket was cut to end this watch
+                    return
+                ended = self.rv is not None
+            # a step that brought events, or lasted, goes on at once; one that failed straight
+            # away backs off, so that a server refusing every watch is not hammered
+            got_somewhere = self.seen > seen or time.monotonic() - began >= 1.0
+            failures = 0 if got_somewhere else failures + 1
+            if pause is None:
+                pause = _RETRIES[min(failures, len(_RETRIES)) - 1] if failures else 0.0
+            self.stop.wait(max(0.0, min(pause, self.deadline - time.monotonic())))
+
+    def _list(self) -> str:
+        """The current state, as one LISTED message; returns the version to watch from."""
+        self.cluster.requests += 1
+        resp = self.fn(_preload_content=False, _request_timeout=(10, 60))
+        try:
+            body = json.loads(resp.data)
+        finally:
+            resp.release_conn()
+        self.out.put((self.kind, "LISTED", {"items": body.get("items") or []}))
+        self.rv = str(body["metadata"]["resourceVersion"])
+        return self.rv
+
+    def _watch(self, rv: str) -> None:
+        """One watch request, read until the server ends it."""
+        seconds = max(1, min(_WATCH_SECONDS, math.ceil(self.deadline - time.monotonic())))
+        self.cluster.requests += 1
+        self.resp = self.fn(
+            watch=True,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=seconds,
+            _preload_content=False,
+            _request_timeout=(10, seconds + 15),  # a connection gone quiet is a broken one
+        )
+        try:
+            if self.stop.is_set():  # stopped before there was a socket to cut
+                return
+            for line in iter_resp_lines(self.resp):
+                if self.stop.is_set():
+                    return
+                if line.strip():
+                    self._take(json.loads(line))
+        finally:
+            resp, self.resp = self.resp, None
+            resp.close()
+            resp.release_conn()
+
+    def _take(self, event: Obj) -> None:
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":  # a metav1.Status inside a 200 stream
+            raise ApiException(
+                status=obj.get("code") or 500,
+                reason=f"{obj.get('reason')}: {obj.get('message')}",
+                body=json.dumps(obj),
+            )
+        self.seen += 1
+        self.rv = str((obj.get("metadata") or {}).get("resourceVersion") or self.rv)
+        if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):  # BOOKMARK: the version only
+            self.out.put((self.kind, event["type"], obj))
+
+    def cut(self) -> None:
+        """Shut the open watch's socket down, so that a read blocked on it returns now."""
+        sock = getattr(getattr(self.resp, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    """Seconds the server asked the client to wait (429 and 503 may say), at most a minute."""
+    value = (exc.headers or {}).get("Retry-After")
+    try:
+        return min(float(value), 60.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from an API server; the usual backoff instead
 
 
 def _status_message(exc: ApiException) -> str:
     """The API server's own explanation (metav1.Status.message), else the HTTP reason."""
-    import json
-
     try:
         body = json.loads(exc.body or "{}")
     except ValueError:
