@@ -109,6 +109,15 @@ class Result:
         return json.loads(self.stdout)
 
 
+@pytest.fixture(autouse=True)
+def risk_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test mines history into a cache of its own, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("PIPELINE_BOT_CACHE_DIR", str(path))
+    get_settings.cache_clear()
+    return path
+
+
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Run `pipeline-bot ARGS...` in-process; returns exit code, stdout and stderr apart."""

@@ -145,19 +145,27 @@ def test_change_metrics_are_reported(base_repo, cli):
     assert m["is_fix"] is False
 
 
-def test_hotspots_and_new_authors_raise_the_score(repo, cli):
+def test_a_new_authors_change_to_a_busy_file_is_explained_by_its_history(repo, cli):
     for i in range(25):
         repo.commit(f"tune {i}", {"src/core.py": f"LIMIT = {i}\n"}, author="Old <old@example.com>")
     repo.commit("tweak", {"src/core.py": "LIMIT = 99\n"}, author="New <new@example.com>")
     data = _analyze(cli, repo)
-    factors = {f["rule"]: f for f in data["risk"]["factors"]}
-    assert factors["hotspot"]["paths"] == ["src/core.py"]
-    assert factors["new-author"]["count"] == 0
     assert data["metrics"]["developers"] == 1
     assert data["metrics"]["prior_changes"] == 25
+    assert data["metrics"]["author_experience"] == 0
+    factors = {f["feature"]: f for f in data["risk"]["factors"]}
+    assert factors["exp"]["points"] > 0  # a newcomer's change is riskier
+    assert factors["exp"]["reason"] == "the author made 0 earlier commits here"
+    assert factors["nuc"]["value"] == 25
 
 
-def test_size_factor_grows_with_the_change(base_repo, cli):
-    base_repo.commit("big", {"src/shop/big.py": "x = 1\n" * 600, "tests/test_big.py": "t = 1\n"})
-    factors = {f["rule"]: f["weight"] for f in _analyze(cli, base_repo)["risk"]["factors"]}
-    assert factors["size"] == 10
+def test_the_size_factor_grows_with_the_change(base_repo, cli):
+    def added_points(lines):
+        base_repo.commit("change", {"src/shop/big.py": "x = 1\n" * lines})
+        factors = {f["feature"]: f for f in _analyze(cli, base_repo)["risk"]["factors"]}
+        return factors["la"]["points"]
+
+    small = added_points(3)
+    large = added_points(600)
+    assert large > small
+    assert large > 0

@@ -179,3 +179,5 @@ def test_a_custom_rule_with_a_built_in_id_replaces_its_weight(base_repo, cli):
     data = cli("analyze", "--repo", str(base_repo.root), "--format", "json").json()
     migration = [f for f in data["risk"]["factors"] if f["rule"] == "migration"]
     assert [(f["weight"], f["reason"]) for f in migration] == [(50, "Our migrations lock tables")]
+    # the repository's own rule adds its weight on top of the model's probability
+    assert data["risk"]["score"] == min(100, round(100 * data["risk"]["probability"]) + 50)

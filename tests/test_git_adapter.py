@@ -142,20 +142,6 @@ def test_root_commit_diffs_against_the_empty_tree(repo):
     assert [(f.path, f.additions) for f in git.diff(EMPTY_TREE, head)] == [("a.py", 2)]
 
 
-def test_history_counts_earlier_changes_and_authors(repo):
-    for i in range(12):
-        author = "Ann <ann@example.com>" if i % 2 else "Bob <bob@example.com>"
-        repo.commit(f"change {i}", {"hot.py": f"v = {i}\n"}, author=author)
-    repo.commit("new author's change", {"hot.py": "v = 99\n"}, author="Cy <cy@example.com>")
-    source = GitRepository(repo.root).read_change(None, "HEAD")
-    history = source.history
-    assert history is not None
-    assert history.available
-    assert history.files["hot.py"].changes == 12
-    assert sorted(history.files["hot.py"].authors) == ["ann@example.com", "bob@example.com"]
-    assert history.author_commits.get("cy@example.com", 0) == 0
-
-
 def test_not_a_repository_and_unknown_refs_are_clear_errors(tmp_path, repo):
     with pytest.raises(NotARepositoryError, match="not inside a git repository"):
         GitRepository(tmp_path)

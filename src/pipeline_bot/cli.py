@@ -115,11 +115,13 @@ def analyze(
     from pipeline_bot.integrations.git import GitSource
     from pipeline_bot.settings import get_settings
     from pipeline_bot.tools import ToolContext, build_registry
+    from pipeline_bot.wiring import risk_port
 
     settings = get_settings()
     ctx = ToolContext(
-        source=GitSource(git=settings.git_binary, history_commits=settings.history_commits),
+        source=GitSource(git=settings.git_binary),
         metrics=cli_deploy.metrics_for(prometheus_url),
+        risk=risk_port(settings, _progress),
     )
     arguments = {
         "repository": str(repo),
@@ -141,6 +143,10 @@ def analyze(
             f"risk level {result.risk.level} is at or above --fail-on {fail_on.value}", err=True
         )
         raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _progress(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 def _ai_review(
@@ -191,7 +197,15 @@ def _render(result: Analysis, output: OutputFormat) -> None:
 
 
 def _render_text(a: Analysis, console: Console) -> None:
-    from pipeline_bot.core.report import location, short, strategy_plan
+    from pipeline_bot.core.report import (
+        MAX_FACTORS,
+        factor_points,
+        location,
+        model_summary,
+        risk_summary,
+        short,
+        strategy_plan,
+    )
 
     s, r, st = a.stats, a.risk, a.strategy
     console.print(
@@ -203,17 +217,27 @@ def _render_text(a: Analysis, console: Console) -> None:
         )
     )
     console.print(
-        Text.assemble("Risk: ", (f"{r.level.upper()} {r.score}/100", LEVEL_STYLE[r.level]))
+        Text.assemble(
+            "Risk: ",
+            (f"{r.level.upper()} {r.score}/100", LEVEL_STYLE[r.level]),
+            f"  ({risk_summary(r)})",
+        )
     )
-    for factor in r.factors:
+    console.print(Text(f"  {model_summary(r)}"))
+    shown = [f for f in r.factors if abs(f.points) >= 0.5][:MAX_FACTORS]
+    for factor in shown:
         paths = ", ".join(factor.paths[:3]) + (
             f" (+{factor.count - 3} more)" if factor.count > 3 and factor.paths else ""
         )
         console.print(
             Text(
-                f"  +{factor.weight:<3} {factor.rule:<20} {factor.reason}"
+                f"  {factor_points(factor.points):<4} {factor.rule:<20} {factor.reason}"
                 + (f": {paths}" if paths else "")
             )
+        )
+    if len(r.factors) > len(shown):
+        console.print(
+            Text(f"       and {len(r.factors) - len(shown)} smaller factors (--format json)")
         )
     console.print(Text.assemble("Strategy for ", (st.environment, "bold"), ": ", (st.name, "bold")))
     for reason in st.reasons:

@@ -124,6 +124,7 @@ def tool_context(
     from pipeline_bot.repo_config import Environment
     from pipeline_bot.settings import get_settings
     from pipeline_bot.tools import ToolContext
+    from pipeline_bot.wiring import risk_port
 
     settings = get_settings()
 
@@ -142,7 +143,8 @@ def tool_context(
         typer.echo(f"  {message}", err=True)
 
     return ToolContext(
-        source=GitSource(git=settings.git_binary, history_commits=settings.history_commits),
+        source=GitSource(git=settings.git_binary),
+        risk=risk_port(settings, progress),
         cluster=cluster,
         store=SqlStore(settings.database_url or default_database_url()),
         progress=progress,

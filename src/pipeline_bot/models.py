@@ -111,26 +111,6 @@ class ChangeSet(_Model):
     files: list[FileChange] = Field(default_factory=list)
 
 
-class FileHistory(_Model):
-    """What the repository's history says about one touched file before the change."""
-
-    changes: int = 0
-    authors: list[str] = Field(default_factory=list)
-    last_changed: datetime | None = None
-
-
-class History(_Model):
-    """History before the change's base, as far back as it was read."""
-
-    available: bool = True
-    note: str = ""
-    commits_read: int = 0
-    unique_commits: int = Field(0, description="earlier commits that touched any changed file")
-    files: dict[str, FileHistory] = Field(default_factory=dict)
-    author_commits: dict[str, int] = Field(default_factory=dict)
-    head_time: datetime | None = None
-
-
 # --------------------------------------------------------------------------- the analysis
 
 
@@ -146,19 +126,43 @@ class Finding(_Model):
 
 
 class RiskFactor(_Model):
-    """One reason the score is what it is; `weight` points were added for it."""
+    """One reason the score is what it is: it moved the score by `points` (`weight` rounded)."""
 
     rule: str
     weight: int
     reason: str
     paths: list[str] = Field(default_factory=list)
     count: int = 0
+    points: float = Field(0.0, description="contribution to the 0-100 score, signed")
+    feature: str | None = Field(None, description="the model's feature behind it, if any")
+    value: float | None = Field(None, description="the change's value of that feature")
+
+
+class RiskModelInfo(_Model):
+    """Which model gave the score, and what it was fitted on."""
+
+    kind: Literal["history", "prior", "rules"]
+    commits: int = Field(0, description="labelled commits of this repository the fit used")
+    positives: int = Field(0, description="of which were reverted or needed a fix")
+    prior_commits: int = Field(0, description="labelled commits of the public prior corpus")
+    fitted_at: datetime | None = None
+    cross_validated_auc: float | None = Field(
+        None, description="AUC on held-out newer history (prior: on held-out repositories)"
+    )
+    newest_commit: str | None = Field(None, description="the newest commit the fit saw")
+    baseline: float | None = Field(None, description="a typical change's probability")
+    history: str = Field("", description="which history the change's features were read from")
+    note: str = ""
 
 
 class Risk(_Model):
     score: int = Field(ge=0, le=100)
     level: RiskLevel
     factors: list[RiskFactor] = Field(default_factory=list)
+    probability: float | None = Field(
+        None, description="calibrated probability that the change is reverted or needs a fix"
+    )
+    model: RiskModelInfo | None = None
 
 
 class ChangeStats(_Model):
@@ -187,6 +191,15 @@ class ChangeMetrics(_Model):
     prior_changes: int | None = Field(None, description="NUC: earlier commits to these files")
     author_experience: int | None = Field(
         None, description="EXP: earlier commits by the change's author"
+    )
+    recent_experience: float | None = Field(
+        None, description="REXP: the author's earlier commits, weighted by recency"
+    )
+    subsystem_experience: int | None = Field(
+        None, description="SEXP: the author's earlier commits in the touched subsystems"
+    )
+    lines_before: int | None = Field(
+        None, description="LT: bytes of the touched files before the change"
     )
 
 

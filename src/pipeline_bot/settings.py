@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +14,23 @@ class Settings(BaseSettings):
 
     git_binary: str = Field("git", description="git executable to run.")
     history_commits: int = Field(
-        1000, ge=0, description="Commits of history read for the change metrics; 0 turns it off."
+        5000,
+        ge=0,
+        description="Mainline commits of history the risk model learns from and the change's "
+        "history metrics are read from; 0 turns history off (the prior alone scores).",
+    )
+    risk_model: Literal["auto", "prior", "rules"] = Field(
+        "auto",
+        description="auto: learn from the repository's history pooled with the public prior; "
+        "prior: the public prior only; rules: the fixed rule weights (no model).",
+    )
+    risk_horizon_days: int = Field(
+        30, ge=1, le=365, description="A commit counts as fine only after this many days."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where mined history and fitted risk models are kept; default: "
+        "$XDG_CACHE_HOME/pipeline-bot (~/.cache/pipeline-bot).",
     )
     database_url: str | None = Field(
         None, description="Deploy records and locks; default: a SQLite file in ~/.local/state."

@@ -16,6 +16,8 @@ from pipeline_bot.core.classify import (
 )
 from pipeline_bot.core.globs import PathMatcher
 from pipeline_bot.core.metrics import change_metrics
+from pipeline_bot.core.riskmodel import RiskInputs
+from pipeline_bot.core.scoring import floor_level, model_risk
 from pipeline_bot.core.strategy import choose_strategy
 from pipeline_bot.models import (
     SEVERITY_ORDER,
@@ -27,9 +29,9 @@ from pipeline_bot.models import (
     FileChange,
     FileStatus,
     Finding,
-    History,
     Risk,
     RiskFactor,
+    RiskModelInfo,
 )
 from pipeline_bot.repo_config import RepoConfig, Service
 
@@ -69,10 +71,15 @@ def analyze(
     changes: ChangeSet,
     config: RepoConfig,
     *,
-    history: History | None = None,
+    risk: RiskInputs | None = None,
     environment: str | None = None,
 ) -> Analysis:
-    """Judge a change: what it touches, how risky it is and why, and how to ship it."""
+    """Judge a change: what it touches, how likely it is to go wrong and why, and how to ship it.
+
+    With a model (`risk`), the score is the model's calibrated probability (0-100) that the change
+    will be reverted or need a fix, and the factors are each feature's share of it; the rules
+    still find what a reviewer must see and what must not depend on a probability (a migration's
+    advice, a leaked secret's failure). Without one, the rules' fixed weights make the score."""
     env = config.environment(environment)
     excluded = PathMatcher([*config.risk.ignore, *config.risk.generated])
     files = [f for f in changes.files if not excluded(f.path)]
@@ -89,19 +96,24 @@ def analyze(
     hits.by_rule = {rid: fs for rid, fs in hits.by_rule.items() if rid in rules}
     _custom_rules(config, files, hits)
 
-    metrics = change_metrics(files, changes.commits, history)
-    factors = [_rule_factor(rid, group, rules, config) for rid, group in hits.by_rule.items()]
-    factors += _metric_factors(metrics, history, files)
-    factors.sort(key=lambda f: -f.weight)
-    score = min(100, sum(f.weight for f in factors))
-    risk = Risk(score=score, level=weights.level_for(score), factors=factors)
+    metrics = change_metrics(
+        files,
+        changes.commits,
+        risk.history if risk else None,
+        lines_before=risk.lines_before if risk else None,
+        note=risk.note if risk else "history was not read",
+    )
+    if risk is None or risk.params.kind == "rules":
+        scored = _rules_risk(hits, rules, config, metrics, files)
+    else:
+        scored = model_risk(files, changes.commits, risk, hits.by_rule, config)
 
     # docs, tests and CI files never make a service need a deploy, wherever they live
     shipped = [f for f in files if kinds[f.path] not in NOT_DEPLOYABLE]
     services = affected_services(config.services, shipped)
     deployable = bool(services) if config.services else bool(shipped)
     strategy = choose_strategy(
-        risk, set(hits.by_rule), deployable=deployable, environment=env, kinds=set(kinds.values())
+        scored, set(hits.by_rule), deployable=deployable, environment=env, kinds=set(kinds.values())
     )
     findings = sorted(hits.all(), key=_finding_order)
     return Analysis(
@@ -109,7 +121,7 @@ def analyze(
         base=changes.base,
         head=changes.head,
         commits=changes.commits,
-        risk=risk,
+        risk=scored,
         strategy=strategy,
         findings=findings,
         affected_services=services,
@@ -251,6 +263,25 @@ def _finding_order(f: Finding) -> tuple[int, str, int]:
 # --------------------------------------------------------------------------- risk factors
 
 
+def _rules_risk(
+    hits: _Hits,
+    rules: dict[str, weights.Rule],
+    config: RepoConfig,
+    metrics: ChangeMetrics,
+    files: Sequence[FileChange],
+) -> Risk:
+    """The fixed-weight score: each rule that fired adds its weight (no model available)."""
+    factors = [_rule_factor(rid, group, rules, config) for rid, group in hits.by_rule.items()]
+    factors += _metric_factors(metrics)
+    for f in factors:
+        f.points = float(f.weight)
+    factors.sort(key=lambda f: -f.weight)
+    score = min(100, sum(f.weight for f in factors))
+    level = floor_level(weights.level_for(score), set(hits.by_rule))
+    model = RiskModelInfo(kind="rules", note="fixed rule weights (core/weights.py)")
+    return Risk(score=score, level=level, factors=factors, model=model)
+
+
 def _rule_factor(
     rid: str, group: list[Finding], rules: dict[str, weights.Rule], config: RepoConfig
 ) -> RiskFactor:
@@ -295,9 +326,7 @@ def _rule_reason(rid: str, count: int) -> str:
     return f"{what} ({count} file{'s' if count > 1 else ''})"
 
 
-def _metric_factors(
-    m: ChangeMetrics, history: History | None, files: Sequence[FileChange]
-) -> list[RiskFactor]:
+def _metric_factors(m: ChangeMetrics) -> list[RiskFactor]:
     out: list[RiskFactor] = []
     lines = m.lines_added + m.lines_deleted
     size = _step(lines, weights.SIZE_STEPS)
@@ -327,48 +356,6 @@ def _metric_factors(
                 weight=weights.SCATTER_WEIGHT,
                 count=m.files,
                 reason=f"lines spread evenly over {m.files} files (entropy {m.entropy:.2f})",
-            )
-        )
-    if history is not None and history.available:
-        out += _history_factors(m, history, files)
-    return out
-
-
-def _history_factors(
-    m: ChangeMetrics, history: History, files: Sequence[FileChange]
-) -> list[RiskFactor]:
-    out: list[RiskFactor] = []
-    hot = sorted(
-        (
-            f.path
-            for f in files
-            if history.files.get(f.path)
-            and history.files[f.path].changes >= weights.HOTSPOT_CHANGES
-        ),
-    )
-    if hot:
-        out.append(
-            RiskFactor(
-                rule="hotspot",
-                weight=weights.HOTSPOT_WEIGHT,
-                paths=hot[:_FACTOR_PATHS],
-                count=len(hot),
-                reason=f"{len(hot)} file(s) changed {weights.HOTSPOT_CHANGES}+ times before: "
-                "frequently changed code breaks more often",
-            )
-        )
-    exp = m.author_experience
-    if (
-        exp is not None
-        and exp < weights.NEW_AUTHOR_COMMITS
-        and history.commits_read >= weights.NEW_AUTHOR_MIN_HISTORY
-    ):
-        out.append(
-            RiskFactor(
-                rule="new-author",
-                weight=weights.NEW_AUTHOR_WEIGHT,
-                count=exp,
-                reason=f"the author has {exp} earlier commit(s) in this repository",
             )
         )
     return out

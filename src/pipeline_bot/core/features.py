@@ -70,50 +70,128 @@ class Feature:
     transform: str  # "log" (log1p of a count or size), "bool", "unit" (already 0-1)
     describe: str  # a sentence with {v} for the value, for explanations
     title: str = ""  # the Kamei et al. name, where there is one
+    absent: str = ""  # for a yes/no feature: the sentence when the change does not have it
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("la", "log", "{v:,.0f} lines added", "LA"),
-    Feature("ld", "log", "{v:,.0f} lines deleted", "LD"),
+    Feature("la", "log", "{v:,.0f} line{s} added", "LA"),
+    Feature("ld", "log", "{v:,.0f} line{s} deleted", "LD"),
     Feature("lt", "log", "the touched files held {v:,.0f} bytes before the change", "LT"),
-    Feature("nf", "log", "{v:,.0f} files touched", "NF"),
-    Feature("nd", "log", "{v:,.0f} directories touched", "ND"),
-    Feature("ns", "log", "{v:,.0f} top-level directories touched", "NS"),
-    Feature("entropy", "unit", "changed lines spread over the files with entropy {v:.2f}", "Entropy"),
-    Feature("fix", "bool", "the message says it fixes something", "FIX"),
-    Feature("ndev", "log", "{v:,.0f} people changed these files before", "NDEV"),
+    Feature("nf", "log", "{v:,.0f} file{s} touched", "NF"),
+    Feature("nd", "log", "{v:,.0f} director{ies} touched", "ND"),
+    Feature("ns", "log", "{v:,.0f} top-level director{ies} touched", "NS"),
+    Feature(
+        "entropy", "unit", "changed lines spread over the files with entropy {v:.2f}", "Entropy"
+    ),
+    Feature(
+        "fix",
+        "bool",
+        "the message says it fixes something",
+        "FIX",
+        absent="the message does not say it fixes something",
+    ),
+    Feature("ndev", "log", "{v:,.0f} {people} changed these files before", "NDEV"),
     Feature("age", "log", "the files last changed {v:,.1f} days before (mean)", "AGE"),
-    Feature("nuc", "log", "{v:,.0f} earlier commits changed these files", "NUC"),
-    Feature("exp", "log", "the author made {v:,.0f} earlier commits here", "EXP"),
-    Feature("rexp", "log", "the author's recent experience is {v:,.1f} (commits, weighted by age)", "REXP"),
-    Feature("sexp", "log", "the author made {v:,.0f} earlier commits in these directories", "SEXP"),
-    Feature("file_fixes", "log", "{v:,.0f} earlier fixes touched these files"),
-    Feature("file_problems", "log", "{v:,.0f} earlier changes to these files were reverted or needed a fix"),
-    Feature("author_problems", "log", "{v:,.0f} of the author's earlier changes were reverted or needed a fix"),
-    Feature("kind_migration", "bool", "a database migration ships"),
-    Feature("kind_terraform", "bool", "Terraform files change"),
-    Feature("kind_kubernetes", "bool", "Kubernetes manifests change"),
-    Feature("kind_helm", "bool", "a Helm chart changes"),
-    Feature("kind_dockerfile", "bool", "the container build changes"),
-    Feature("kind_ci", "bool", "CI/CD workflows change"),
-    Feature("kind_dependency", "bool", "dependency manifests change"),
-    Feature("kind_lockfile", "bool", "a lockfile changes"),
-    Feature("kind_code", "bool", "code changes"),
-    Feature("kind_test", "bool", "tests change"),
-    Feature("kind_docs", "bool", "documentation changes"),
-    Feature("kind_auth", "bool", "authentication or security-sensitive code changes"),
-    Feature("code_without_tests", "bool", "code changes with no test changed"),
-    Feature("only_docs_tests", "bool", "only documentation, tests or CI change"),
-    Feature("msg_revert", "bool", "it is a revert"),
-    Feature("msg_wip", "bool", "it is marked work in progress"),
-    Feature("msg_feature", "bool", "the message adds or enables a feature"),
-    Feature("msg_refactor", "bool", "the message says it refactors or cleans up"),
-    Feature("msg_deps", "bool", "the message bumps or upgrades a dependency"),
-    Feature("msg_perf", "bool", "the message is about performance"),
-    Feature("msg_config", "bool", "the message changes a default, option or flag"),
+    Feature("nuc", "log", "{v:,.0f} earlier commit{s} changed these files", "NUC"),
+    Feature("exp", "log", "the author made {v:,.0f} earlier commit{s} here", "EXP"),
+    Feature(
+        "rexp",
+        "log",
+        "the author's recent experience is {v:,.1f} (commits, weighted by age)",
+        "REXP",
+    ),
+    Feature(
+        "sexp", "log", "the author made {v:,.0f} earlier commit{s} in these directories", "SEXP"
+    ),
+    Feature("file_fixes", "log", "{v:,.0f} earlier fix{es} touched these files"),
+    Feature(
+        "file_problems",
+        "log",
+        "{v:,.0f} earlier change{s} to these files {were} reverted or needed a fix",
+    ),
+    Feature(
+        "author_problems",
+        "log",
+        "{v:,.0f} of the author's earlier changes {were} reverted or needed a fix",
+    ),
+    Feature("kind_migration", "bool", "a database migration ships", absent="no database migration"),
+    Feature("kind_terraform", "bool", "Terraform files change", absent="no Terraform files"),
+    Feature(
+        "kind_kubernetes", "bool", "Kubernetes manifests change", absent="no Kubernetes manifests"
+    ),
+    Feature("kind_helm", "bool", "a Helm chart changes", absent="no Helm chart"),
+    Feature(
+        "kind_dockerfile",
+        "bool",
+        "the container build changes",
+        absent="the container build is unchanged",
+    ),
+    Feature("kind_ci", "bool", "CI/CD workflows change", absent="CI/CD workflows are unchanged"),
+    Feature(
+        "kind_dependency",
+        "bool",
+        "dependency manifests change",
+        absent="dependency manifests are unchanged",
+    ),
+    Feature("kind_lockfile", "bool", "a lockfile changes", absent="no lockfile changes"),
+    Feature("kind_code", "bool", "code changes", absent="no code changes"),
+    Feature("kind_test", "bool", "tests change", absent="no test changes"),
+    Feature("kind_docs", "bool", "documentation changes", absent="no documentation changes"),
+    Feature(
+        "kind_auth",
+        "bool",
+        "authentication or security-sensitive code changes",
+        absent="no authentication or security-sensitive code",
+    ),
+    Feature(
+        "code_without_tests",
+        "bool",
+        "code changes with no test changed",
+        absent="no code changes without tests",
+    ),
+    Feature(
+        "only_docs_tests",
+        "bool",
+        "only documentation, tests or CI change",
+        absent="deployable files change",
+    ),
+    Feature("msg_revert", "bool", "it is a revert", absent="not a revert"),
+    Feature(
+        "msg_wip", "bool", "it is marked work in progress", absent="not marked work in progress"
+    ),
+    Feature(
+        "msg_feature",
+        "bool",
+        "the message adds or enables a feature",
+        absent="the message does not add a feature",
+    ),
+    Feature(
+        "msg_refactor",
+        "bool",
+        "the message says it refactors or cleans up",
+        absent="the message does not say it refactors",
+    ),
+    Feature(
+        "msg_deps",
+        "bool",
+        "the message bumps or upgrades a dependency",
+        absent="the message does not bump a dependency",
+    ),
+    Feature(
+        "msg_perf",
+        "bool",
+        "the message is about performance",
+        absent="the message is not about performance",
+    ),
+    Feature(
+        "msg_config",
+        "bool",
+        "the message changes a default, option or flag",
+        absent="the message does not change a default, option or flag",
+    ),
     Feature("msg_length", "log", "the message is {v:,.0f} characters long"),
-    Feature("merge", "bool", "it is a merge"),
-    Feature("bot", "bool", "a bot made it"),
+    Feature("merge", "bool", "it is a merge", absent="a single commit"),
+    Feature("bot", "bool", "a bot made it", absent="a person made it"),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
@@ -141,7 +219,9 @@ _MSG = {
         r"update .+ (?:from|to) v?\d)",
         re.I,
     ),
-    "msg_perf": re.compile(r"\b(?:perf|performance|optimi[sz]\w*|speed ?up|faster|latency)\b", re.I),
+    "msg_perf": re.compile(
+        r"\b(?:perf|performance|optimi[sz]\w*|speed ?up|faster|latency)\b", re.I
+    ),
     "msg_config": re.compile(
         r"\b(?:default|defaults|option|options|flag|flags|config\w*|setting|settings|"
         r"disable[sd]?|switch(?:es|ed)? to)\b",
@@ -261,9 +341,7 @@ class HistoryState:
     authors: dict[str, _AuthorState] = field(default_factory=dict)
     commits: int = 0
 
-    def history_features(
-        self, paths: Iterable[str], author: str, when: int
-    ) -> dict[str, float]:
+    def history_features(self, paths: Iterable[str], author: str, when: int) -> dict[str, float]:
         """NDEV, AGE, NUC, EXP, REXP, SEXP and the past record, for a change at time `when`."""
         paths = list(dict.fromkeys(paths))
         known = [self.files[p] for p in paths if p in self.files]

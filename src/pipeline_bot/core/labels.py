@@ -31,8 +31,18 @@ _COSMETIC_FIX = re.compile(
     r"whitespace|comments?|docs?|documentation|readme|changelog|flak(?:y|e|es)|ci)\b",
     re.IGNORECASE,
 )
-_BLAMED_KINDS = frozenset({Kind.CODE, Kind.OTHER, Kind.MIGRATION, Kind.KUBERNETES, Kind.HELM,
-                           Kind.TERRAFORM, Kind.DOCKERFILE, Kind.DEPENDENCY})
+_BLAMED_KINDS = frozenset(
+    {
+        Kind.CODE,
+        Kind.OTHER,
+        Kind.MIGRATION,
+        Kind.KUBERNETES,
+        Kind.HELM,
+        Kind.TERRAFORM,
+        Kind.DOCKERFILE,
+        Kind.DEPENDENCY,
+    }
+)
 _COMMENT = re.compile(r"^\s*(?://|#|/\*|\*|\*/|--|;|<!--)")
 
 MAX_FIX_FILES = 20

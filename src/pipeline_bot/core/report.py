@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline_bot.models import AIReview, Analysis, Finding, Strategy
+from pipeline_bot.models import AIReview, Analysis, Finding, Risk, Strategy
 
 MARKDOWN_FINDINGS = 50
 EMOJI = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
@@ -42,12 +42,47 @@ def strategy_plan(strategy: Strategy) -> str:
     return "nothing to deploy"
 
 
+MAX_FACTORS = 8
+"""Factors a report lists (the JSON keeps all of them)."""
+
+
 def short(sha: str) -> str:
     return sha[:12]
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def risk_summary(r: Risk) -> str:
+    """One sentence: what the score means and where it comes from."""
+    m = r.model
+    if m is None or m.kind == "rules" or r.probability is None:
+        return "score: the sum of the fixed weights of the rules that fired"
+    typical = f"; a typical change here: {m.baseline:.0%}" if m.baseline is not None else ""
+    return f"{r.probability:.0%} chance that this change is reverted or needs a fix{typical}"
+
+
+def model_summary(r: Risk) -> str:
+    """Which model scored, what it learned from and how well it did on held-out history."""
+    m = r.model
+    if m is None or m.kind == "rules":
+        return "model: none (fixed rule weights)"
+    if m.kind == "history":
+        what = (
+            f"learned from {m.commits:,} commits of this repository ({m.positives:,} went "
+            f"wrong) and {m.prior_commits:,} of public repositories"
+        )
+        held_out = "on this repository's newer history"
+    else:
+        what = f"the public prior, learned from {m.prior_commits:,} commits of public repositories"
+        held_out = "on repositories it never saw"
+    auc = f"; AUC {m.cross_validated_auc:.2f} {held_out}" if m.cross_validated_auc else ""
+    return f"model: {what}{auc}"
+
+
+def factor_points(points: float) -> str:
+    return f"{points:+.0f}" if abs(points) >= 1 else f"{points:+.1f}"
 
 
 def analysis_markdown(a: Analysis) -> str:
@@ -60,16 +95,21 @@ def analysis_markdown(a: Analysis) -> str:
         + (f" · {s.excluded_files} excluded" if s.excluded_files else ""),
         "",
         "### Why this risk",
+        "",
+        f"{_cell(risk_summary(r)).capitalize()}; {_cell(model_summary(r))}.",
     ]
-    if r.factors:
-        lines += ["", "| Weight | Factor | Details |", "|---:|---|---|"]
-        for f in r.factors:
+    shown = [f for f in r.factors if abs(f.points) >= 0.5][:MAX_FACTORS]
+    if shown:
+        lines += ["", "| Points | Factor | Details |", "|---:|---|---|"]
+        for f in shown:
             paths = ", ".join(f"`{_cell(p)}`" for p in f.paths[:3])
             more = f" and {f.count - 3} more" if f.paths and f.count > 3 else ""
             detail = _cell(f.reason) + (f": {paths}{more}" if paths else "")
-            lines.append(f"| +{f.weight} | {f.rule} | {detail} |")
+            lines.append(f"| {factor_points(f.points)} | {f.rule} | {detail} |")
+        if len(r.factors) > len(shown):
+            lines.append(f"| | | and {len(r.factors) - len(shown)} smaller factors |")
     else:
-        lines += ["", "No risk factors: nothing in this change raised the score."]
+        lines += ["", "No risk factors: nothing in this change moved the score."]
     st = a.strategy
     lines += ["", f"### Strategy for `{st.environment}`: **{st.name}**", ""]
     lines += [f"- {_cell(reason)}" for reason in st.reasons]

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline_bot.core.features import BY_NAME, NAMES
+from pipeline_bot.core.features import BY_NAME
 
 ModelKind = Literal["history", "prior", "rules"]
 HISTORY_FEATURES = frozenset(
@@ -103,18 +103,30 @@ def sigmoid(z: float) -> float:
     return e / (1 + e)
 
 
-def explain(c: Contribution) -> str:
-    """A reviewer's sentence for one contribution: what the change has, and which way it moved
-    the score."""
-    spec = BY_NAME.get(c.feature)
+def explain(feature: str, value: float) -> str:
+    """A reviewer's sentence for what the change has: `1,234 lines added`, `a database migration
+    ships`, `no test changes`."""
+    spec = BY_NAME.get(feature)
     if spec is None:
-        return c.feature
+        return feature
     if spec.transform == "bool":
-        text = spec.describe if c.value else "not: " + spec.describe
-    else:
-        text = spec.describe.format(v=c.value)
-    return text
+        return spec.describe if value else (spec.absent or "not: " + spec.describe)
+    one = round(value, 1) == 1
+    return spec.describe.format(
+        v=value,
+        s="" if one else "s",
+        es="" if one else "es",
+        ies="y" if one else "ies",
+        people="person" if one else "people",
+        were="was" if one else "were",
+    )
 
 
-def feature_vector_names() -> tuple[str, ...]:
-    return NAMES
+@dataclass(frozen=True)
+class RiskInputs:
+    """What the analysis needs from history to score a change."""
+
+    params: ModelParams
+    history: dict[str, float] | None = None  # the change's history features; None: not read
+    lines_before: int | None = None  # LT: bytes of the touched files before the change
+    note: str = ""  # which history was read

@@ -93,7 +93,7 @@ def _auto(risk: Risk, env: Environment, reasons: list[str]) -> StrategyName:
     if level == "low":
         reasons.append("low risk: a rolling update that never drops below full capacity")
         return "rolling"
-    top = ", ".join(f.rule for f in risk.factors[:3])
+    top = "; ".join([f.reason for f in risk.factors if f.points > 0][:3]) or "no single factor"
     reasons.append(
         f"{level} risk in production ({top}): expose a small share first and "
         "promote step by step while metrics stay healthy"

@@ -77,7 +77,8 @@ class LogPatchParser:
     def feed(self, line: str) -> LoggedCommit | None:
         """One line (without its newline); returns the previous commit when a new one starts."""
         if self._header is not None:
-            return self._read_header(line)
+            self._read_header(line)
+            return None
         if line.startswith(HEADER):
             done = self._finish()
             self._header = []
@@ -96,7 +97,8 @@ class LogPatchParser:
         return self._meta[0].strip() if self._meta else None
 
     def _read_header(self, line: str) -> None:
-        assert self._header is not None
+        if self._header is None:
+            return
         if HEADER_END in line:
             self._header.append(line.split(HEADER_END, 1)[0])
             self._meta = "\n".join(self._header).split("\x1f")
@@ -156,7 +158,7 @@ class LogPatchParser:
 
 def _is_file_header(line: str, f: FileDiff) -> bool:
     # `--- a/x` / `+++ b/x` only come before the first hunk; inside a hunk they are content
-    return not f.hunks and (line.startswith("--- ") or line.startswith("+++ "))
+    return not f.hunks and line.startswith(("--- ", "+++ "))
 
 
 def _diff_git_path(line: str) -> str:
@@ -212,7 +214,8 @@ class LineTracker:
         blamed: dict[str, None] = {}
         for d in commit.diffs:
             if d.old_path is not None:
-                self.files[d.path] = self.files.pop(d.old_path, None) or [_Run(_BIG, None)]
+                moved = self.files.pop(d.old_path, [])
+                self.files[d.path] = moved or [_Run(_BIG, None)]
             if d.status == "D" or d.binary or not is_blamable_path(d.path):
                 self.files.pop(d.path, None)
                 continue

@@ -11,15 +11,15 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import cast
 
 from pipeline_bot.core.diffparse import DiffParseError, DiffStreamParser
 from pipeline_bot.errors import GitError, NotARepositoryError, ShallowHistoryError, UnknownRefError
 from pipeline_bot.integrations.ports import ChangeSource
-from pipeline_bot.models import ChangeSet, Commit, FileChange, FileHistory, History
+from pipeline_bot.models import ChangeSet, Commit, FileChange
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _CHUNK = 1 << 20
@@ -33,9 +33,8 @@ _SHALLOW_HINT = (
 class GitRepository:
     """One repository on disk, read with the git CLI."""
 
-    def __init__(self, path: str | Path, *, git: str = "git", history_commits: int = 1000) -> None:
+    def __init__(self, path: str | Path, *, git: str = "git") -> None:
         self.git = git
-        self.history_commits = history_commits
         self.root = self._find_root(Path(path))
 
     # ----------------------------------------------------------------- plumbing
@@ -138,12 +137,10 @@ class GitRepository:
     def read_change(self, base: str | None, head: str = "HEAD") -> ChangeSource:
         head_sha = self.resolve(head)
         base_sha = self.resolve(base) if base else self.default_base(head_sha)
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool:
             commits = pool.submit(self.commits, base_sha, head_sha)
-            history_out = self._start_history(pool, base_sha)
             files = self.diff(base_sha, head_sha)
             commit_list = commits.result()
-            history = self._history(history_out, base_sha, files, commit_list)
         changes = ChangeSet(
             repository=str(self.root),
             base=base_sha,
@@ -151,7 +148,7 @@ class GitRepository:
             commits=commit_list,
             files=files,
         )
-        return ChangeSource(root=self.root, changes=changes, history=history)
+        return ChangeSource(root=self.root, changes=changes)
 
     def commits(self, base: str, head: str) -> list[Commit]:
         """Commits reachable from head and not from base, newest first."""
@@ -221,79 +218,6 @@ class GitRepository:
                 raise self._error(err.read(), ["diff"])
         return files
 
-    # ----------------------------------------------------------------- history
-
-    def _start_history(self, pool: ThreadPoolExecutor, base: str) -> Future[bytes] | None:
-        if base == EMPTY_TREE or self.history_commits == 0:
-            return None
-        args = [
-            self.git,
-            *_CONFIG,
-            "log",
-            "-z",
-            "--no-renames",
-            "--name-only",
-            "--format=%x1e%H%x1f%ae%x1f%at",
-            f"--max-count={self.history_commits}",
-            "--end-of-options",
-            base,
-            "--",
-        ]
-        return pool.submit(lambda: _run(args, cwd=self.root).stdout)
-
-    def _history(
-        self, out: Future[bytes] | None, base: str, files: list[FileChange], commits: list[Commit]
-    ) -> History | None:
-        if out is None:
-            note = (
-                "history metrics are off (PIPELINE_BOT_HISTORY_COMMITS=0)"
-                if self.history_commits == 0
-                else "the change starts at the first commit"
-            )
-            return History(available=False, note=note)
-        touched = {f.path for f in files} | {f.old_path for f in files if f.old_path}
-        history = parse_history(out.result(), touched)
-        history.head_time = commits[0].timestamp if commits else None
-        notes = []
-        if history.commits_read >= self.history_commits:
-            notes.append(f"the {self.history_commits} most recent commits before the change")
-        if self.is_shallow():
-            notes.append("shallow clone: only the fetched history")
-        history.note = "; ".join(notes) or f"all {history.commits_read} earlier commits"
-        return history
-
-
-def parse_history(raw: bytes, touched: set[str]) -> History:
-    """`git log -z --name-only --format=%x1e%H%x1f%ae%x1f%at` -> per-file and per-author counts."""
-    files: dict[str, FileHistory] = {}
-    authors: dict[str, int] = {}
-    read = unique = 0
-    for record in raw.split(b"\x1e")[1:]:
-        header, _, names = record.partition(b"\0")
-        _sha, email, stamp = header.decode("utf-8", "replace").split("\x1f")
-        read += 1
-        authors[email] = authors.get(email, 0) + 1
-        when = datetime.fromtimestamp(int(stamp), tz=UTC)
-        hit = False
-        for name in names.lstrip(b"\n").split(b"\0"):
-            path = name.decode("utf-8", "backslashreplace")
-            if path in touched:
-                hit = True
-                fh = files.setdefault(path, FileHistory())
-                fh.changes += 1
-                if email not in fh.authors:
-                    fh.authors.append(email)
-                if fh.last_changed is None or when > fh.last_changed:
-                    fh.last_changed = when
-        unique += hit
-    return History(
-        available=True,
-        commits_read=read,
-        unique_commits=unique,
-        files=files,
-        author_commits=authors,
-    )
-
 
 def _not_trusted(path: Path) -> GitError:
     return GitError(
@@ -329,13 +253,11 @@ def _run(args: Sequence[str], *, cwd: Path) -> subprocess.CompletedProcess[bytes
 class GitSource:
     """SourcePort over local repositories (and the diff excerpts an AI review shows)."""
 
-    def __init__(self, *, git: str = "git", history_commits: int = 1000) -> None:
+    def __init__(self, *, git: str = "git") -> None:
         self.git = git
-        self.history_commits = history_commits
 
     def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
-        repo = GitRepository(repository, git=self.git, history_commits=self.history_commits)
-        return repo.read_change(base, head)
+        return GitRepository(repository, git=self.git).read_change(base, head)
 
     def excerpts(
         self, repository: str, base: str, head: str, paths: list[str], *, max_bytes: int = 3000
@@ -343,7 +265,7 @@ class GitSource:
         """Each path's patch from base to head, cut at `max_bytes`, from one git call."""
         if not paths:
             return {}
-        repo = GitRepository(repository, git=self.git, history_commits=0)
+        repo = GitRepository(repository, git=self.git)
         args = [
             self.git,
             *_CONFIG,

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pipeline_bot.core.diffparse import STATUS_BY_LETTER, RawEntry, marker_positions, scan_file
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.ports import ChangeSource
-from pipeline_bot.models import ChangeSet, Commit, FileChange, History
+from pipeline_bot.models import ChangeSet, Commit, FileChange
 
 T = TypeVar("T")
 
@@ -136,8 +136,7 @@ class GitHubCompareSource:
         changes = ChangeSet(
             repository=repository, base=base, head=head, commits=commits, files=files
         )
-        history = History(available=False, note="from GitHub's compare API: no history")
-        return ChangeSource(root=Path(self.root), changes=changes, history=history)
+        return ChangeSource(root=Path(self.root), changes=changes)
 
 
 def _file_change(f: dict[str, Any]) -> FileChange:

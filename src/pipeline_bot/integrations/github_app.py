@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
@@ -19,7 +18,7 @@ from githubkit.cache import MemCacheStrategy
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.github import _file_change, send
 from pipeline_bot.integrations.ports import ChangeSource
-from pipeline_bot.models import ChangeSet, Commit, FileChange, History
+from pipeline_bot.models import ChangeSet, Commit, FileChange
 
 MAX_COMPARE_PAGES = 30  # 100 files a page: GitHub lists at most 3,000 files of a comparison
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
@@ -160,8 +159,7 @@ class Installation:
                 break
             page += 1
         changes = ChangeSet(repository=repo, base=base, head=head, commits=commits, files=files)
-        history = History(available=False, note="from GitHub's compare API: no history")
-        source = ChangeSource(root=Path(), changes=changes, history=history, patches=patches)
+        source = ChangeSource(root=None, changes=changes, patches=patches)
         return source, truncated
 
     # ------------------------------------------------------------- checks

@@ -10,6 +10,7 @@ commit and its parent, so a cached row is right for every head that reaches it, 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ _LOG_P = (
     f"--format={LOG_FORMAT}",
 )
 _MAX_LT_FILES = 100
+_QUIET_BELOW = 200  # reading fewer commits than this is quick: no progress line
 _RECORD_VERSION = 2
 _KEEP_MODELS = 20
 _MAX_ALIASES = 300  # reverts of single commits of pull requests, per window
@@ -133,6 +135,20 @@ class HistoryMiner:
     def first_parent_depth(self, head: str) -> int:
         return int(self._git("rev-list", "--first-parent", "--count", head, "--").strip() or 0)
 
+    def first_parent_ancestor(self, head: str, steps: int) -> str:
+        return self._git("rev-parse", "--verify", "--end-of-options", f"{head}~{steps}").strip()
+
+    def is_shallow(self) -> bool:
+        return self._git("rev-parse", "--is-shallow-repository").strip() == "true"
+
+    def sizes_at(self, rev: str, paths: Sequence[str]) -> int:
+        """Bytes of these files at `rev` (those it has)."""
+        if not paths:
+            return 0
+        text = "\n".join(f"{rev}:{p}" for p in paths[:_MAX_LT_FILES]) + "\n"
+        out = self._git("cat-file", "--batch-check=%(objectsize)", stdin=text)
+        return sum(int(x) for x in out.split() if x.isdigit())
+
     def mine(self, head: str, size: int, *, szz: bool) -> Mined:
         """The window's records; with `szz`, one pass over all of it that also follows lines to
         blame fixes, else only the commits not cached yet are read."""
@@ -144,7 +160,8 @@ class HistoryMiner:
         have = self.store.records(shas)
         missing = [sha for sha in shas if sha not in have]
         if missing:
-            self.progress(f"reading {len(missing):,} commits of history")
+            if len(missing) >= _QUIET_BELOW:
+                self.progress(f"reading {len(missing):,} commits of history")
             fresh = self._read(missing)
             self.store.put_records(fresh)
             have.update((r.sha, r) for r in fresh)
@@ -190,7 +207,9 @@ class HistoryMiner:
             done = len(records)
             stdin = "\n".join(todo) + "\n"
             ok = self._stream(
-                [*_LOG_P, "--no-walk=unsorted", "--stdin"], stdin, lambda c: records.append(c.record)
+                [*_LOG_P, "--no-walk=unsorted", "--stdin"],
+                stdin,
+                lambda c: records.append(c.record),
             )
             if ok:
                 break
@@ -290,7 +309,7 @@ class HistoryMiner:
         )
         heads: dict[str, tuple[str, str]] = {}
         for block in out.split("\x1e")[1:]:
-            sha, email, message = (block.split("\x1f", 2) + ["", ""])[:3]
+            sha, email, message = [*block.split("\x1f", 2), "", ""][:3]
             heads[sha.strip()] = (email.strip().lower(), message.strip())
         return heads
 
@@ -306,7 +325,11 @@ class HistoryMiner:
             if not sha:
                 continue
             path = self._git(
-                "rev-list", "--first-parent", "--ancestry-path", f"{sha}..{records[-1].sha}", "--",
+                "rev-list",
+                "--first-parent",
+                "--ancestry-path",
+                f"{sha}..{records[-1].sha}",
+                "--",
                 check=False,
             ).split()
             if path:
@@ -373,15 +396,11 @@ def store_path(cache_dir: Path, root: Path, git: str = "git") -> Path:
 
 
 def _write_close(pipe: IO[bytes], text: str) -> None:
-    try:
+    # git may stop reading early (it failed); its exit code then says why
+    with contextlib.suppress(BrokenPipeError):
         pipe.write(text.encode())
-    except BrokenPipeError:
-        pass  # git stopped reading (it failed); its exit code says why
-    finally:
-        try:
-            pipe.close()
-        except BrokenPipeError:
-            pass
+    with contextlib.suppress(BrokenPipeError):
+        pipe.close()
 
 
 def _env() -> dict[str, str]:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline_bot.core.agent import ModelTurn
+from pipeline_bot.core.riskmodel import RiskInputs
 from pipeline_bot.models import (
     ChangeSet,
     DeployRecord,
     EnvironmentLock,
-    History,
     MetricSample,
     MetricSeries,
 )
@@ -21,11 +21,10 @@ from pipeline_bot.models import (
 
 @dataclass(frozen=True)
 class ChangeSource:
-    """A change read from a repository, with the history before it (None when unreadable)."""
+    """A change read from a repository (`root` is None when it was read through an API)."""
 
-    root: Path
+    root: Path | None
     changes: ChangeSet
-    history: History | None
     patches: dict[str, str] | None = None  # each file's patch text, when the source kept it
 
 
@@ -35,6 +34,13 @@ class SourcePort(Protocol):
     def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
         """Changes from `base` (default: merge-base with the default branch) to `head`."""
         ...
+
+
+class RiskPort(Protocol):
+    """What history says about a change: the fitted risk model and the change's history
+    features (core/riskmodel.py's RiskInputs)."""
+
+    def assess(self, root: Path | None, changes: ChangeSet) -> RiskInputs: ...
 
 
 class ClusterPort(Protocol):

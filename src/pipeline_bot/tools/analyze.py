@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.analysis import analyze
 from pipeline_bot.core.predict import PREDICTIONS, findings_for, query_for
-from pipeline_bot.errors import IntegrationError
-from pipeline_bot.integrations.ports import MetricsPort
+from pipeline_bot.core.riskmodel import RiskInputs
+from pipeline_bot.errors import GitError, IntegrationError
+from pipeline_bot.integrations.ports import ChangeSource, MetricsPort
 from pipeline_bot.models import Analysis, Finding
 from pipeline_bot.repo_config import load_repo_config
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
@@ -53,13 +54,31 @@ def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
     config = ctx.config or load_repo_config(
         Path(args.config) if args.config else None, repo_root=source.root
     )
-    result = analyze(source.changes, config, history=source.history, environment=args.environment)
+    result = analyze(
+        source.changes, config, risk=risk_inputs(ctx, source), environment=args.environment
+    )
     if ctx.metrics is not None:
         env = config.environment(args.environment)
         result.findings += predictive_findings(
             ctx.metrics, env.namespace or env.name, hours=args.predict_hours
         )
     return result
+
+
+def risk_inputs(ctx: ToolContext, source: ChangeSource) -> RiskInputs | None:
+    """What history says about the change, from the context's risk port; when history cannot be
+    read, the prior alone scores and the model's note says why."""
+    if ctx.risk is None:
+        return None
+    try:
+        return ctx.risk.assess(source.root, source.changes)
+    except (GitError, IntegrationError) as exc:
+        if ctx.progress:
+            ctx.progress(f"history could not be read for the risk model: {exc.message}")
+        try:
+            return ctx.risk.assess(None, source.changes)
+        except IntegrationError:
+            return None
 
 
 def predictive_findings(metrics: MetricsPort, namespace: str, *, hours: float) -> list[Finding]:

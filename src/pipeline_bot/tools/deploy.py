@@ -22,6 +22,7 @@ from pipeline_bot.models import (
     Strategy,
 )
 from pipeline_bot.repo_config import Environment, MetricGate, RepoConfig
+from pipeline_bot.tools.analyze import risk_inputs
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
 CHANGES_CLUSTER = ToolAnnotations(
@@ -119,7 +120,7 @@ def _strategy(
         )
     source = ctx.require_source("deploy_application").read_change(args.repository, None, "HEAD")
     strategy = analyze(
-        source.changes, config, history=source.history, environment=env.name
+        source.changes, config, risk=risk_inputs(ctx, source), environment=env.name
     ).strategy
     if strategy.name == "none":
         return strategy_named(

@@ -20,6 +20,7 @@ from pipeline_bot.errors import ToolError, ToolInputError, UnknownToolError
 from pipeline_bot.integrations.ports import (
     ClusterPort,
     MetricsPort,
+    RiskPort,
     SourcePort,
     StorePort,
     WorkflowsPort,
@@ -58,6 +59,7 @@ class ToolContext:
     progress: Callable[[str], None] | None = None
     gate: Gate | None = None
     metrics: MetricsPort | None = None
+    risk: RiskPort | None = None  # None: fixed rule weights score changes
     workflows: WorkflowsPort | None = None
     github_repository: str | None = None
     # the repository's config when the front end read it itself (the App reads it from the

@@ -1,0 +1,361 @@
+"""Fitting the risk model: the prior corpus pooled with the repository's own history (scikit-learn).
+
+The prior ships with the package (`pipeline_bot/data/risk_prior.json` and its rows, built by
+`scripts/build-risk-prior` from public repositories). A fit is a regularised logistic regression
+on standardised, log-transformed features with one intercept per repository (so a repository whose
+changes are bigger or riskier overall does not bend the shared coefficients), the repository's own
+labelled commits weighted up as there are more of them. scikit-learn and numpy are imported only
+here, only when a model is fitted; scoring needs neither (core/riskmodel.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pipeline_bot.core.dataset import Dataset, Row, build
+from pipeline_bot.core.features import replay
+from pipeline_bot.core.labels import label_history
+from pipeline_bot.core.riskmodel import ModelParams, RiskInputs, transform
+from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.history import (
+    HistoryMiner,
+    HistoryStore,
+    Progress,
+    no_progress,
+    store_path,
+)
+from pipeline_bot.models import ChangeSet
+
+C_REGULARISATION = 0.05
+"""Inverse L2 strength, chosen by leave-one-repository-out AUC on the prior corpus."""
+OWN_HALF_WEIGHT = 3000
+"""With this many labelled commits of its own, a repository weighs as much as the whole prior."""
+MIN_OWN_ROWS = 100
+MIN_OWN_POSITIVES = 5
+CV_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class PriorRow:
+    repo: int
+    label: int
+    weight: float
+    features: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Prior:
+    meta: dict[str, Any]
+    rows: tuple[PriorRow, ...]
+
+    @property
+    def repositories(self) -> list[str]:
+        return [r["name"] for r in self.meta["repositories"]]
+
+    def params(self) -> ModelParams:
+        """The prior's own fit, for repositories without enough labelled history."""
+        m = self.meta
+        return ModelParams(
+            kind="prior",
+            features=list(m["features"]),
+            center=list(m["center"]),
+            scale=list(m["scale"]),
+            coef=list(m["coef"]),
+            intercept=float(m["intercept"]),
+            prior_commits=int(m["rows"]),
+            fitted_at=datetime.fromisoformat(m["built_at"]),
+            cross_validated_auc=m.get("loro_auc", {}).get("mean"),
+            note=f"learned from {len(self.repositories)} public repositories",
+        )
+
+
+def load_prior(*, rows: bool = True) -> Prior:
+    """The prior that ships with the package; a clear error when it is missing or damaged."""
+    try:
+        data = resources.files("pipeline_bot.data")
+        meta = json.loads(data.joinpath("risk_prior.json").read_text())
+        table = data.joinpath("risk_prior_rows.csv.gz").read_bytes() if rows else b""
+    except (OSError, ValueError, ModuleNotFoundError) as exc:
+        raise IntegrationError(
+            f"the risk model's prior is missing or damaged ({type(exc).__name__}); reinstall "
+            "pipeline-bot, or rebuild it with scripts/build_risk_prior.py",
+            service="risk-model",
+        ) from None
+    return Prior(meta, tuple(_read_rows(table, meta)) if rows else ())
+
+
+@lru_cache(maxsize=1)
+def prior_meta() -> dict[str, Any]:
+    return load_prior(rows=False).meta
+
+
+def _read_rows(table: bytes, meta: dict[str, Any]) -> list[PriorRow]:
+    names = list(meta["features"])
+    text = gzip.decompress(table).decode()
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    at = {name: header.index(name) for name in [*names, "repo", "label", "weight"]}
+    out = []
+    for row in reader:
+        out.append(
+            PriorRow(
+                repo=int(row[at["repo"]]),
+                label=int(row[at["label"]]),
+                weight=float(row[at["weight"]]),
+                features={n: float(row[at[n]]) for n in names},
+            )
+        )
+    return out
+
+
+def own_weight(own_rows: int, prior_weight: float) -> float:
+    """Weight of each of the repository's own rows: its share of the pool grows with its history
+    (half of it at OWN_HALF_WEIGHT labelled commits)."""
+    if own_rows == 0:
+        return 0.0
+    share = own_rows / (own_rows + OWN_HALF_WEIGHT)
+    return max(1.0, share / (1 - share) * prior_weight / own_rows)
+
+
+def fit(
+    prior: Prior,
+    own: Sequence[Row],
+    *,
+    newest_commit: str | None,
+    now: datetime | None = None,
+    cross_validate: bool = True,
+) -> ModelParams:
+    """The pooled model for a repository; `kind` is `prior` when its own history is too short."""
+    positives = sum(r.label for r in own)
+    if len(own) < MIN_OWN_ROWS or positives < MIN_OWN_POSITIVES:
+        base = prior.params()
+        note = (
+            f"{len(own)} labelled commits with {positives} that went wrong: too few to learn "
+            f"from yet (needs {MIN_OWN_ROWS} and {MIN_OWN_POSITIVES}); "
+        )
+        return base.model_copy(
+            update={
+                "commits": len(own),
+                "positives": positives,
+                "newest_commit": newest_commit,
+                "note": note + base.note,
+            }
+        )
+    coef, intercept = fit_pooled(prior, own)
+    auc = _time_split_auc(prior, own) if cross_validate else None
+    m = prior.meta
+    return ModelParams(
+        kind="history",
+        features=list(m["features"]),
+        center=list(m["center"]),
+        scale=list(m["scale"]),
+        coef=coef,
+        intercept=intercept,
+        commits=len(own),
+        positives=positives,
+        prior_commits=int(m["rows"]),
+        fitted_at=now or datetime.now(UTC),
+        cross_validated_auc=auc,
+        newest_commit=newest_commit,
+        note=f"{len(own)} labelled commits of this repository pooled with "
+        f"{len(prior.repositories)} public repositories",
+    )
+
+
+def fit_pooled(prior: Prior, own: Sequence[Row]) -> tuple[list[float], float]:
+    """Coefficients and the intercept for the repository (for one with no rows of its own, an
+    average repository of the prior)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    names = list(prior.meta["features"])
+    center = np.array(prior.meta["center"])
+    scale = np.array(prior.meta["scale"])
+    repos = len(prior.repositories)
+    prior_weight = sum(r.weight for r in prior.rows)
+    w_own = own_weight(len(own), prior_weight)
+
+    def design(rows: Sequence[dict[str, float]], repo: int) -> Any:
+        x = np.array([[transform(n, f.get(n, 0.0)) for n in names] for f in rows])
+        groups = np.zeros((len(rows), repos + 1))
+        groups[:, repo] = 1.0
+        return np.hstack([(x - center) / scale, groups])
+
+    blocks, labels, weights = [], [], []
+    by_repo: dict[int, list[PriorRow]] = {}
+    for r in prior.rows:
+        by_repo.setdefault(r.repo, []).append(r)
+    for repo, rows in sorted(by_repo.items()):
+        blocks.append(design([r.features for r in rows], repo))
+        labels += [r.label for r in rows]
+        weights += [r.weight for r in rows]
+    if own:
+        blocks.append(design([r.features for r in own], repos))
+        labels += [r.label for r in own]
+        weights += [w_own] * len(own)
+    model = LogisticRegression(C=C_REGULARISATION, max_iter=5000)
+    model.fit(np.vstack(blocks), np.array(labels), sample_weight=np.array(weights))
+    coef = model.coef_[0]
+    effect = coef[-1] if own else float(np.mean(coef[len(names) : len(names) + repos]))
+    return [float(c) for c in coef[: len(names)]], float(model.intercept_[0] + effect)
+
+
+def _time_split_auc(prior: Prior, own: Sequence[Row]) -> float | None:
+    """Fitted on the older part of the repository's own history (with the prior), scored on the
+    newer part: what the model would have got right."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline_bot.core.riskmodel import predict
+
+    ordered = sorted(own, key=lambda r: r.position)
+    cut = int(len(ordered) * (1 - CV_SHARE))
+    train, test = ordered[:cut], ordered[cut:]
+    labels = [r.label for r in test]
+    if sum(labels) < 3 or len(labels) - sum(labels) < 3 or sum(r.label for r in train) < 1:
+        return None
+    coef, intercept = fit_pooled(prior, train)
+    m = prior.meta
+    params = ModelParams(
+        kind="history",
+        features=list(m["features"]),
+        center=list(m["center"]),
+        scale=list(m["scale"]),
+        coef=coef,
+        intercept=intercept,
+    )
+    scores = [predict(params, r.features).probability for r in test]
+    return round(float(roc_auc_score(labels, scores)), 3)
+
+
+@dataclass
+class LabelledHistory:
+    dataset: Dataset
+    blamed: dict[str, list[str]]
+    aliases: dict[str, str]
+    records: int
+
+
+def labelled_history(
+    miner: HistoryMiner, head: str, *, window: int, horizon_days: int
+) -> LabelledHistory:
+    """Mine the window below `head` (one pass, with SZZ) and label it as seen from `head`."""
+    mined = miner.mine(head, window, szz=True)
+    blamed = mined.blamed or {}
+    aliases = miner.aliases(mined.records) if mined.records else {}
+    data = build(mined.records, blamed, aliases=aliases, horizon_days=horizon_days)
+    return LabelledHistory(data, blamed, aliases, len(mined.records))
+
+
+REFIT_EVERY = 50
+"""The model is refitted every this many mainline commits: the fit for a head is the one at its
+first-parent ancestor whose depth is a multiple of this, so the score of a commit never depends
+on which analyses ran before it (or on what the cache holds)."""
+
+
+class HistoryRisk:
+    """RiskPort over local clones: mines, labels and fits once per checkpoint, cached on disk."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        window: int = 5000,
+        horizon_days: int = 30,
+        learn: bool = True,
+        git: str = "git",
+        progress: Progress = no_progress,
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.window = window
+        self.horizon_days = horizon_days
+        self.learn = learn
+        self.git = git
+        self.progress = progress
+
+    def assess(self, root: Path | None, changes: ChangeSet) -> RiskInputs:
+        if root is None:
+            return RiskInputs(load_prior(rows=False).params(), note="no local history to read")
+        if self.window == 0:
+            return RiskInputs(
+                load_prior(rows=False).params(),
+                note="history is off (PIPELINE_BOT_HISTORY_COMMITS=0)",
+            )
+        store = HistoryStore(store_path(self.cache_dir, root, self.git))
+        try:
+            return self._assess(
+                HistoryMiner(root, store, git=self.git, progress=self.progress), changes
+            )
+        finally:
+            store.close()
+
+    def _assess(self, miner: HistoryMiner, changes: ChangeSet) -> RiskInputs:
+        if not self.learn:
+            return self._history_of_change(miner, changes, load_prior(rows=False).params(), {}, {})
+        head = changes.head
+        depth = miner.first_parent_depth(head)
+        if depth < REFIT_EVERY:  # too young a history to learn from
+            return self._history_of_change(miner, changes, load_prior(rows=False).params(), {}, {})
+        checkpoint = miner.first_parent_ancestor(head, depth % REFIT_EVERY)
+        meta = prior_meta()
+        key = f"{checkpoint}:{self.window}:{self.horizon_days}:{meta['built_at']}"
+        cached = miner.store.model(key)
+        if cached is not None:
+            entry = json.loads(cached)
+            params = ModelParams.model_validate(entry["params"])
+            blamed, aliases = entry["blamed"], entry["aliases"]
+        else:
+            self.progress(
+                "learning the risk model from this repository's history (the first analysis "
+                f"after {REFIT_EVERY} new commits does this; the next ones reuse it)"
+            )
+            learned = labelled_history(
+                miner, checkpoint, window=self.window, horizon_days=self.horizon_days
+            )
+            self.progress(
+                f"fitting on {len(learned.dataset.rows):,} labelled commits "
+                f"({learned.dataset.positives:,} went wrong) and the prior corpus"
+            )
+            params = fit(load_prior(), learned.dataset.rows, newest_commit=checkpoint)
+            blamed, aliases = learned.blamed, learned.aliases
+            entry = {"params": params.model_dump(mode="json"), "blamed": blamed, "aliases": aliases}
+            miner.store.put_model(key, json.dumps(entry), time.time())
+        return self._history_of_change(miner, changes, params, blamed, aliases)
+
+    def _history_of_change(
+        self,
+        miner: HistoryMiner,
+        changes: ChangeSet,
+        params: ModelParams,
+        blamed: dict[str, list[str]],
+        aliases: dict[str, str],
+    ) -> RiskInputs:
+        mined = miner.mine(changes.head, self.window, szz=False)
+        own = {c.sha for c in changes.commits}
+        records = [r for r in mined.records if r.sha not in own]
+        paths = [f.path for f in changes.files]
+        lines_before = miner.sizes_at(changes.base, paths)
+        if miner.is_shallow() and len(mined.records) < self.window:
+            note = "shallow clone: the history before the change is not here (fetch-depth: 0)"
+            return RiskInputs(params, None, lines_before, note)
+        if not records:
+            note = "no commits before the change"
+            return RiskInputs(params, None, lines_before, note)
+        labels = label_history(records, blamed, aliases)
+        _, state = replay(records, labels.found_out, skip=len(records))
+        author = next((c for c in changes.commits if "Merge" not in c.message[:6]), None)
+        head = changes.commits[0] if changes.commits else None
+        when = int(head.timestamp.timestamp()) if head else 0
+        history = state.history_features(paths, author.email.lower() if author else "", when)
+        note = f"the last {len(records):,} mainline commits before the change"
+        return RiskInputs(params, history, lines_before, note)
