@@ -1,5 +1,7 @@
 """Shared set-up for the App's tests: a signing key, signed deliveries, recorded payloads with
-their ids set to the test's, and a config for the test repository."""
+their ids set to the test's, a config for the test repository, and the fixtures `gh` (GitHub's
+API double), `app` (the App behind a TestClient) and `kube` (a namespace on the Kubernetes API
+test server), which a test module imports for pytest to find."""
 
 from __future__ import annotations
 
@@ -9,6 +11,19 @@ import hmac
 import json
 import uuid
 from typing import Any
+
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from pipeline_bot.app.context import STATUS_MARKER, AppServices
+from pipeline_bot.app.server import create_app
+from pipeline_bot.integrations.deliveries import DeliveryStore
+from pipeline_bot.integrations.github_app import GitHubApp
+from pipeline_bot.integrations.kubernetes import KubernetesCluster
+from pipeline_bot.integrations.store import SqlStore
+from tests.conftest import github_examples, webhook_example
+from tests.fakes.github_api import GitHubApiDouble, PullRequest
 
 SECRET = b"webhook-test-secret"
 API_TOKEN = "api-test-token"
@@ -93,3 +108,71 @@ def migration_files(count: int) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
+
+
+# ---------------------------------------------------------------------- fixtures
+
+API = "https://ghe.test/api/v3"
+
+
+class Harness:
+    def __init__(self, client: TestClient, services: AppServices, gh: GitHubApiDouble) -> None:
+        self.client, self.services, self.gh = client, services, gh
+
+    def deliver(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> Any:
+        body, headers = signed(event, payload, delivery)
+        return self.client.post("/webhooks", content=body, headers=headers)
+
+    def work(self) -> None:
+        worker = self.client.app.state.worker  # type: ignore[attr-defined]
+        while worker.run_once():
+            pass
+
+    def comment(self, body: str, login: str, comment_id: int = 501) -> Any:
+        payload = comment_payload(
+            webhook_example("issue_comment", action="created"),
+            body,
+            login=login,
+            comment_id=comment_id,
+        )
+        response = self.deliver("issue_comment", payload)
+        self.work()
+        return response
+
+    def status_comment(self) -> str:
+        bodies = [b for b in self.gh.comments.values() if STATUS_MARKER in b]
+        assert len(bodies) == 1, f"expected one status comment, found {len(bodies)}"
+        return bodies[0]
+
+
+@pytest.fixture(name="gh")
+def gh_fixture() -> GitHubApiDouble:
+    return GitHubApiDouble(github_examples())
+
+
+@pytest.fixture(name="app")
+def app_fixture(tmp_path, gh, request) -> Any:
+    cluster = None
+    if "kube" in request.fixturenames:
+        kube = request.getfixturevalue("kube")
+        cluster = lambda env: KubernetesCluster.connect(kubeconfig=str(kube))  # noqa: E731
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    services = AppServices(
+        deliveries=DeliveryStore(url),
+        github=GitHubApp("1", private_key(), api_url=API),
+        store=SqlStore(url),
+        cluster=cluster,
+    )
+    application = create_app(services, SECRET, api_token=API_TOKEN, mcp=False, start_worker=False)
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(url__startswith=API).mock(side_effect=gh.respx_side_effect)
+        with TestClient(application) as client:
+            yield Harness(client, services, gh)
+
+
+@pytest.fixture(name="kube")
+def kube_fixture(kube_api, namespace, tmp_path, gh):
+    gh.config = config(namespace)
+    gh.permissions.update(writer="write", reader="read", admin="admin")
+    gh.pulls[7] = PullRequest(7, HEAD, BASE)
+    return kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)

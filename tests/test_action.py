@@ -20,6 +20,11 @@ RISKY = {
     "k8s/deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n"
     "spec:\n  replicas: 3\n",
 }
+# a private key makes any change critical, whatever the model's probability
+CRITICAL = {
+    **RISKY,
+    "deploy/server.pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n",
+}
 KUBECONFIG_SECRET = "apiVersion: v1\nusers:\n- name: ci\n  user: {token: kube-very-secret-token}\n"
 
 
@@ -61,7 +66,7 @@ def _run(repo, tmp_path, event, payload, **inputs):
 
 def test_push_is_analysed_with_outputs_summary_and_annotations(base_repo, tmp_path):
     before = base_repo.git("rev-parse", "HEAD")
-    after = base_repo.commit("add discounts", RISKY)
+    after = base_repo.commit("add discounts", CRITICAL)
     payload = _payload("push")
     payload.update(before=before, after=after)
     proc, outputs, summary = _run(base_repo, tmp_path, "push", payload)
@@ -69,9 +74,10 @@ def test_push_is_analysed_with_outputs_summary_and_annotations(base_repo, tmp_pa
     lines = proc.stdout.splitlines()
     first_output = next(i for i, line in enumerate(lines) if not line.startswith("::add-mask::"))
     assert lines[first_output] == "pipeline-bot 0.1.0: analyze"
-    assert outputs["risk-level"] in ("high", "critical")
-    assert int(outputs["risk-score"]) >= 50
+    assert outputs["risk-level"] == "critical"
+    assert 0 <= int(outputs["risk-score"]) <= 100
     assert outputs["strategy"] in ("canary", "blue-green")
+    assert "chance that this change is reverted or needs a fix" in summary
     assert Path(outputs["summary-markdown"]).read_text().startswith("## ")
     assert "### Why this risk" in summary
     assert any(
@@ -97,7 +103,7 @@ def test_secret_inputs_are_masked_first_and_never_printed(base_repo, tmp_path):
 
 def test_pull_request_range_and_fail_on(base_repo, tmp_path):
     base = base_repo.git("rev-parse", "HEAD")
-    head = base_repo.commit("risky", RISKY)
+    head = base_repo.commit("risky", CRITICAL)
     payload = _payload("pull_request")
     payload["pull_request"]["base"]["sha"] = base
     payload["pull_request"]["head"]["sha"] = head

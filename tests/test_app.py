@@ -6,98 +6,23 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
-import pytest
-import respx
-from fastapi.testclient import TestClient
-
-from pipeline_bot.app.context import STATUS_MARKER, AppServices
-from pipeline_bot.app.server import create_app
-from pipeline_bot.integrations.deliveries import DeliveryStore, NewDelivery
-from pipeline_bot.integrations.github_app import GitHubApp
-from pipeline_bot.integrations.kubernetes import KubernetesCluster
-from pipeline_bot.integrations.store import SqlStore
-from tests.app_harness import (
+from pipeline_bot.integrations.deliveries import NewDelivery
+from tests.app_harness import (  # the fixtures are imported for pytest to find them
     API_TOKEN,
     BASE,
     HEAD,
-    SECRET,
+    app_fixture,  # noqa: F401
     comment_payload,
     config,
+    gh_fixture,  # noqa: F401
+    kube_fixture,  # noqa: F401
     migration_files,
-    private_key,
     pull_request_payload,
     signed,
 )
-from tests.conftest import github_examples, webhook_example
-from tests.fakes.github_api import GitHubApiDouble, PullRequest
-
-API = "https://ghe.test/api/v3"
-
-
-class Harness:
-    def __init__(self, client: TestClient, services: AppServices, gh: GitHubApiDouble) -> None:
-        self.client, self.services, self.gh = client, services, gh
-
-    def deliver(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> Any:
-        body, headers = signed(event, payload, delivery)
-        return self.client.post("/webhooks", content=body, headers=headers)
-
-    def work(self) -> None:
-        worker = self.client.app.state.worker  # type: ignore[attr-defined]
-        while worker.run_once():
-            pass
-
-    def comment(self, body: str, login: str, comment_id: int = 501) -> Any:
-        payload = comment_payload(
-            webhook_example("issue_comment", action="created"),
-            body,
-            login=login,
-            comment_id=comment_id,
-        )
-        response = self.deliver("issue_comment", payload)
-        self.work()
-        return response
-
-    def status_comment(self) -> str:
-        bodies = [b for b in self.gh.comments.values() if STATUS_MARKER in b]
-        assert len(bodies) == 1, f"expected one status comment, found {len(bodies)}"
-        return bodies[0]
-
-
-@pytest.fixture
-def gh() -> GitHubApiDouble:
-    return GitHubApiDouble(github_examples())
-
-
-@pytest.fixture
-def app(tmp_path, gh, request) -> Any:
-    cluster = None
-    if "kube" in request.fixturenames:
-        kube = request.getfixturevalue("kube")
-        cluster = lambda env: KubernetesCluster.connect(kubeconfig=str(kube))  # noqa: E731
-    url = f"sqlite:///{tmp_path / 'app.db'}"
-    services = AppServices(
-        deliveries=DeliveryStore(url),
-        github=GitHubApp("1", private_key(), api_url=API),
-        store=SqlStore(url),
-        cluster=cluster,
-    )
-    application = create_app(services, SECRET, api_token=API_TOKEN, mcp=False, start_worker=False)
-    with respx.mock(assert_all_called=False) as mock:
-        mock.route(url__startswith=API).mock(side_effect=gh.respx_side_effect)
-        with TestClient(application) as client:
-            yield Harness(client, services, gh)
-
-
-@pytest.fixture
-def kube(kube_api, namespace, tmp_path, gh):
-    gh.config = config(namespace)
-    gh.permissions.update(writer="write", reader="read", admin="admin")
-    gh.pulls[7] = PullRequest(7, HEAD, BASE)
-    return kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
-
+from tests.conftest import webhook_example
+from tests.fakes.github_api import PullRequest
 
 # ---------------------------------------------------------------------- check runs
 

@@ -51,8 +51,9 @@ def env(tmp_path, kube_api, namespace, base_repo):
     }
 
 
-def _stdio(env, *args):
-    return StdioServerParameters(command=SCRIPT, args=["mcp", *args], env=env)
+def _stdio(env, *args, cwd=None):
+    """`pipeline-bot mcp` over stdio, started in `cwd`: the repository whose policy it serves."""
+    return StdioServerParameters(command=SCRIPT, args=["mcp", *args], env=env, cwd=cwd)
 
 
 async def _list_and_analyze(server, repo, mode):
@@ -124,17 +125,18 @@ async def _deploy(server, repo, mode, answer):
 def test_a_destructive_tool_runs_only_when_the_user_confirms(
     env, base_repo, mode, kube_api, namespace
 ):
-    refused, _ = anyio.run(_deploy, _stdio(env), base_repo.root, mode, None)
+    server = _stdio(env, cwd=base_repo.root)
+    refused, _ = anyio.run(_deploy, server, base_repo.root, mode, None)
     assert refused.is_error is True
     assert "needs your confirmation" in refused.content[0].text
     assert "Nothing was changed" in refused.content[0].text
 
-    declined, asked = anyio.run(_deploy, _stdio(env), base_repo.root, mode, "decline")
+    declined, asked = anyio.run(_deploy, server, base_repo.root, mode, "decline")
     assert declined.is_error is True
     assert "was not confirmed" in declined.content[0].text
     assert "deploy_application" in asked[0]
 
-    done, asked = anyio.run(_deploy, _stdio(env), base_repo.root, mode, "accept")
+    done, asked = anyio.run(_deploy, server, base_repo.root, mode, "accept")
     assert done.is_error is False, done.content[0].text
     assert done.structured_content["status"] == "succeeded"
     assert len(asked) == 1
@@ -150,8 +152,8 @@ def _free_port():
 
 
 @pytest.fixture
-def http_server(env):
-    """`pipeline-bot mcp --transport http` in its own process, stopped by its pid."""
+def http_server(env, base_repo):
+    """`pipeline-bot mcp --transport http` in its own process in base_repo, stopped by its pid."""
     procs = []
 
     def start(*args, token=None):
@@ -160,6 +162,7 @@ def http_server(env):
         proc = subprocess.Popen(
             [SCRIPT, "mcp", "--transport", "http", "--port", str(port), *args],
             env={**env, **extra},
+            cwd=base_repo.root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -254,13 +257,14 @@ async def _resources(server, mode, uris):
 def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
     import json
 
-    anyio.run(_deploy, _stdio(env), base_repo.root, "legacy", "accept")  # one deploy on record
+    server = _stdio(env, cwd=base_repo.root)
+    anyio.run(_deploy, server, base_repo.root, "legacy", "accept")  # one deploy on record
     uris = [
         "devops://clusters/current",
         "devops://deployments/staging",
         "devops://metrics/prometheus",
     ]
-    templates, listed, texts = anyio.run(_resources, _stdio(env), mode, uris)
+    templates, listed, texts = anyio.run(_resources, server, mode, uris)
     assert {t.uri_template for t in templates} == {
         "devops://clusters/{name}",
         "devops://deployments/{environment}",
@@ -394,7 +398,8 @@ def test_a_protected_environment_is_never_changed_by_an_assistant(env, base_repo
             )
         },
     )
-    result, asked = anyio.run(_deploy, _stdio(env), base_repo.root, "legacy", "accept")
+    server = _stdio(env, cwd=base_repo.root)
+    result, asked = anyio.run(_deploy, server, base_repo.root, "legacy", "accept")
     assert result.is_error is True
     assert "environment 'staging' is protected from AI assistants" in result.content[0].text
     assert asked == []  # refused before the user is even asked

@@ -45,6 +45,10 @@ class GitHubApiDouble:
     files: list[dict[str, Any]] = field(default_factory=list)  # compare: GitHub's file entries
     calls: list[Call] = field(default_factory=list)
     comments: dict[int, str] = field(default_factory=dict)
+    # comment id -> (login, type) of its author; comments the App makes are its bot user's
+    authors: dict[int, tuple[str, str]] = field(default_factory=dict)
+    teams: dict[str, set[str]] = field(default_factory=dict)  # "org/slug" -> member logins
+    members_permission: bool = True  # the installation holds organization Members: read
     fail: dict[str, int] = field(default_factory=dict)  # path regex -> status to answer with
     _next_id: int = 1000
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,6 +58,11 @@ class GitHubApiDouble:
 
     def made(self, method: str, pattern: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and re.search(pattern, c.path)]
+
+    @property
+    def bot(self) -> str:
+        """The App's bot user: its slug (from GET /app) and `[bot]`."""
+        return f"{self.example('integration')['slug']}[bot]"
 
     def _id(self) -> int:
         self._next_id += 1
@@ -137,11 +146,15 @@ class GitHubApiDouble:
                 for cid, text in self.comments.items():
                     item = self.example("issue-comment")
                     item.update(id=cid, body=text)
+                    if cid in self.authors:
+                        item["user"]["login"], item["user"]["type"] = self.authors[cid]
                     items.append(item)
                 return 200, items
             data = self.example("issue-comment")
             data.update(id=self._id(), body=body["body"])
+            data["user"]["login"], data["user"]["type"] = self.bot, "Bot"
             self.comments[data["id"]] = body["body"]
+            self.authors[data["id"]] = (self.bot, "Bot")
             return 201, data
         if m := re.fullmatch(rf"{r}/issues/comments/(\d+)", path):
             cid = int(m[1])
@@ -160,8 +173,14 @@ class GitHubApiDouble:
             data = self.example("deployment-status")
             data["state"] = body["state"]
             return 201, data
-        if re.fullmatch(r"/orgs/[^/]+/teams/[^/]+/memberships/[^/]+", path):
-            return 404, {"message": "Not Found"}
+        if m := re.fullmatch(r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", path):
+            if not self.members_permission:
+                return 403, {"message": "Resource not accessible by integration"}
+            if m[3] not in self.teams.get(f"{m[1]}/{m[2]}", set()):
+                return 404, {"message": "Not Found"}
+            data = self.example("team-membership-response-if-user-is-a-team-maintainer")
+            data.update(role="member", state="active")
+            return 200, data
         if method == "POST" and re.fullmatch(r"/app-manifests/[^/]+/conversions", path):
             return 201, self.example("integration-from-manifest")
         return 404, {"message": f"the test double has no route for {method} {path}"}

@@ -408,13 +408,30 @@ def _context(env: dict[str, str]) -> Any:
         from pipeline_bot.integrations.prometheus import PrometheusMetrics
 
         metrics = PrometheusMetrics(url)
+
+    def progress(message: str) -> None:
+        print(f"  {message}", flush=True)
+
     return ToolContext(
         source=GitSource(),
         cluster=cluster,
         store=store(),
         metrics=metrics,
-        progress=lambda message: print(f"  {message}", flush=True),
+        risk=_risk(env, progress),
+        progress=progress,
     )
+
+
+def _risk(env: dict[str, str], progress: Any) -> Any:
+    """The risk model, its history and fits kept in the `cache-dir` input (in the workspace, so
+    an actions/cache step can keep it between runs)."""
+    from pipeline_bot.settings import get_settings
+    from pipeline_bot.wiring import risk_port
+
+    workspace = Path(env.get("GITHUB_WORKSPACE") or ".")
+    cache = input_value("cache-dir", env) or ".pipeline-bot-cache"
+    settings = get_settings().model_copy(update={"cache_dir": str(workspace / cache)})
+    return risk_port(settings, progress)
 
 
 if __name__ == "__main__":

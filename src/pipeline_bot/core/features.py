@@ -76,6 +76,8 @@ class Feature:
 FEATURES: tuple[Feature, ...] = (
     Feature("la", "log", "{v:,.0f} line{s} added", "LA"),
     Feature("ld", "log", "{v:,.0f} line{s} deleted", "LD"),
+    Feature("la_code", "log", "{v:,.0f} line{s} of code added"),
+    Feature("ld_code", "log", "{v:,.0f} line{s} of code deleted"),
     Feature("lt", "log", "the touched files held {v:,.0f} bytes before the change", "LT"),
     Feature("nf", "log", "{v:,.0f} file{s} touched", "NF"),
     Feature("nd", "log", "{v:,.0f} director{ies} touched", "ND"),
@@ -282,9 +284,12 @@ def change_features(
     """The features a change has by itself: size, spread, file kinds, message signals."""
     kinds = {f.path: kind_of_path(f.path) for f in files}
     out: dict[str, float] = dict.fromkeys(NAMES, 0.0)
+    code = [f for f in files if kinds[f.path] is Kind.CODE]
     out.update(
         la=sum(f.added for f in files),
         ld=sum(f.deleted for f in files),
+        la_code=sum(f.added for f in code),
+        ld_code=sum(f.deleted for f in code),
         lt=size_before,
         nf=len(files),
         nd=len({directory(f.path) for f in files}),

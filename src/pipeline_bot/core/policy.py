@@ -36,6 +36,11 @@ The model's answer can say a strategy, canary steps and a pause; whatever it can
 promotion, the rollback window, checkpoints, capacity) stays as the rule-based plan has it, as far
 as the proposed strategy can carry it (`proposed_plan`). The result is taken only when it is at
 least as careful as the rule-based plan; otherwise it is refused, naming what it would remove.
+
+An AI assistant (over MCP) reaches an environment only as the trusted config defines it
+(`assistant_refusal`): never one marked `assistants: deny` with a tool that changes a cluster,
+never another environment's namespace through a `namespace` argument, and never a namespace that a
+protected environment shares on the same kube context.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from pipeline_bot.models import (
     Recommendation,
     Strategy,
 )
-from pipeline_bot.repo_config import Environment
+from pipeline_bot.repo_config import Environment, RepoConfig, default_config
 
 LEVEL = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 PROMOTED = ("canary", "blue-green")  # strategies that hold for a person when asked to
@@ -241,3 +246,49 @@ def apply_policy(
             )
             known.add((c.metric, c.condition))
     return result, refused
+
+
+# ---------------------------------------------------------------- what an AI assistant may reach
+
+PROTECTED = (
+    "environment {env!r} is protected from AI assistants (`assistants: deny` in "
+    ".github/pipeline-bot.yml)"
+)
+OTHER_NAMESPACE = (
+    "namespace {namespace!r} belongs to environment {owner!r}, not {env!r}: an assistant reaches "
+    "an environment's namespace only by naming that environment"
+)
+SHARED_NAMESPACE = (
+    "environment {env!r} deploys to namespace {namespace!r}, which protected environment "
+    "{owner!r} (`assistants: deny`) uses on the same kube context"
+)
+
+
+def namespace_of(env: Environment) -> str:
+    return env.namespace or env.name
+
+
+def assistant_refusal(
+    config: RepoConfig, environment: str, namespace: str | None, *, changes_cluster: bool
+) -> str | None:
+    """Why an AI assistant may not use `environment` with the `namespace` it asked for, or None
+    when it may. Raises UnknownEnvironmentError for an environment `config` does not define."""
+    env = config.environment(environment)
+    own = namespace_of(env)
+    target = (namespace or own).strip().lower()
+    others = [e for e in config.environments or default_config().environments if e.name != env.name]
+    if target != own.lower():
+        owner = next((e for e in others if namespace_of(e).lower() == target), None)
+        if owner is not None:
+            return OTHER_NAMESPACE.format(namespace=namespace, owner=owner.name, env=env.name)
+    if not changes_cluster:
+        return None
+    if env.assistants == "deny":
+        return PROTECTED.format(env=env.name)
+    for other in others:
+        same_place = (
+            namespace_of(other).lower() == target and other.kube_context == env.kube_context
+        )
+        if other.assistants == "deny" and same_place:
+            return SHARED_NAMESPACE.format(env=env.name, namespace=target, owner=other.name)
+    return None

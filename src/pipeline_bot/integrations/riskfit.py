@@ -52,6 +52,7 @@ class PriorRow:
     label: int
     weight: float
     features: dict[str, float]
+    commit: str = ""  # the first 12 hex digits of its sha: where the row came from
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def _read_rows(table: bytes, meta: dict[str, Any]) -> list[PriorRow]:
     text = gzip.decompress(table).decode()
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
-    at = {name: header.index(name) for name in [*names, "repo", "label", "weight"]}
+    at = {name: header.index(name) for name in [*names, "repo", "label", "weight", "commit"]}
     out = []
     for row in reader:
         out.append(
@@ -114,6 +115,7 @@ def _read_rows(table: bytes, meta: dict[str, Any]) -> list[PriorRow]:
                 label=int(row[at["label"]]),
                 weight=float(row[at["weight"]]),
                 features={n: float(row[at[n]]) for n in names},
+                commit=row[at["commit"]],
             )
         )
     return out

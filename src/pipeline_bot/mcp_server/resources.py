@@ -11,12 +11,15 @@ from mcp.server.mcpserver import MCPServer
 
 from pipeline_bot.core.canary import DEFAULT_GATES
 from pipeline_bot.errors import PipelineBotError
-from pipeline_bot.repo_config import load_repo_config
+from pipeline_bot.mcp_server.trust import TrustedPolicy
 from pipeline_bot.tools import ToolContext, ToolRegistry
 
 
 def add_resources(
-    server: MCPServer, registry: ToolRegistry, context: Callable[[], ToolContext]
+    server: MCPServer,
+    registry: ToolRegistry,
+    context: Callable[[], ToolContext],
+    policy: TrustedPolicy,
 ) -> None:
     def call(tool: str, arguments: dict[str, Any]) -> str:
         try:
@@ -68,7 +71,7 @@ def add_resources(
         def read() -> str:
             ctx = context()
             try:
-                gates = load_repo_config(None, repo_root=_cwd()).gates
+                gates = policy.config().gates
             except PipelineBotError as exc:
                 return json.dumps({"unavailable": exc.message})
             chosen = gates or list(DEFAULT_GATES)
@@ -126,9 +129,3 @@ def add_resources(
 
 def _dump(model: Any) -> Any:
     return model.model_dump(mode="json") if model is not None else None
-
-
-def _cwd() -> Any:
-    from pathlib import Path
-
-    return Path.cwd()

@@ -1,14 +1,18 @@
 """The registry's tools as MCP tools, with the same policy: read-only selection, and a person's
 confirmation before any destructive tool runs (elicitation on 2025-11-25 clients, input_required
-on 2026-07-28 ones; the SDK's resolvers pick the right one). Without a way to ask, it refuses."""
+on 2026-07-28 ones; the SDK's resolvers pick the right one). Without a way to ask, it refuses.
+
+Environment policy (`assistants: deny`, namespaces) comes from a TrustedPolicy (trust.py), never
+from a tool call's arguments: every call is admitted against it before anything runs or is asked.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -24,7 +28,8 @@ from pydantic_core import PydanticUndefined
 from pipeline_bot import __version__
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.mcp_server.resources import add_resources
-from pipeline_bot.repo_config import load_repo_config
+from pipeline_bot.mcp_server.trust import TrustedPolicy
+from pipeline_bot.repo_config import RepoConfig
 from pipeline_bot.tools import Tool, ToolContext, ToolRegistry
 
 INSTRUCTIONS = (
@@ -61,16 +66,20 @@ def build_server(
     registry: ToolRegistry,
     context: Callable[[], ToolContext],
     *,
+    policy: TrustedPolicy | None = None,
     read_only: bool = False,
     include: list[str] | None = None,
     exclude: list[str] | None = None,
 ) -> MCPServer:
+    """The MCP server; `policy` is the config every call is held to (default: the working
+    directory's repository, read now)."""
+    policy = policy or TrustedPolicy.from_repository()
     server = MCPServer(
         name="pipeline-bot", title="pipeline-bot", version=__version__, instructions=INSTRUCTIONS
     )
     for tool in select_tools(registry, read_only=read_only, include=include, exclude=exclude):
         server.add_tool(
-            _function_for(tool, registry, context),
+            _function_for(tool, registry, context, policy),
             name=tool.name,
             title=tool.title,
             description=tool.description,
@@ -82,7 +91,7 @@ def build_server(
                 open_world_hint=tool.annotations.open_world,
             ),
         )
-    add_resources(server, registry, context)
+    add_resources(server, registry, context, policy)
     add_prompts(server)
     return server
 
@@ -122,9 +131,9 @@ NO_CONFIRMATION = (
 )
 
 
-def _ask(tool: str) -> Callable[..., Elicit[Confirmation]]:
+def _ask(tool: str, policy: TrustedPolicy) -> Callable[..., Elicit[Confirmation]]:
     def ask(ctx: Context[Any, Any], **arguments: Any) -> Elicit[Confirmation]:
-        _check_protection(tool, arguments)
+        _admit(policy, tool, arguments, changes_cluster=True)  # refused before anyone is asked
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:  # fail closed, and say how to proceed
             verb = tool.split("_")[0].replace("get", "status")
@@ -143,24 +152,17 @@ def _ask(tool: str) -> Callable[..., Elicit[Confirmation]]:
     return ask
 
 
-PROTECTED = (
-    "environment {env!r} is protected from AI assistants (`assistants: deny` in "
-    ".github/pipeline-bot.yml); nothing was changed. Use `pipeline-bot {verb}` or the Action."
-)
+# a config path chosen by the caller: over MCP the server's trusted config applies instead
+CALLER_CONFIG = {"analyze_changes": {"config"}}
 
 
-def _check_protection(tool: str, arguments: dict[str, Any]) -> None:
-    """The repository config's protection applies here as everywhere."""
-    name = arguments.get("environment")
-    if not name:
-        return
+def _admit(
+    policy: TrustedPolicy, tool: str, arguments: dict[str, Any], *, changes_cluster: bool
+) -> RepoConfig | None:
     try:
-        config = load_repo_config(None, repo_root=Path(arguments.get("repository") or "."))
-        env = config.environment(name)
+        return policy.admit(tool, arguments, changes_cluster=changes_cluster)
     except PipelineBotError as exc:
         raise McpToolError(exc.message) from None
-    if env.assistants == "deny":
-        raise McpToolError(PROTECTED.format(env=env.name, verb=tool.split("_")[0]))
 
 
 def _without_default(info: FieldInfo) -> FieldInfo:
@@ -172,10 +174,15 @@ def _without_default(info: FieldInfo) -> FieldInfo:
 
 
 def _function_for(
-    tool: Tool[Any, Any], registry: ToolRegistry, context: Callable[[], ToolContext]
+    tool: Tool[Any, Any],
+    registry: ToolRegistry,
+    context: Callable[[], ToolContext],
+    policy: TrustedPolicy,
 ) -> Callable[..., Any]:
     """A function whose signature is the tool's input model, so the SDK derives the same schema;
     destructive tools get one more parameter that the SDK fills by asking the user."""
+    hidden = CALLER_CONFIG.get(tool.name, set())
+    fields = {n: i for n, i in tool.input_model.model_fields.items() if n not in hidden}
     params = [
         inspect.Parameter(
             name,
@@ -185,14 +192,12 @@ def _function_for(
             if info.is_required()
             else info.get_default(call_default_factory=True),
         )
-        for name, info in tool.input_model.model_fields.items()
+        for name, info in fields.items()
     ]
     destructive = tool.annotations.destructive
 
-    async def run(**kwargs: Any) -> Any:
-        confirmation = kwargs.pop("confirmation", None)
-        if destructive:
-            _check_protection(tool.name, kwargs)
+    def call(confirmation: Any, kwargs: dict[str, Any]) -> Any:
+        config = _admit(policy, tool.name, kwargs, changes_cluster=destructive)
         if destructive and not (
             isinstance(confirmation, AcceptedElicitation) and confirmation.data.confirm
         ):
@@ -201,14 +206,18 @@ def _function_for(
             k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in kwargs.items()
         }
         try:
-            return await anyio.to_thread.run_sync(
-                lambda: registry.call(tool.name, arguments, context())
-            )
+            # the trusted config: a tool never falls back to a repository's own file
+            ctx = context() if config is None else dataclasses.replace(context(), config=config)
+            return registry.call(tool.name, arguments, ctx)
         except PipelineBotError as exc:
             raise McpToolError(exc.message) from None
 
+    async def run(**kwargs: Any) -> Any:
+        confirmation = kwargs.pop("confirmation", None)
+        return await anyio.to_thread.run_sync(lambda: call(confirmation, kwargs))
+
     if destructive:
-        ask = _ask(tool.name)
+        ask = _ask(tool.name, policy)
         ask.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context)]
             + [

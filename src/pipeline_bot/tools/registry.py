@@ -16,7 +16,12 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from pipeline_bot.deploy.gates import Gate
-from pipeline_bot.errors import ToolError, ToolInputError, UnknownToolError
+from pipeline_bot.errors import (
+    NotARepositoryError,
+    ToolError,
+    ToolInputError,
+    UnknownToolError,
+)
 from pipeline_bot.integrations.ports import (
     ClusterPort,
     MetricsPort,
@@ -68,11 +73,15 @@ class ToolContext:
 
     def repo_config(self, repository: str) -> RepoConfig:
         """The front end's config when it read one, else the repository folder's own file (or
-        the defaults when there is none)."""
+        the defaults when it has none); a folder that does not exist is an error, never the
+        defaults."""
         if self.config is not None:
             return self.config
         root = Path(repository)
-        return load_repo_config(None, repo_root=root if root.is_dir() else None)
+        if not root.is_dir():
+            what = "does not exist" if not root.exists() else "is not a folder"
+            raise NotARepositoryError(f"repository {repository!r} {what}", repo=repository)
+        return load_repo_config(None, repo_root=root)
 
     def require_source(self, tool: str) -> SourcePort:
         if self.source is None:
