@@ -23,7 +23,9 @@ RISKY = {
 # a private key makes any change critical, whatever the model's probability
 CRITICAL = {
     **RISKY,
-    "deploy/server.pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n",
+    "deploy/server.pem": (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n"
+    ),
 }
 KUBECONFIG_SECRET = "apiVersion: v1\nusers:\n- name: ci\n  user: {token: kube-very-secret-token}\n"
 

@@ -305,7 +305,10 @@ def test_whitespace_only_changes_keep_a_lines_origin():
 
 
 def test_renames_carry_origins_and_comments_are_not_blamed():
-    rename = "diff --git a/src/p.py b/src/q.py\nsimilarity index 90%\nrename from src/p.py\nrename to src/q.py\n"
+    rename = (
+        "diff --git a/src/p.py b/src/q.py\nsimilarity index 90%\n"
+        "rename from src/p.py\nrename to src/q.py\n"
+    )
     commits = _log(
         ("a" * 40, "Add", _diff("src/p.py", "@@ -0,0 +1,2 @@\n+# explain\n+run()\n", new=True)),
         ("b" * 40, "Move", rename),
@@ -438,13 +441,15 @@ def test_model_risk_scores_the_probability_and_a_repositorys_own_rule_adds_its_w
     assert risk.probability is not None
     assert risk.score == round(100 * risk.probability) + 20
     assert [f.rule for f in risk.factors if f.rule == "payments"] == ["payments"]
-    assert risk.model is not None and risk.model.kind == "prior"
+    assert risk.model is not None
+    assert risk.model.kind == "prior"
 
 
 def test_history_features_missing_from_the_change_are_left_out_not_zero():
     inputs = RiskInputs(params({"la": 0.5, "exp": -1.0}), history=None, lines_before=None)
     vector = scoring.change_vector(_change(), _commits(), inputs)
-    assert "exp" not in vector and "lt" not in vector
+    assert "exp" not in vector
+    assert "lt" not in vector
     with_history = RiskInputs(inputs.params, history={"exp": 3.0}, lines_before=10)
     assert scoring.change_vector(_change(), _commits(), with_history)["exp"] == 3.0
 
