@@ -13,8 +13,16 @@ import urllib.request
 import anyio
 import pytest
 from mcp_types import ElicitResult
+from pydantic import BaseModel
 
 from mcp import Client, StdioServerParameters
+from pipeline_bot.core.policy import assistant_refusal
+from pipeline_bot.errors import ConfigError, NotARepositoryError
+from pipeline_bot.mcp_server.server import build_server
+from pipeline_bot.mcp_server.trust import TrustedPolicy, installation_policy
+from pipeline_bot.repo_config import Environment, RepoConfig, parse_repo_config
+from pipeline_bot.tools import ToolContext, ToolRegistry
+from pipeline_bot.tools.registry import ToolAnnotations
 from tests.conftest import GitRepo, stop_process, wait_until_up
 from tests.test_mcp import SCRIPT, _free_port
 
@@ -210,3 +218,188 @@ def test_a_config_path_argument_is_not_offered_over_mcp(started):
         return tools["analyze_changes"].input_schema["properties"]
 
     assert "config" not in anyio.run(schema)
+
+
+def test_a_server_started_in_a_repository_with_a_broken_config_does_not_start(protected):
+    repo, env = protected
+    repo.write({".github/pipeline-bot.yml": "version: 1\nenvironments: [{name: Prod}]\n"})
+    proc = subprocess.run(
+        [SCRIPT, "mcp"],
+        cwd=repo.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "error: invalid configuration: " in proc.stderr
+    assert "pipeline-bot.yml" in proc.stderr
+
+
+# ---------------------------------------------------- the rule, environment by environment
+
+ENVIRONMENTS = RepoConfig(
+    version=1,
+    environments=[
+        Environment(name="staging", namespace="shop-staging"),
+        Environment(name="preview", kube_context="preview"),  # namespace: its name
+        Environment(name="production", namespace="shop", assistants="deny", order=2),
+        Environment(name="canary", namespace="shop", kube_context="other-cluster"),
+        Environment(name="mirror", namespace="shop"),  # production's namespace, same context
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("environment", "namespace", "changes_cluster", "refused"),
+    [
+        ("staging", None, True, None),
+        ("staging", "shop-staging", True, None),
+        ("staging", "scratch", True, None),  # no environment's namespace
+        ("staging", "shop", True, "namespace 'shop' belongs to environment 'production'"),
+        ("staging", " Shop ", True, "belongs to environment 'production'"),
+        ("staging", "preview", True, "belongs to environment 'preview', not 'staging'"),
+        ("staging", "shop", False, "belongs to environment 'production'"),
+        ("preview", "shop-staging", False, "belongs to environment 'staging'"),
+        ("production", None, True, "environment 'production' is protected"),
+        ("production", "scratch", True, "environment 'production' is protected"),
+        ("production", None, False, None),  # reading is allowed
+        ("canary", None, True, None),  # the same name on another cluster
+        ("mirror", None, True, "which protected environment 'production'"),
+        ("mirror", None, False, None),
+    ],
+)
+def test_an_assistant_reaches_an_environment_only_as_the_config_defines_it(
+    environment, namespace, changes_cluster, refused
+):
+    reason = assistant_refusal(
+        ENVIRONMENTS, environment, namespace, changes_cluster=changes_cluster
+    )
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None
+        assert refused in reason
+
+
+def test_without_environments_the_defaults_namespaces_are_guarded_too():
+    config = RepoConfig(version=1)
+    reason = assistant_refusal(config, "staging", "production", changes_cluster=True)
+    assert reason is not None
+    assert "belongs to environment 'production'" in reason
+
+
+def test_the_servers_repository_must_exist_and_its_config_file_too(tmp_path, base_repo):
+    with pytest.raises(NotARepositoryError, match="does not exist"):
+        TrustedPolicy.from_repository(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="file not found"):
+        TrustedPolicy.from_repository(base_repo.root, tmp_path / "missing.yml")
+    inside = TrustedPolicy.from_repository(base_repo.root / "src" / "shop")
+    assert inside.root == base_repo.root.resolve()
+    assert "has no .github/pipeline-bot.yml" in inside.source
+
+
+def test_a_tool_context_without_a_config_refuses_a_repository_that_does_not_exist(tmp_path):
+    with pytest.raises(NotARepositoryError, match="does not exist"):
+        ToolContext().repo_config(str(tmp_path / "gone"))
+
+
+# ---------------------------------------------------- a config the front end read (the App)
+
+
+class Probe(BaseModel):
+    repository: str = "."
+    environment: str
+    namespace: str | None = None
+
+
+class Seen(BaseModel):
+    repository: str
+    environments: list[str]
+
+
+def _probe_registry():
+    """One read-only tool that reports the config it is handed, and one destructive."""
+    registry = ToolRegistry()
+    for name, hints in (
+        ("which_config", ToolAnnotations(True, False, True, False)),
+        ("change_it", ToolAnnotations(False, True, False, True)),
+    ):
+
+        def seen(args: Probe, ctx: ToolContext) -> Seen:
+            config = ctx.repo_config(args.repository)
+            return Seen(
+                repository=args.repository, environments=[e.name for e in config.environments]
+            )
+
+        registry.tool(
+            name=name, title=name, input_model=Probe, output_model=Seen, annotations=hints
+        )(seen)
+    return registry
+
+
+async def _in_memory(server, tool, arguments):
+    async def accept(_ctx, params):
+        return ElicitResult(action="accept", content={"confirm": True})
+
+    async with Client(server, mode="legacy", elicitation_callback=accept) as client:
+        return await client.call_tool(tool, arguments)
+
+
+def test_the_apps_config_is_the_policy_whatever_repository_a_call_names(tmp_path):
+    lenient = GitRepo(tmp_path / "lenient")
+    lenient.commit("config", {".github/pipeline-bot.yml": _config("shop", "confirm")})
+    installation = parse_repo_config(_config("shop"), source="acme/shop on main")
+    policy = TrustedPolicy.from_config(lambda: installation, source="acme/shop on main")
+    server = build_server(_probe_registry(), ToolContext, policy=policy)
+
+    seen = anyio.run(_in_memory, server, "which_config", {"environment": "staging"})
+    assert seen.is_error is False, _text(seen)
+    assert seen.structured_content["environments"] == ["staging", "production"]
+
+    args = {"environment": "production", "repository": str(lenient.root)}
+    changed = anyio.run(_in_memory, server, "change_it", args)
+    assert changed.is_error is True
+    assert "environment 'production' is protected from AI assistants" in _text(changed)
+
+    args = {"environment": "staging", "namespace": "shop"}
+    aimed = anyio.run(_in_memory, server, "which_config", args)
+    assert aimed.is_error is True
+    assert "namespace 'shop' belongs to environment 'production'" in _text(aimed)
+
+
+def test_the_app_policy_reads_the_installation_repository_at_each_call_or_refuses():
+    asked: list[str] = []
+
+    def load(repository: str) -> RepoConfig:
+        asked.append(repository)
+        return parse_repo_config(_config("shop"), source=f"{repository} on main")
+
+    server = build_server(
+        _probe_registry(), ToolContext, policy=installation_policy("acme/shop", load)
+    )
+    for _ in range(2):
+        seen = anyio.run(_in_memory, server, "which_config", {"environment": "staging"})
+        assert seen.is_error is False, _text(seen)
+    assert asked == ["acme/shop", "acme/shop"]  # one read per call, never one per check
+
+    server = build_server(_probe_registry(), ToolContext, policy=installation_policy(None, load))
+    result = anyio.run(_in_memory, server, "which_config", {"environment": "staging"})
+    assert result.is_error is True
+    assert "set GITHUB_REPOSITORY (owner/name)" in _text(result)
+
+
+def test_a_server_started_outside_any_repository_changes_no_cluster(tmp_path, base_repo):
+    """The defaults must not stand in for the policy of whatever repository a call names."""
+    outside = tmp_path / "desktop"
+    outside.mkdir()
+    policy = TrustedPolicy.from_repository(outside)
+    server = build_server(_probe_registry(), ToolContext, policy=policy)
+    args = {"environment": "staging", "repository": str(base_repo.root)}
+    changed = anyio.run(_in_memory, server, "change_it", args)
+    assert changed.is_error is True
+    assert "started outside any repository" in _text(changed)
+    read = anyio.run(_in_memory, server, "which_config", args)
+    assert read.is_error is False, _text(read)

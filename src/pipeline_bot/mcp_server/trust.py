@@ -3,7 +3,7 @@
 `pipeline-bot mcp` reads the config of the repository it was started for once, when it starts
 (`TrustedPolicy.from_repository`): an assistant that edits the file afterwards changes nothing.
 The App hands in its installation repository's config, read from the default branch
-(`TrustedPolicy.from_config`); with no repository to trust, `TrustedPolicy.refusing` says why.
+(`installation_policy`; with no repository to trust, every call that needs a config is refused).
 
 A tool call's `repository` only names the code to read. It must exist; a relative path is taken
 from the server's repository; any repository is analysed under the server's policy, and the tools
@@ -31,6 +31,10 @@ OTHER_REPOSITORY = (
     "for ({root}); its environments come from that repository's config. Nothing was changed. "
     "Start a server for the other repository (`pipeline-bot mcp` in it)"
 )
+NO_HOME = (
+    "this MCP server was started outside any repository ({path}), so it has no environments to "
+    "trust: start it in the repository whose environments it serves (its working directory)"
+)
 REFUSED = "{reason}. Nothing was changed; use `pipeline-bot {verb}` or the Action"
 USES_CONFIG = {"repository", "environment"}  # arguments of the tools that read the config
 
@@ -42,16 +46,21 @@ class TrustedPolicy:
     load: Callable[[], RepoConfig]
     source: str
     root: Path | None = None  # the local repository the server was started for, if any
+    no_changes: str | None = None  # why no tool may change a cluster under this policy
 
     @classmethod
     def from_repository(cls, repo: Path | None = None, config: Path | None = None) -> TrustedPolicy:
         """`config`, or the config file of the repository holding `repo` (default: the working
-        directory), read now and once; a repository without one has the defaults."""
-        root = repository_root(repo if repo is not None else Path.cwd())
+        directory), read now and once; a repository without one has the defaults. Outside any
+        repository, with no config, nothing may change a cluster: the defaults would stand in
+        for the policy of whatever repository a call names."""
+        start = repo if repo is not None else Path.cwd()
+        root = repository_root(start)
         file = config if config is not None else find_config_file(root)
         loaded = load_repo_config(file) if file is not None else default_config()
         source = str(file) if file else f"the defaults ({root} has no .github/pipeline-bot.yml)"
-        return cls(lambda: loaded, source, root)
+        homeless = file is None and not (root / ".git").exists()
+        return cls(lambda: loaded, source, root, NO_HOME.format(path=root) if homeless else None)
 
     @classmethod
     def from_config(
@@ -84,6 +93,10 @@ class TrustedPolicy:
         if not USES_CONFIG & arguments.keys():
             return None
         config = self.config()  # once per call: the check and the tool see the same config
+        if changes_cluster and self.no_changes:
+            raise ToolError(
+                REFUSED.format(reason=self.no_changes, verb=tool.split("_")[0]), tool=tool
+            )
         if "repository" in arguments:
             given = arguments["repository"] or "."
             arguments["repository"] = self.repository(tool, given, changes_cluster=changes_cluster)
@@ -112,6 +125,21 @@ class TrustedPolicy:
                 OTHER_REPOSITORY.format(tool=tool, path=given, root=self.root), tool=tool
             )
         return str(path)
+
+
+NO_APP_REPOSITORY = (
+    "the App's /mcp holds every call to one installation repository's config, and none is set: "
+    "set GITHUB_REPOSITORY (owner/name) on the App's server"
+)
+
+
+def installation_policy(repository: str | None, load: Callable[[str], RepoConfig]) -> TrustedPolicy:
+    """The App's policy: `load(repository)` gives the installation repository's config from its
+    default branch (asked at every call, so it follows the branch); no repository, no config."""
+    if not repository:
+        return TrustedPolicy.refusing(NO_APP_REPOSITORY)
+    source = f"{repository}'s .github/pipeline-bot.yml on its default branch"
+    return TrustedPolicy.from_config(lambda: load(repository), source=source)
 
 
 def repository_root(path: Path) -> Path:
