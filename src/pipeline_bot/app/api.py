@@ -89,9 +89,7 @@ def router() -> APIRouter:
             if record is None:
                 raise HTTPException(404, f"no job, delivery or deploy has the id {job_id!r}")
             return {"id": job_id, "kind": "deploy", "deploy": record.model_dump(mode="json")}
-        deploy_ids = sorted(
-            {str(v) for k, v in delivery.state.items() if k.startswith("acted:") and v != "error"}
-        )
+        deploy_ids = sorted(_deploys_of(delivery.state))
         deploys = [state.store.get(d) for d in deploy_ids]
         return {
             **delivery.summary(),
@@ -136,6 +134,13 @@ def router() -> APIRouter:
         return after.summary() if after else {}
 
     return api
+
+
+def _deploys_of(state: dict[str, Any]) -> set[str]:
+    """Every deploy a delivery made: done, failed, and failed before a retry."""
+    ids = {str(v) for k, v in state.items() if k.startswith("acted:") and v != "error"}
+    ids |= {str(v["deploy"]) for k, v in state.items() if k.startswith("failed:")}
+    return ids | {str(d) for d in state.get("failed_deploys", [])}
 
 
 def _queue(request: Request, event: str, repository: str, job: dict[str, Any]) -> Queued:

@@ -2,7 +2,8 @@
 
 The decisions are the core's (`core/commands.py` parses, `core/authz.py` authorises); this module
 fetches the facts they need from GitHub, calls the tools, and writes the one status comment.
-Progress is saved in the delivery's row, so a retried delivery never acts twice.
+Progress is saved in the delivery's row, so a retried delivery never acts twice. A deploy that
+fails is answered, then fails its delivery (`retries.py` says what a retry may repeat).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pipeline_bot.app import replies
 from pipeline_bot.app.checks import analyse_pull_request
 from pipeline_bot.app.context import STATUS_MARKER, EventContext
 from pipeline_bot.app.deploys import deploy_commit
+from pipeline_bot.app.retries import repeat_refusal
 from pipeline_bot.core.authz import Requester, authorize
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
-from pipeline_bot.errors import ConfigError, PipelineBotError
+from pipeline_bot.errors import ConfigError, LockedError, PipelineBotError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
 
@@ -156,22 +158,34 @@ def _deploy(
         status = record.status if record else "unknown"
         return status == "succeeded", replies.resumed(actor, command, status)
     app = _app(config, command, repo)
+    refusal = repeat_refusal(ctx, env.name, app)  # this delivery's deploy failed before
+    if refusal is not None:
+        ctx.fail(refusal)
+        return False, replies.not_repeated(actor, command, refusal)
     _report(ctx, number, replies.deploying(actor, env.name, app, head_sha))
     current = gh.pull_request(repo, number)["head"]["sha"]
     if current != head_sha:
         return False, replies.head_moved(actor, command, head_sha, current)
-    result = deploy_commit(
-        ctx,
-        config,
-        env,
-        app=app,
-        sha=head_sha,
-        base=pr["base"]["sha"],
-        strategy=command.strategy,
-        image=command.image,
-        actor=actor,
-        pull_request=number,
-    )
+    try:
+        result = deploy_commit(
+            ctx,
+            config,
+            env,
+            app=app,
+            sha=head_sha,
+            base=pr["base"]["sha"],
+            strategy=command.strategy,
+            image=command.image,
+            actor=actor,
+            pull_request=number,
+        )
+    except LockedError:
+        raise  # a refusal the lock's holder explains; the delivery is done
+    except PipelineBotError as exc:
+        # the user is told it failed; the queue must not deploy later behind that reply
+        if ctx.failure is None:
+            ctx.fail(exc.message)
+        raise
     ok = result.status in ("succeeded", "paused")
     text = replies.deploy_result(actor, command, result)
     if result.rolled_back and ctx.services.llm is not None:
@@ -244,7 +258,7 @@ def _report(ctx: EventContext, number: int, text: str) -> None:
     body = f"{STATUS_MARKER}\n{text}"
     known = ctx.services.deliveries.status_comment(key)
     if known is None:
-        known = gh.find_comment(repo, number, STATUS_MARKER)
+        known = gh.find_comment(repo, number, STATUS_MARKER, author=ctx.services.github.bot_login())
     if known is not None and gh.edit_comment(repo, known, body):
         ctx.services.deliveries.set_status_comment(key, known)
         return

@@ -82,6 +82,9 @@ class EventContext:
     payload: dict[str, Any]
     services: AppServices
     state: dict[str, Any] = field(default_factory=dict)
+    # set by `fail`: the handler reported its outcome, and the delivery is failed without the
+    # queue's retries (a deploy that ran and failed is not pushed at the environment again)
+    failure: str | None = None
 
     @classmethod
     def of(cls, delivery: Delivery, services: AppServices) -> EventContext:
@@ -113,6 +116,11 @@ class EventContext:
         """Remember progress in the delivery's row, so a retry does not repeat it."""
         self.state.update(values)
         self.services.deliveries.save_state(self.delivery.id, self.state)
+
+    def fail(self, reason: str) -> None:
+        """Mark the delivery failed once the handler returns: listed in /deliveries?status=failed,
+        run again only by POST /deliveries/{id}/retry."""
+        self.failure = reason
 
     def tools(self, config: RepoConfig, source: ChangeSource | None = None) -> ToolContext:
         return ToolContext(

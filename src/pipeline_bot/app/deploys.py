@@ -1,10 +1,14 @@
-"""One deploy of a commit from the App, mirrored as a GitHub deployment with its statuses."""
+"""One deploy of a commit from the App, mirrored as a GitHub deployment with its statuses
+(which name the image). A deploy that does not succeed fails its delivery; `retries.py` says
+what a retry of it may repeat."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pipeline_bot.app.context import EventContext
+from pipeline_bot.app.retries import began, latest_deploy, record_failure, repeat_refusal
+from pipeline_bot.core.manifests import image_repository
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.models import DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
@@ -24,27 +28,12 @@ def deploy_commit(
     pull_request: int | None = None,
 ) -> DeployResult:
     """Deploy `sha` of the repository (image `image`, or the service's image tagged with the
-    commit SHA) to `env`; GitHub's environment view follows through a deployment and statuses."""
+    commit SHA) to `env`; GitHub's environment view follows through a deployment and statuses.
+    A deploy that began and did not succeed is recorded in the delivery's state and fails it."""
     gh, repo = ctx.gh, ctx.repo
-    key = f"github_deployment:{env.name}:{app}"
-    github_id = ctx.state.get(key)
-    if github_id is None:
-        payload: dict[str, Any] = {"app": app, "strategy": strategy}
-        if pull_request is not None:
-            payload["pull_request"] = pull_request
-        github_id = gh.create_deployment(
-            repo,
-            {
-                "ref": sha,
-                "environment": env.name,
-                "auto_merge": False,
-                "required_contexts": [],
-                "production_environment": env.is_production,
-                "description": f"{app} by @{actor} via pipeline-bot"[:140],
-                "payload": payload,
-            },
-        )
-        ctx.save(**{key: github_id})
+    tag = image or sha
+    before = latest_deploy(ctx, env.name, app)
+    github_id = _github_deployment(ctx, config, env, app, sha, strategy, tag, actor, pull_request)
     gh.deployment_status(repo, github_id, "in_progress", f"Deploying {app} to {env.name}")
     source = None
     if strategy == "auto":  # the strategy fits the change: from `base`, else the commit's parent
@@ -56,7 +45,7 @@ def deploy_commit(
             {
                 "app_name": app,
                 "environment": env.name,
-                "image_tag": image or sha,
+                "image_tag": tag,
                 "strategy": strategy,
                 "repository": repo,
                 "requested_by": f"@{actor}",
@@ -65,11 +54,22 @@ def deploy_commit(
             ctx.tools(config, source),
         )
     except PipelineBotError as exc:
-        gh.deployment_status(repo, github_id, "error", exc.message)
+        started = began(ctx, env.name, app, before, sha, exc)
+        gh.deployment_status(
+            repo, github_id, "error" if started is None else "failure", exc.message
+        )
+        if started is not None:  # the engine had begun: the environment may be half-changed
+            record_failure(ctx, env.name, app, started, rolled_back=False, why=exc.message)
         raise
     if not isinstance(result, DeployResult):  # the registry checked it; this narrows the type
         raise TypeError("expected DeployResult")
-    ctx.save(**{f"acted:{env.name}:{app}": result.deploy_id, "acted": result.deploy_id})
+    if result.status in ("succeeded", "paused"):
+        ctx.save(**{f"acted:{env.name}:{app}": result.deploy_id, "acted": result.deploy_id})
+    else:
+        rolled_back = result.rolled_back or result.status == "rolled_back"
+        record_failure(
+            ctx, env.name, app, result.deploy_id, rolled_back=rolled_back, why=result.message
+        )
     state = {"succeeded": "success", "paused": "in_progress"}.get(result.status, "failure")
     gh.deployment_status(repo, github_id, state, result.message, auto_inactive=False)
     if result.status == "succeeded":
@@ -80,6 +80,67 @@ def deploy_commit(
             result.deploy_id, repo, env.name, github_id
         )
     return result
+
+
+def _github_deployment(
+    ctx: EventContext,
+    config: RepoConfig,
+    env: Environment,
+    app: str,
+    sha: str,
+    strategy: str,
+    tag: str,
+    actor: str,
+    pull_request: int | None,
+) -> int:
+    """This delivery's GitHub deployment for `app` in `env`, created the first time. It names
+    the image, so deploys of one commit with different tags tell apart."""
+    key = f"github_deployment:{env.name}:{app}"
+    github_id = ctx.state.get(key)
+    if github_id is not None:
+        return int(github_id)
+    image = image_reference(config, app, tag)
+    payload: dict[str, Any] = {
+        "app": app,
+        "strategy": strategy,
+        "image": image,
+        "tag": image_tag(image),
+    }
+    if pull_request is not None:
+        payload["pull_request"] = pull_request
+    github_id = ctx.gh.create_deployment(
+        ctx.repo,
+        {
+            "ref": sha,
+            "environment": env.name,
+            "auto_merge": False,
+            "required_contexts": [],
+            "production_environment": env.is_production,
+            "description": f"{app} {image} by @{actor}"[:140],
+            "payload": payload,
+        },
+    )
+    ctx.save(**{key: github_id})
+    return int(github_id)
+
+
+def image_reference(config: RepoConfig, app: str, tag: str) -> str:
+    """The image a deploy of `tag` runs: a full reference as given, a bare tag on the service's
+    image (as deploy_application resolves it)."""
+    if ":" in tag.rsplit("/", 1)[-1] or "@" in tag or "/" in tag:
+        return tag
+    service = next((s for s in config.services if s.name == app), None)
+    if service is None or not service.image:
+        return tag
+    return f"{image_repository(service.image)}:{tag}"
+
+
+def image_tag(image: str) -> str:
+    """`repo:tag` -> tag, `repo@sha256:...` -> the digest, a bare tag -> itself."""
+    if "@" in image:
+        return image.split("@", 1)[1]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else last
 
 
 def deploy_through(
@@ -95,13 +156,17 @@ def deploy_through(
     """Deploy every app to each environment in turn, stopping at the first that does not
     succeed; a retried delivery skips what it already did."""
     apps = apps or [s.name for s in config.services] or [ctx.repo.rsplit("/", 1)[-1].lower()]
-    outcomes = []
+    outcomes: list[str] = []
     for env in envs:
         for app in apps:
             done = ctx.state.get(f"acted:{env.name}:{app}")
             if done is not None:
                 outcomes.append(f"{app}@{env.name}: already done by this delivery ({done})")
                 continue
+            refusal = repeat_refusal(ctx, env.name, app)
+            if refusal is not None:
+                ctx.fail(refusal)
+                return _stopped(outcomes, f"{app}@{env.name}: {refusal}")
             try:
                 result = deploy_commit(
                     ctx,
@@ -115,11 +180,15 @@ def deploy_through(
                     actor=actor,
                 )
             except PipelineBotError as exc:
-                ctx.save(**{f"acted:{env.name}:{app}": "error"})
-                return "; ".join([*outcomes, f"{app}@{env.name}: {exc.message}"]) + (
-                    " (later environments skipped)"
-                )
-            outcomes.append(f"{app}@{env.name}: {result.status}")
-            if result.status != "succeeded":
-                return "; ".join(outcomes) + " (later environments skipped)"
+                if ctx.failure is None:
+                    raise  # nothing was applied: the queue retries the delivery with backoff
+                return _stopped(outcomes, f"{app}@{env.name}: {exc.message}")
+            if result.status == "succeeded":
+                outcomes.append(f"{app}@{env.name}: succeeded")
+                continue
+            return _stopped(outcomes, f"{app}@{env.name}: {result.status}: {result.message}")
     return "; ".join(outcomes)
+
+
+def _stopped(outcomes: list[str], last: str) -> str:
+    return "; ".join([*outcomes, last]) + " (later environments skipped)"

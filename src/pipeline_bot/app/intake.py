@@ -37,7 +37,9 @@ _WANTED = frozenset(
     {b"content-length", b"x-hub-signature-256", b"x-github-event", b"x-github-delivery"}
 )
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_EVENT = re.compile(r"^[a-z_]{1,64}$")
+# GitHub's event names are snake_case with digits (projects_v2_item); never a dot, so a delivery
+# can never pass for one of the REST API's `api.*` jobs
+_EVENT = re.compile(r"^[a-z0-9_]{1,64}$")
 log = logging.getLogger("pipeline_bot.app")
 
 

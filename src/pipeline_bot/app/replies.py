@@ -47,6 +47,10 @@ def resumed(actor: str, command: Command, status: str) -> str:
     return f"@{actor}: {_cmd(command)} had already run (status: {status}); it was not repeated."
 
 
+def not_repeated(actor: str, command: Command, reason: str) -> str:
+    return f"🚫 @{actor}: {_cmd(command)} was not carried out again: {reason}."
+
+
 def locked(actor: str, env: str, reason: str) -> str:
     return f"🔒 @{actor} locked **{env}**: {reason}. `/unlock {env}` releases it."
 

@@ -2,6 +2,8 @@
 
 A handler that raises is retried (2 s, 4 s, 8 s ... capped at 5 minutes) up to MAX_ATTEMPTS, then
 the delivery is `failed` and shows in `GET /deliveries?status=failed`, where it can be retried.
+A handler that reached an outcome which must not be repeated on its own (a deploy that ran and
+failed) calls `ctx.fail()` and returns: its delivery is failed at once, without the retries.
 The thread also checkpoints SQLite's write-ahead log, which the intake never does on its loop.
 """
 
@@ -108,8 +110,10 @@ class Worker:
     def _work(self, delivery: Delivery) -> None:
         _, handler = HANDLERS[delivery.event]
         started = time.perf_counter()
+        ctx: EventContext | None = None
         try:
-            outcome = handler(EventContext.of(delivery, self.services))
+            ctx = EventContext.of(delivery, self.services)
+            outcome = handler(ctx)
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then shown
             message = exc.message if isinstance(exc, PipelineBotError) else repr(exc)[:500]
             if delivery.attempts >= MAX_ATTEMPTS:
@@ -126,6 +130,13 @@ class Worker:
                     "delivery %s (%s) will be retried: %s", delivery.id, delivery.event, message
                 )
         else:
+            if ctx.failure is not None:
+                if ctx.failure not in outcome:
+                    outcome = f"{outcome}: {ctx.failure}"
+                self.services.deliveries.finish(delivery.id, "failed", error=outcome)
+                metrics.DELIVERIES.labels(delivery.event, "failed").inc()
+                log.error("delivery %s (%s) failed: %s", delivery.id, delivery.event, outcome)
+                return
             self.services.deliveries.finish(delivery.id, "done", error=outcome)
             metrics.DELIVERIES.labels(delivery.event, "done").inc()
             log.info("delivery %s (%s): %s", delivery.id, delivery.event, outcome)

@@ -366,13 +366,29 @@ class DeliveryStore:
             )
 
     def retry(self, delivery_id: str) -> Delivery | None:
-        """Queue a failed (or ignored) delivery again; None when there is no such delivery."""
+        """Queue a failed delivery again; None when there is no such delivery. Its state's
+        `retried` goes up by one, so a handler tells a deliberate retry from a re-run after a
+        restart (which must not repeat a deploy that failed)."""
         with self._begin() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(["failed"]))
-                .values(status="pending", next_attempt_at=time.time(), error="", attempts=0)
-            )
+            row = conn.execute(
+                select(deliveries.c.state).where(
+                    deliveries.c.id == delivery_id, deliveries.c.status == "failed"
+                )
+            ).first()
+            if row is not None:
+                state = json.loads(row.state or "{}")
+                state["retried"] = int(state.get("retried", 0)) + 1
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == delivery_id, deliveries.c.status == "failed")
+                    .values(
+                        status="pending",
+                        next_attempt_at=time.time(),
+                        error="",
+                        attempts=0,
+                        state=json.dumps(state),
+                    )
+                )
         return self.get(delivery_id)
 
     def get(self, delivery_id: str) -> Delivery | None:

@@ -20,6 +20,12 @@ from pipeline_bot.integrations.github import _file_change, send
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange
 
+MEMBERS_PERMISSION = (
+    "cannot tell whether @{user} is in team {org}/{team}: the App's installation on {org} lacks "
+    "the organization permission Members (read), which `allowed_teams` needs. An owner of {org} "
+    "grants it by accepting the App's updated permissions in the installation's settings "
+    "(app.yml requests `members: read`)"
+)
 MAX_COMPARE_PAGES = 30  # 100 files a page: GitHub lists at most 3,000 files of a comparison
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
@@ -32,6 +38,7 @@ class GitHubApp:
         self._key = private_key
         self._api_url = api_url
         self._clients: dict[int, Installation] = {}
+        self._bot: str | None = None
         self._lock = threading.Lock()
         # this App's own token cache (githubkit's default one is shared by the whole process)
         self._cache = MemCacheStrategy()
@@ -58,6 +65,16 @@ class GitHubApp:
         gh = self._github(AppAuthStrategy(self.app_id, self._key))
         data, _ = _request(gh, "GET", "/app", "for the App (check GITHUB_APP_ID and the key)")
         return data  # type: ignore[no-any-return]
+
+    def bot_login(self) -> str:
+        """The login of the App's bot user, `<app-slug>[bot]`, which writes its comments."""
+        with self._lock:
+            known = self._bot
+        if known is None:
+            known = f"{self.app_info()['slug']}[bot]"
+            with self._lock:
+                self._bot = known
+        return known
 
 
 def convert_manifest_code(code: str, *, api_url: str | None = None) -> dict[str, Any]:
@@ -130,6 +147,12 @@ class Installation:
         except IntegrationError as exc:
             if exc.status == 404:
                 return False
+            if exc.status == 403:  # "Resource not accessible by integration"
+                raise IntegrationError(
+                    MEMBERS_PERMISSION.format(user=user, org=org, team=team),
+                    service="github",
+                    status=403,
+                ) from None
             raise
         return bool(data.get("state") == "active")
 
@@ -207,8 +230,9 @@ class Installation:
             raise
         return True
 
-    def find_comment(self, repo: str, number: int, marker: str) -> int | None:
-        """The id of the first comment on the PR whose body holds `marker`."""
+    def find_comment(self, repo: str, number: int, marker: str, *, author: str) -> int | None:
+        """The id of the first comment on the PR whose body holds `marker` and that the bot user
+        `author` wrote: anyone can paste the marker into a comment of their own."""
         page = 1
         while page <= 10:
             data, response = _request(
@@ -219,7 +243,9 @@ class Installation:
                 params={"per_page": 100, "page": page},
             )
             for comment in data:
-                if marker in (comment.get("body") or ""):
+                user = comment.get("user") or {}
+                mine = user.get("type") == "Bot" and user.get("login") == author
+                if mine and marker in (comment.get("body") or ""):
                     return int(comment["id"])
             if not _NEXT.search(response.headers.get("link", "")):
                 return None

@@ -1,14 +1,17 @@
 """check_run rerequested (analyse again) and requested_action (the check run's buttons).
 
-A button press is the same as the matching comment command, under the same authorisation.
+A button press is the same as the matching comment command, under the same authorisation; a
+deploy button names its environment exactly (see `buttons.py`).
 """
 
 from __future__ import annotations
 
+from pipeline_bot.app import buttons
 from pipeline_bot.app.checks import analyse_pull_request
 from pipeline_bot.app.commands import run_command
 from pipeline_bot.app.context import CHECK_NAME, EventContext
 from pipeline_bot.core.commands import CommandSyntaxError, parse_command
+from pipeline_bot.errors import ConfigError
 
 ACTIONS = frozenset({"rerequested", "requested_action"})
 
@@ -33,9 +36,21 @@ def handle(ctx: EventContext) -> str:
             changed_files=full.get("changed_files"),
         )
     actor = ctx.payload["sender"]["login"]
-    kind, _, env = identifier.partition(":")
+    kind, _, target = identifier.partition(":")
     try:
-        command = parse_command(f"/{kind} {env}")
+        command = parse_command(f"/{kind} {_environment(ctx, kind, target)}")
     except CommandSyntaxError as exc:
         return run_command(ctx, None, number=number, actor=actor, syntax_error=exc)
     return run_command(ctx, command, number=number, actor=actor)
+
+
+def _environment(ctx: EventContext, kind: str, target: str) -> str:
+    """The environment a button names, resolved against the configuration on the default
+    branch (a deploy button holds a hash of the name, not the name)."""
+    if kind != "deploy":
+        return target
+    try:
+        config = ctx.config()
+    except ConfigError:
+        return target  # run_command reports the configuration's problems
+    return buttons.environment(target, [e.name for e in config.environments])
