@@ -1,9 +1,10 @@
-"""Every weight the risk score uses, in one table. The README's "How risk is scored" mirrors it.
+"""The rules' fixed weights and severities, and the levels. The README's table mirrors it.
 
-The score is the sum of the weights of the rules that fired (each rule counts once, however many
-files it matched), capped at 100. Levels: 0-24 low, 25-49 medium, 50-74 high, 75-100 critical.
-A repository adds its own rules in `.github/pipeline-bot.yml` (`risk.rules`) and can switch
-built-in rules off (`risk.disable`).
+With a learned model (core/scoring.py) the rules are findings and these weights add nothing; they
+score a change only when no model is wanted (PIPELINE_BOT_RISK_MODEL=rules): the sum of the
+weights of the rules that fired (each once), capped at 100. Levels: 0-24 low, 25-49 medium, 50-74
+high, 75-100 critical, for both. A repository adds its own rules in `.github/pipeline-bot.yml`
+(`risk.rules`) and can switch built-in rules off (`risk.disable`).
 """
 
 from __future__ import annotations
@@ -125,14 +126,6 @@ SCATTER_ENTROPY = 0.9
 SCATTER_MIN_FILES = 10
 SCATTER_WEIGHT = 5
 """Changed lines spread evenly over many files (normalised entropy at least 0.9, 10+ files)."""
-HOTSPOT_CHANGES = 10
-HOTSPOT_WEIGHT = 5
-"""A touched file changed at least this often in the history read."""
-NEW_AUTHOR_COMMITS = 3
-NEW_AUTHOR_MIN_HISTORY = 20
-NEW_AUTHOR_WEIGHT = 5
-"""The author has fewer earlier commits than this, in a history of at least 20 commits."""
-
 GENERATED_MIN_LINES = 500
 """A generated file (`@generated`, `DO NOT EDIT` near its top) is a finding from this many added
 lines; smaller ones are not even looked at."""
