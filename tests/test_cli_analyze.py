@@ -110,7 +110,7 @@ def test_markdown_output_is_a_report_with_tables(base_repo, cli):
     md = cli("analyze", "--repo", str(base_repo.root), "--format", "markdown").stdout
     assert md.startswith("## ")
     assert "### Why this risk" in md
-    assert "| Points | Factor | Details |" in md
+    assert "| Points | Why |" in md
     assert "chance that this change is reverted or needs a fix" in md
     assert "### Strategy for `production`" in md
     assert "`db/migrations/0002_add_discount.sql:1`" in md

@@ -231,7 +231,7 @@ def _render_text(a: Analysis, console: Console) -> None:
         )
         console.print(
             Text(
-                f"  {factor_points(factor.points):<4} {factor.rule:<20} {factor.reason}"
+                f"  {factor_points(factor.points):<4} {factor.reason}"
                 + (f": {paths}" if paths else "")
             )
         )

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_API_URL", "GITHUB_API_URL"),
         description="GitHub Enterprise Server's API URL; default: github.com's.",
     )
+    github_server_url: str = Field(
+        "https://github.com",
+        validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_SERVER_URL", "GITHUB_SERVER_URL"),
+        description="Where the App fetches repositories' history from (GitHub Enterprise "
+        "Server: its URL).",
+    )
     github_app_id: str | None = Field(
         None,
         validation_alias=AliasChoices("PIPELINE_BOT_GITHUB_APP_ID", "GITHUB_APP_ID"),

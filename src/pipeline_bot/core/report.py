@@ -100,14 +100,14 @@ def analysis_markdown(a: Analysis) -> str:
     ]
     shown = [f for f in r.factors if abs(f.points) >= 0.5][:MAX_FACTORS]
     if shown:
-        lines += ["", "| Points | Factor | Details |", "|---:|---|---|"]
+        lines += ["", "| Points | Why |", "|---:|---|"]
         for f in shown:
             paths = ", ".join(f"`{_cell(p)}`" for p in f.paths[:3])
             more = f" and {f.count - 3} more" if f.paths and f.count > 3 else ""
             detail = _cell(f.reason) + (f": {paths}{more}" if paths else "")
-            lines.append(f"| {factor_points(f.points)} | {f.rule} | {detail} |")
+            lines.append(f"| {factor_points(f.points)} | {detail} |")
         if len(r.factors) > len(shown):
-            lines.append(f"| | | and {len(r.factors) - len(shown)} smaller factors |")
+            lines.append(f"| | and {len(r.factors) - len(shown)} smaller factors |")
     else:
         lines += ["", "No risk factors: nothing in this change moved the score."]
     st = a.strategy
