@@ -238,6 +238,86 @@ def test_a_server_started_in_a_repository_with_a_broken_config_does_not_start(pr
     assert "pipeline-bot.yml" in proc.stderr
 
 
+# ------------------------------------------- --repo and --config: for clients without a cwd
+
+
+def _started_elsewhere(tmp_path, env, *args):
+    """`pipeline-bot mcp ARGS` over stdio from a folder outside any repository, as Claude
+    Desktop starts it."""
+    elsewhere = tmp_path / "desktop"
+    elsewhere.mkdir(exist_ok=True)
+    return StdioServerParameters(
+        command=SCRIPT, args=["mcp", *map(str, args)], env=env, cwd=str(elsewhere)
+    )
+
+
+def test_a_client_that_cannot_set_the_working_directory_names_the_repository(
+    protected, tmp_path, kube_api, namespace
+):
+    repo, env = protected
+    server = _started_elsewhere(tmp_path, env, "--repo", repo.root)
+    refused, asked = _deploy(server, environment="production")
+    assert refused.is_error is True, _text(refused)
+    assert "environment 'production' is protected from AI assistants" in _text(refused)
+    assert asked == []
+    assert _deployments(kube_api, namespace) == []
+    # "." is the --repo repository, and its staging environment deploys
+    result, asked = _deploy(server, environment="staging", repository=".")
+    assert result.is_error is False, _text(result)
+    assert len(asked) == 1
+    assert _deployments(kube_api, f"{namespace}-staging") == ["shop"]
+
+
+def test_a_config_file_given_at_start_is_the_policy_not_the_repositorys_own(
+    protected, tmp_path, kube_api, namespace
+):
+    repo, env = protected
+    repo.write({".github/pipeline-bot.yml": _config(namespace, "confirm")})  # lenient
+    strict = tmp_path / "policy.yml"
+    strict.write_text(_config(namespace))
+    server = _started_elsewhere(tmp_path, env, "--repo", repo.root, "--config", strict)
+    result, asked = _deploy(server, environment="production")
+    assert result.is_error is True, _text(result)
+    assert "environment 'production' is protected from AI assistants" in _text(result)
+    assert asked == []
+    assert _deployments(kube_api, namespace) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "config", "said"),
+    [
+        ("nowhere", None, "the MCP server's repository '{tmp}/nowhere' does not exist"),
+        ("plain", None, "--repo '{tmp}/plain' is not in a git repository"),
+        ("repo", "missing.yml", "file not found"),
+        ("repo", "broken.yml", "invalid configuration: {tmp}/broken.yml"),
+    ],
+)
+def test_a_bad_repo_or_config_is_one_error_line_and_the_server_never_starts(
+    protected, tmp_path, where, config, said
+):
+    base, env = protected
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "broken.yml").write_text("version: 1\nenvironments: [{name: Prod}]\n")
+    args = ["--repo", str(base.root if where == "repo" else tmp_path / where)]
+    if config:
+        args += ["--config", str(tmp_path / config)]
+    proc = subprocess.run(
+        [SCRIPT, "mcp", *args],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""  # no MCP message: the server did not start
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert said.format(tmp=tmp_path) in proc.stderr
+
+
 # ---------------------------------------------------- the rule, environment by environment
 
 ENVIRONMENTS = RepoConfig(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.errors import NotARepositoryError, PipelineBotError
 from pipeline_bot.models import DeploymentStatus, DeployResult
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -516,11 +516,26 @@ def register_mcp(app: typer.Typer) -> None:
         kubeconfig: Kubeconfig = None,
         context: Context = None,
         prometheus_url: PromUrl = None,
+        repo: Annotated[
+            Path | None,
+            typer.Option(
+                "--repo",
+                help="The repository whose .github/pipeline-bot.yml is the policy, read once at "
+                "start. Default: the working directory's (pass it when the client cannot set one).",
+            ),
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option(
+                "--config", help="The policy's config file, instead of the repository's own."
+            ),
+        ] = None,
     ) -> None:
         """Serve the tools over the Model Context Protocol (stdio or streamable HTTP)."""
         import functools
 
         from pipeline_bot.mcp_server.server import build_server
+        from pipeline_bot.mcp_server.trust import TrustedPolicy
         from pipeline_bot.tools import build_registry
 
         if transport not in ("stdio", "http"):
@@ -528,9 +543,20 @@ def register_mcp(app: typer.Typer) -> None:
         # collaborators are built on the first tool call: starting has no side effects
         ctx = functools.cache(lambda: tool_context(kubeconfig, context, prometheus_url))
         try:
+            # the policy comes from the command line, never from a tool call's arguments
+            where = repo.expanduser() if repo is not None else None
+            policy = TrustedPolicy.from_repository(
+                where, config.expanduser() if config is not None else None
+            )
+            if where is not None and not (policy.root or where).joinpath(".git").exists():
+                raise NotARepositoryError(
+                    f"--repo {str(where)!r} is not in a git repository (no .git in it or above it)",
+                    repo=str(where),
+                )
             server = build_server(
                 build_registry(),
                 ctx,
+                policy=policy,
                 read_only=read_only,
                 include=tools.split(",") if tools else None,
                 exclude=exclude_tools.split(",") if exclude_tools else None,
@@ -544,5 +570,6 @@ def register_mcp(app: typer.Typer) -> None:
             token = get_settings().mcp_token
             serve(server, host=host, port=port, token=token.get_secret_value() if token else None)
         except PipelineBotError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
+            # one line, whatever a YAML parser put in the message
+            typer.echo(f"error: {' '.join(exc.message.split())}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -88,6 +88,10 @@ class GitHubApiDouble:
             return 200, self.example("integration")
         if method == "GET" and path == r:
             return 200, self.example("full-repository")
+        if m := re.fullmatch(r"/repos/([^/]+/[^/]+)/installation", path):
+            if m[1] != REPO:  # the App is installed on the test repository only
+                return 404, {"message": "Not Found"}
+            return 200, self.example("installation")
         if method == "GET" and path.startswith(f"{r}/contents/"):
             name = path.removeprefix(f"{r}/contents/")
             if self.config is None or name != ".github/pipeline-bot.yml":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline_bot.app import buttons
 from pipeline_bot.app.context import CHECK_NAME, EventContext
 from pipeline_bot.core import checkrun
 from pipeline_bot.errors import ConfigError, PipelineBotError
@@ -81,7 +80,7 @@ def analyse_pull_request(
             "status": "completed",
             "conclusion": checkrun.conclusion(result, config.risk.fail_on),
             "output": {**output, "annotations": parts[-1]},
-            "actions": buttons.actions(envs),
+            "actions": checkrun.actions(envs),
         },
     )
     return f"analysed: {result.risk.level} risk, {len(found)} annotations"

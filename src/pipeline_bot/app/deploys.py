@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline_bot.app.context import EventContext
 from pipeline_bot.app.retries import began, latest_deploy, record_failure, repeat_refusal
-from pipeline_bot.core.manifests import image_repository
+from pipeline_bot.core.manifests import image_reference
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.models import DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
@@ -99,7 +99,7 @@ def _github_deployment(
     github_id = ctx.state.get(key)
     if github_id is not None:
         return int(github_id)
-    image = image_reference(config, app, tag)
+    image = image_reference(config, app, tag) or tag  # a bare tag, when it names no image
     payload: dict[str, Any] = {
         "app": app,
         "strategy": strategy,
@@ -122,17 +122,6 @@ def _github_deployment(
     )
     ctx.save(**{key: github_id})
     return int(github_id)
-
-
-def image_reference(config: RepoConfig, app: str, tag: str) -> str:
-    """The image a deploy of `tag` runs: a full reference as given, a bare tag on the service's
-    image (as deploy_application resolves it)."""
-    if ":" in tag.rsplit("/", 1)[-1] or "@" in tag or "/" in tag:
-        return tag
-    service = next((s for s in config.services if s.name == app), None)
-    if service is None or not service.image:
-        return tag
-    return f"{image_repository(service.image)}:{tag}"
 
 
 def image_tag(image: str) -> str:

@@ -20,6 +20,7 @@ from pipeline_bot.app.context import AppServices
 from pipeline_bot.app.intake import IntakeWriter, LoopWriter, WebhookIntake
 from pipeline_bot.app.worker import Worker
 from pipeline_bot.errors import ConfigError, ConfigProblem
+from pipeline_bot.repo_config import RepoConfig
 from pipeline_bot.settings import Settings
 
 log = logging.getLogger("pipeline_bot.app")
@@ -97,19 +98,31 @@ def create_app(
     secret: bytes,
     *,
     api_token: str | None = None,
+    repository: str | None = None,
     mcp: bool = True,
     start_worker: bool = True,
     retention_days: float = 14,
     workers: int = 4,
 ) -> Any:
+    """The App as an ASGI app. /mcp holds every call to `repository`'s (owner/name, the App's
+    installation repository) config on its default branch; without one it refuses them."""
     mcp_app: Any = None
     mcp_server: Any = None
     if mcp:
         from pipeline_bot.cli_deploy import tool_context
         from pipeline_bot.mcp_server.http import BearerToken
         from pipeline_bot.mcp_server.server import build_server
+        from pipeline_bot.mcp_server.trust import installation_policy
 
-        mcp_server = build_server(services.registry, lambda: tool_context(None, None))
+        def load(repo: str) -> RepoConfig:
+            gh = services.github.installation_for(repo)
+            return services.configs.load(gh, repo, gh.default_branch(repo))
+
+        mcp_server = build_server(
+            services.registry,
+            lambda: tool_context(None, None),
+            policy=installation_policy(repository, load),
+        )
         inner = mcp_server.streamable_http_app()  # serves /mcp
         mcp_app = BearerToken(inner, api_token) if api_token else _Refuse()
 
@@ -195,6 +208,7 @@ def serve(host: str, port: int, settings: Settings) -> None:
         services,
         secret,
         api_token=token,
+        repository=settings.github_repository,
         retention_days=settings.delivery_retention_days,
         workers=settings.app_workers,
     )

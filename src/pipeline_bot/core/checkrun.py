@@ -1,9 +1,17 @@
-"""An analysis as GitHub check run output: annotations in batches, conclusion, buttons. Pure."""
+"""An analysis as GitHub check run output: annotations in batches, conclusion, buttons. Pure.
+
+A button's identifier holds 20 characters, and an environment's name does not fit one
+(`deploy:preproduction-eu` cut to 20 is `deploy:preproduction`, another environment), so the
+deploy button carries a hash of the name. A press deploys to the configured environment with
+that hash, and is refused when none has it any more (the config changed since the analysis).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from pipeline_bot.core.commands import CommandSyntaxError
 from pipeline_bot.core.report import analysis_markdown
 from pipeline_bot.models import SEVERITY_ORDER, Analysis, Finding
 
@@ -12,6 +20,14 @@ MAX_ANNOTATIONS = 1000
 SUMMARY_LIMIT = 65_000  # GitHub refuses output.summary over 65,535 characters
 _LEVEL = {"critical": "failure", "high": "failure", "medium": "warning"}
 _RISK = {"low": 1, "medium": 2, "high": 3, "critical": 4, "never": 99}
+LABEL_LIMIT, DESCRIPTION_LIMIT, IDENTIFIER_LIMIT = 20, 40, 20  # GitHub's, for a button
+DEPLOY_BUTTON = "deploy:"
+_HASH_CHARS = IDENTIFIER_LIMIT - len(DEPLOY_BUTTON)
+STALE_BUTTON = (
+    "this button's environment is no longer in the configuration on the default branch (it "
+    "changed since the analysis): press **Re-analyze** for new buttons, or comment "
+    "`/deploy <environment>`."
+)
 
 
 def annotations_for(findings: list[Finding]) -> tuple[list[dict[str, Any]], int]:
@@ -71,9 +87,9 @@ def actions(environments: list[str]) -> list[dict[str, str]]:
         env = environments[0]
         out.append(
             {
-                "label": f"Deploy to {env}"[:20],
-                "description": f"Deploy this head commit to {env}"[:40],
-                "identifier": f"deploy:{env}"[:20],
+                "label": _fit(f"Deploy to {env}", LABEL_LIMIT),
+                "description": _fit(f"Deploy this head to {env}", DESCRIPTION_LIMIT),
+                "identifier": DEPLOY_BUTTON + button_digest(env),
             }
         )
     out.append(
@@ -84,3 +100,22 @@ def actions(environments: list[str]) -> list[dict[str, str]]:
         }
     )
     return out
+
+
+def button_digest(environment: str) -> str:
+    return hashlib.sha256(environment.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def button_environment(token: str, configured: list[str]) -> str:
+    """The configured environment a deploy button names (`token` follows `deploy:`)."""
+    for name in configured:
+        if button_digest(name) == token:
+            return name
+    # a button from before the hashes: its name is whole only when it was under the limit
+    if len(DEPLOY_BUTTON + token) < IDENTIFIER_LIMIT and token in configured:
+        return token
+    raise CommandSyntaxError(STALE_BUTTON, "deploy")
+
+
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

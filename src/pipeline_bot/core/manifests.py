@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from pipeline_bot.errors import ManifestError
+from pipeline_bot.repo_config import RepoConfig
 
 Obj = dict[str, Any]
 # kinds whose pod template sits at these paths
@@ -133,6 +134,18 @@ def image_repository(image: str) -> str:
     if ":" in last[-1]:
         last[-1] = last[-1].split(":", 1)[0]
     return "/".join(last)
+
+
+def image_reference(config: RepoConfig, app: str, tag: str) -> str | None:
+    """The image a deploy of `tag` to `app` runs: a full reference (`repo:tag`, `repo@digest`,
+    a path) as given; a bare tag on the service's configured image; None for a bare tag when
+    the service has no image to put it on."""
+    if ":" in tag.rsplit("/", 1)[-1] or "@" in tag or "/" in tag:
+        return tag
+    service = next((s for s in config.services if s.name == app), None)
+    if service is None or not service.image:
+        return None
+    return f"{image_repository(service.image)}:{tag}"
 
 
 def substitute_images(objs: list[Obj], images: list[str]) -> tuple[list[Obj], int]:

@@ -26,6 +26,12 @@ MEMBERS_PERMISSION = (
     "grants it by accepting the App's updated permissions in the installation's settings "
     "(app.yml requests `members: read`)"
 )
+NOT_INSTALLED = (
+    "the App is not installed on {repo}, so it cannot read that repository's "
+    ".github/pipeline-bot.yml: install the App on {repo}, or set GITHUB_REPOSITORY to a "
+    "repository it is installed on"
+)
+_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 MAX_COMPARE_PAGES = 30  # 100 files a page: GitHub lists at most 3,000 files of a comparison
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
@@ -59,6 +65,22 @@ class GitHubApp:
                 client = Installation(self._github(auth))
                 self._clients[installation_id] = client
             return client
+
+    def installation_for(self, repo: str) -> Installation:
+        """The App's installation on `repo` (owner/name), found with the App's JWT."""
+        if not _REPO.fullmatch(repo):
+            raise IntegrationError(f"{repo!r} is not a repository's owner/name", service="github")
+        gh = self._github(AppAuthStrategy(self.app_id, self._key))
+        try:
+            data, _ = _request(
+                gh, "GET", f"/repos/{repo}/installation", f"for the App's installation on {repo}"
+            )
+        except IntegrationError as exc:
+            if exc.status == 404:
+                message = NOT_INSTALLED.format(repo=repo)
+                raise IntegrationError(message, service="github", status=404) from None
+            raise
+        return self.installation(int(data["id"]))
 
     def app_info(self) -> dict[str, Any]:
         """GET /app with the App's JWT: checks the id and key belong together."""
@@ -102,6 +124,10 @@ class Installation:
 
     def repository(self, repo: str) -> dict[str, Any]:
         return self._do("GET", f"/repos/{repo}", f"for {repo}")  # type: ignore[no-any-return]
+
+    def default_branch(self, repo: str) -> str:
+        """The repository's default branch (its config is read from there, never a PR's)."""
+        return str(self.repository(repo)["default_branch"])
 
     def file(self, repo: str, path: str, ref: str) -> tuple[str, str] | None:
         """(blob sha, text) of a file at `ref`, None when it does not exist."""

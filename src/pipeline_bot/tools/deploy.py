@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.analysis import analyze
 from pipeline_bot.core.canary import DEFAULT_GATES
-from pipeline_bot.core.manifests import image_repository
+from pipeline_bot.core.manifests import image_reference
 from pipeline_bot.core.strategy import strategy_named
 from pipeline_bot.deploy.engine import DeployEngine, render_only
 from pipeline_bot.deploy.gates import PrometheusGate
@@ -93,17 +93,14 @@ def _engine(
 
 
 def _image(args: DeployInput, config: RepoConfig) -> str:
-    tag = args.image_tag
-    if ":" in tag.rsplit("/", 1)[-1] or "@" in tag or "/" in tag:
-        return tag
-    service = next((s for s in config.services if s.name == args.app_name), None)
-    if service is None or not service.image:
+    image = image_reference(config, args.app_name, args.image_tag)
+    if image is None:
         raise ToolError(
-            f"image_tag {tag!r} is only a tag, and service {args.app_name!r} has no "
+            f"image_tag {args.image_tag!r} is only a tag, and service {args.app_name!r} has no "
             "image in .github/pipeline-bot.yml; pass the full image reference",
             tool="deploy_application",
         )
-    return f"{image_repository(service.image)}:{tag}"
+    return image
 
 
 def _strategy(

@@ -1,15 +1,15 @@
 """check_run rerequested (analyse again) and requested_action (the check run's buttons).
 
 A button press is the same as the matching comment command, under the same authorisation; a
-deploy button names its environment exactly (see `buttons.py`).
+deploy button names its environment exactly (see `core/checkrun.py`).
 """
 
 from __future__ import annotations
 
-from pipeline_bot.app import buttons
 from pipeline_bot.app.checks import analyse_pull_request
 from pipeline_bot.app.commands import run_command
 from pipeline_bot.app.context import CHECK_NAME, EventContext
+from pipeline_bot.core.checkrun import button_environment
 from pipeline_bot.core.commands import CommandSyntaxError, parse_command
 from pipeline_bot.errors import ConfigError
 
@@ -53,4 +53,4 @@ def _environment(ctx: EventContext, kind: str, target: str) -> str:
         config = ctx.config()
     except ConfigError:
         return target  # run_command reports the configuration's problems
-    return buttons.environment(target, [e.name for e in config.environments])
+    return button_environment(target, [e.name for e in config.environments])
