@@ -10,11 +10,13 @@ from typing import Any
 
 from pipeline_bot.integrations.deliveries import Delivery, DeliveryStore
 from pipeline_bot.integrations.github_app import GitHubApp, Installation
+from pipeline_bot.integrations.mirror import MirroredRisk, Mirrors
 from pipeline_bot.integrations.ports import (
     ChangeSource,
     ClusterPort,
     LLMPort,
     MetricsPort,
+    RiskPort,
     StorePort,
 )
 from pipeline_bot.repo_config import (
@@ -64,6 +66,9 @@ class AppServices:
     llm: LLMPort | None = None  # the AI review, for repositories whose config has `ai: true`
     registry: ToolRegistry = field(default_factory=build_registry)
     configs: ConfigCache = field(default_factory=ConfigCache)
+    # the risk model, with the history of each repository read from a bare mirror of it
+    risk: RiskPort | None = None
+    mirrors: Mirrors | None = None
 
 
 class PreparedSource:
@@ -117,6 +122,20 @@ class EventContext:
         self.state.update(values)
         self.services.deliveries.save_state(self.delivery.id, self.state)
 
+    def _risk(self) -> RiskPort | None:
+        services = self.services
+        if services.risk is None or services.mirrors is None:
+            return services.risk
+        installation = self.delivery.installation_id
+        repo = self.repo
+
+        def token() -> str | None:
+            if installation is None:
+                return None
+            return services.github.read_token(installation, repo)
+
+        return MirroredRisk(services.risk, services.mirrors, token)
+
     def fail(self, reason: str) -> None:
         """Mark the delivery failed once the handler returns: listed in /deliveries?status=failed,
         run again only by POST /deliveries/{id}/retry."""
@@ -125,6 +144,7 @@ class EventContext:
     def tools(self, config: RepoConfig, source: ChangeSource | None = None) -> ToolContext:
         return ToolContext(
             source=PreparedSource(source) if source else None,
+            risk=self._risk(),
             cluster=self.services.cluster,
             store=self.services.store,
             metrics=self.services.metrics,

@@ -68,8 +68,10 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
     from pipeline_bot.integrations.github_app import GitHubApp
     from pipeline_bot.integrations.kubernetes import KubernetesCluster
     from pipeline_bot.integrations.llm import llm_from_settings
+    from pipeline_bot.integrations.mirror import Mirrors
     from pipeline_bot.integrations.store import SqlStore, default_database_url
     from pipeline_bot.repo_config import Environment
+    from pipeline_bot.wiring import cache_dir, risk_port
 
     app_id, key, secret = _required(settings)
     url = settings.database_url or default_database_url()
@@ -89,6 +91,8 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
         cluster=cluster,
         metrics=metrics_for(None),
         llm=llm_from_settings(settings),
+        risk=risk_port(settings),
+        mirrors=Mirrors(cache_dir(settings) / "mirrors", server_url=settings.github_server_url),
     )
     return services, secret
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
+from datetime import datetime
 from typing import Any
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
@@ -45,6 +47,7 @@ class GitHubApp:
         self._api_url = api_url
         self._clients: dict[int, Installation] = {}
         self._bot: str | None = None
+        self._read_tokens: dict[tuple[int, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
         # this App's own token cache (githubkit's default one is shared by the whole process)
         self._cache = MemCacheStrategy()
@@ -87,6 +90,29 @@ class GitHubApp:
         gh = self._github(AppAuthStrategy(self.app_id, self._key))
         data, _ = _request(gh, "GET", "/app", "for the App (check GITHUB_APP_ID and the key)")
         return data  # type: ignore[no-any-return]
+
+    def read_token(self, installation_id: int, repo: str) -> str:
+        """A token that can only read this one repository's contents (for its history mirror),
+        kept until five minutes before it expires."""
+        key = (installation_id, repo)
+        now = time.time()
+        with self._lock:
+            cached = self._read_tokens.get(key)
+        if cached and cached[1] - 300 > now:
+            return cached[0]
+        gh = self._github(AppAuthStrategy(self.app_id, self._key))
+        data, _ = _request(
+            gh,
+            "POST",
+            f"/app/installations/{installation_id}/access_tokens",
+            f"for a read-only token of {repo}",
+            json={"repositories": [repo.split("/", 1)[1]], "permissions": {"contents": "read"}},
+        )
+        token = str(data["token"])
+        expires = _epoch(data.get("expires_at")) or now + 3000
+        with self._lock:
+            self._read_tokens[key] = (token, expires)
+        return token
 
     def bot_login(self) -> str:
         """The login of the App's bot user, `<app-slug>[bot]`, which writes its comments."""
@@ -310,6 +336,15 @@ def _commit(c: dict[str, Any]) -> Commit:
         timestamp=author.get("date") or "1970-01-01T00:00:00Z",
         message=c["commit"]["message"],
     )
+
+
+def _epoch(stamp: Any) -> float | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _request(gh: GitHub[Any], method: str, path: str, what: str, **kw: Any) -> tuple[Any, Any]:
