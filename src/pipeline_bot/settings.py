@@ -24,6 +24,13 @@ class Settings(BaseSettings):
         description="auto: learn from the repository's history pooled with the public prior; "
         "prior: the public prior only; rules: the fixed rule weights (no model).",
     )
+    risk_refit_every: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="The risk model is refitted about every this many "
+        "mainline commits (at commits whose sha is a multiple of it).",
+    )
     risk_horizon_days: int = Field(
         30, ge=1, le=365, description="A commit counts as fine only after this many days."
     )

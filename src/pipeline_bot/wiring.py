@@ -30,6 +30,7 @@ def risk_port(settings: Settings, progress: Callable[[str], None] | None = None)
         window=settings.history_commits,
         horizon_days=settings.risk_horizon_days,
         learn=settings.risk_model == "auto",
+        refit_every=settings.risk_refit_every,
         git=settings.git_binary,
         progress=progress or (lambda _: None),
     )

@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline_bot.core.classify import Kind, is_auth_sensitive, kind_of_path
 
@@ -386,6 +387,28 @@ class HistoryState:
         self.authors.setdefault(record.author, _AuthorState()).problems += 1
         for f in record.files:
             self.files.setdefault(f.path, _FileState()).problems += 1
+
+    def to_data(self) -> dict[str, object]:
+        """Plain data (for a cache), read back by `from_data`."""
+        return {
+            "commits": self.commits,
+            "files": {
+                p: [fs.changes, sorted(fs.authors), fs.last_time, fs.fixes, fs.problems]
+                for p, fs in self.files.items()
+            },
+            "authors": {
+                a: [st.times, st.subsystems, st.problems] for a, st in self.authors.items()
+            },
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> HistoryState:
+        state = cls(commits=int(data["commits"]))
+        for p, (changes, authors, last, fixes, problems) in data["files"].items():
+            state.files[p] = _FileState(changes, set(authors), last, fixes, problems)
+        for a, (times, subsystems, problems) in data["authors"].items():
+            state.authors[a] = _AuthorState(list(times), dict(subsystems), problems)
+        return state
 
 
 def replay(

@@ -132,12 +132,6 @@ class HistoryMiner:
         out = self._git("rev-list", "--first-parent", f"--max-count={size}", head, "--")
         return out.split()[::-1]
 
-    def first_parent_depth(self, head: str) -> int:
-        return int(self._git("rev-list", "--first-parent", "--count", head, "--").strip() or 0)
-
-    def first_parent_ancestor(self, head: str, steps: int) -> str:
-        return self._git("rev-parse", "--verify", "--end-of-options", f"{head}~{steps}").strip()
-
     def is_shallow(self) -> bool:
         return self._git("rev-parse", "--is-shallow-repository").strip() == "true"
 
@@ -156,7 +150,10 @@ class HistoryMiner:
             records, blamed = self._pass(head, size)
             self.store.put_records(records)
             return Mined(records, blamed)
-        shas = self.window(head, size)
+        return Mined(self.records(self.window(head, size)), None)
+
+    def records(self, shas: Sequence[str]) -> list[CommitRecord]:
+        """These commits' records, in this order: from the cache, the rest read from git."""
         have = self.store.records(shas)
         missing = [sha for sha in shas if sha not in have]
         if missing:
@@ -165,7 +162,7 @@ class HistoryMiner:
             fresh = self._read(missing)
             self.store.put_records(fresh)
             have.update((r.sha, r) for r in fresh)
-        return Mined([have[sha] for sha in shas if sha in have], None)
+        return [have[sha] for sha in shas if sha in have]
 
     # ----------------------------------------------------------------- reading git
 

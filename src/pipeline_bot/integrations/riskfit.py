@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_bot.core.dataset import Dataset, Row, build
-from pipeline_bot.core.features import replay
+from pipeline_bot.core.features import HistoryState, replay
 from pipeline_bot.core.labels import label_history
 from pipeline_bot.core.riskmodel import ModelParams, RiskInputs, transform
 from pipeline_bot.errors import IntegrationError
@@ -246,6 +246,7 @@ class LabelledHistory:
     blamed: dict[str, list[str]]
     aliases: dict[str, str]
     records: int
+    window: list[str]  # the shas mined, oldest first
 
 
 def labelled_history(
@@ -256,13 +257,23 @@ def labelled_history(
     blamed = mined.blamed or {}
     aliases = miner.aliases(mined.records) if mined.records else {}
     data = build(mined.records, blamed, aliases=aliases, horizon_days=horizon_days)
-    return LabelledHistory(data, blamed, aliases, len(mined.records))
+    shas = [r.sha for r in mined.records]
+    return LabelledHistory(data, blamed, aliases, len(mined.records), shas)
 
 
 REFIT_EVERY = 50
-"""The model is refitted every this many mainline commits: the fit for a head is the one at its
-first-parent ancestor whose depth is a multiple of this, so the score of a commit never depends
-on which analyses ran before it (or on what the cache holds)."""
+"""The model is refitted about every this many mainline commits: the fit for a head is the one at
+the newest mainline commit below it whose sha, read as a number, is a multiple of this. So the
+score of a commit never depends on which analyses ran before it (or on what the cache holds), and
+finding the checkpoint costs nothing but the history window git lists anyway."""
+
+
+def checkpoint(window: Sequence[str], every: int = REFIT_EVERY) -> str | None:
+    """The newest commit of a window (oldest first) that the model is fitted at."""
+    for sha in reversed(window):
+        if int(sha[:8], 16) % every == 0:
+            return sha
+    return None
 
 
 class HistoryRisk:
@@ -275,6 +286,7 @@ class HistoryRisk:
         window: int = 5000,
         horizon_days: int = 30,
         learn: bool = True,
+        refit_every: int = REFIT_EVERY,
         git: str = "git",
         progress: Progress = no_progress,
     ) -> None:
@@ -282,6 +294,7 @@ class HistoryRisk:
         self.window = window
         self.horizon_days = horizon_days
         self.learn = learn
+        self.refit_every = refit_every
         self.git = git
         self.progress = progress
 
@@ -302,62 +315,92 @@ class HistoryRisk:
             store.close()
 
     def _assess(self, miner: HistoryMiner, changes: ChangeSet) -> RiskInputs:
-        if not self.learn:
-            return self._history_of_change(miner, changes, load_prior(rows=False).params(), {}, {})
-        head = changes.head
-        depth = miner.first_parent_depth(head)
-        if depth < REFIT_EVERY:  # too young a history to learn from
-            return self._history_of_change(miner, changes, load_prior(rows=False).params(), {}, {})
-        checkpoint = miner.first_parent_ancestor(head, depth % REFIT_EVERY)
-        meta = prior_meta()
-        key = f"{checkpoint}:{self.window}:{self.horizon_days}:{meta['built_at']}"
+        window = miner.window(changes.head, self.window)
+        at = checkpoint(window, self.refit_every) if self.learn else None
+        if at is None:  # the prior alone: asked for, or a history too young to have a checkpoint
+            params = load_prior(rows=False).params()
+            return self._replayed(miner, changes, window, params, {}, {})
+        entry = self._model_at(miner, at)
+        params = ModelParams.model_validate(entry["params"])
+        own = {c.sha for c in changes.commits}
+        since = window[window.index(at) + 1 :]
+        if at in own or any(sha in own for sha in entry["window"]):
+            # the change is part of the checkpoint's history: replay without it
+            return self._replayed(miner, changes, window, params, entry["blamed"], entry["aliases"])
+        state = HistoryState.from_data(entry["state"])
+        for record in miner.records([sha for sha in since if sha not in own]):
+            state.add(record)
+        note = (
+            f"the {entry['commits']:,} mainline commits up to {at[:12]} (where the model was "
+            f"fitted) and the {len(since):,} since"
+        )
+        return self._inputs(miner, changes, params, state, note, len(window))
+
+    def _model_at(self, miner: HistoryMiner, at: str) -> dict[str, Any]:
+        """The fit at a checkpoint, with the history it saw: cached, else mined and fitted."""
+        key = f"{at}:{self.window}:{self.horizon_days}:{prior_meta()['built_at']}:v2"
         cached = miner.store.model(key)
         if cached is not None:
-            entry = json.loads(cached)
-            params = ModelParams.model_validate(entry["params"])
-            blamed, aliases = entry["blamed"], entry["aliases"]
-        else:
-            self.progress(
-                "learning the risk model from this repository's history (the first analysis "
-                f"after {REFIT_EVERY} new commits does this; the next ones reuse it)"
-            )
-            learned = labelled_history(
-                miner, checkpoint, window=self.window, horizon_days=self.horizon_days
-            )
-            self.progress(
-                f"fitting on {len(learned.dataset.rows):,} labelled commits "
-                f"({learned.dataset.positives:,} went wrong) and the prior corpus"
-            )
-            params = fit(load_prior(), learned.dataset.rows, newest_commit=checkpoint)
-            blamed, aliases = learned.blamed, learned.aliases
-            entry = {"params": params.model_dump(mode="json"), "blamed": blamed, "aliases": aliases}
-            miner.store.put_model(key, json.dumps(entry), time.time())
-        return self._history_of_change(miner, changes, params, blamed, aliases)
+            return json.loads(cached)  # type: ignore[no-any-return]
+        self.progress(
+            "learning the risk model from this repository's history (the first analysis after "
+            f"about {self.refit_every} new commits does this; the next ones reuse it)"
+        )
+        learned = labelled_history(miner, at, window=self.window, horizon_days=self.horizon_days)
+        data = learned.dataset
+        self.progress(
+            f"fitting on {len(data.rows):,} labelled commits ({data.positives:,} went wrong) "
+            "and the prior corpus"
+        )
+        params = fit(load_prior(), data.rows, newest_commit=at)
+        entry = {
+            "params": params.model_dump(mode="json"),
+            "blamed": learned.blamed,
+            "aliases": learned.aliases,
+            "window": learned.window,
+            "commits": learned.records,
+            "state": data.state.to_data(),
+        }
+        miner.store.put_model(key, json.dumps(entry, separators=(",", ":")), time.time())
+        return entry
 
-    def _history_of_change(
+    def _replayed(
         self,
         miner: HistoryMiner,
         changes: ChangeSet,
+        window: list[str],
         params: ModelParams,
         blamed: dict[str, list[str]],
         aliases: dict[str, str],
     ) -> RiskInputs:
-        mined = miner.mine(changes.head, self.window, szz=False)
+        """The change's history from a replay of the whole window below it (without it)."""
         own = {c.sha for c in changes.commits}
-        records = [r for r in mined.records if r.sha not in own]
-        paths = [f.path for f in changes.files]
-        lines_before = miner.sizes_at(changes.base, paths)
-        if miner.is_shallow() and len(mined.records) < self.window:
-            note = "shallow clone: the history before the change is not here (fetch-depth: 0)"
-            return RiskInputs(params, None, lines_before, note)
-        if not records:
-            note = "no commits before the change"
-            return RiskInputs(params, None, lines_before, note)
+        records = [r for r in miner.records(window) if r.sha not in own]
         labels = label_history(records, blamed, aliases)
         _, state = replay(records, labels.found_out, skip=len(records))
-        author = next((c for c in changes.commits if "Merge" not in c.message[:6]), None)
+        note = f"the last {len(records):,} mainline commits before the change"
+        return self._inputs(miner, changes, params, state, note, len(window), empty=not records)
+
+    def _inputs(
+        self,
+        miner: HistoryMiner,
+        changes: ChangeSet,
+        params: ModelParams,
+        state: HistoryState,
+        note: str,
+        listed: int,
+        *,
+        empty: bool = False,
+    ) -> RiskInputs:
+        paths = [f.path for f in changes.files]
+        lines_before = miner.sizes_at(changes.base, paths)
+        if listed < self.window and miner.is_shallow():
+            note = "shallow clone: the history before the change is not here (fetch-depth: 0)"
+            return RiskInputs(params, None, lines_before, note)
+        if empty:
+            return RiskInputs(params, None, lines_before, "no commits before the change")
+        author = next((c for c in changes.commits if not c.message.startswith("Merge ")), None)
         head = changes.commits[0] if changes.commits else None
         when = int(head.timestamp.timestamp()) if head else 0
         history = state.history_features(paths, author.email.lower() if author else "", when)
-        note = f"the last {len(records):,} mainline commits before the change"
         return RiskInputs(params, history, lines_before, note)
