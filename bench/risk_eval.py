@@ -72,7 +72,8 @@ def main() -> int:
     if sum(y) < 5 or len(y) - sum(y) < 5:
         print(f"error: the newer part has {sum(y)} positives of {len(y)}: too few", file=sys.stderr)
         return 2
-    prior, dropped = _prior_without(load_prior(), {r.sha[:12] for r in records})
+    prior, left_out = load_prior().without([r.sha for r in records])
+    dropped = ", ".join(left_out)
     coef, intercept = fit_pooled(prior, train)
     model = _params(prior, coef, intercept)
     coef0, intercept0 = fit_pooled(prior, [])
@@ -86,15 +87,6 @@ def main() -> int:
         scores["rule weights"] = _rule_scores(args.repo, test, records)
     _report(args, full, records, train, test, y, scores, dropped, time.monotonic() - t0)
     return 0
-
-
-def _prior_without(prior: Prior, shas: set[str]) -> tuple[Prior, str]:
-    """The prior without the evaluated repository, if it holds any of its commits."""
-    hit = {r.repo for r in prior.rows if r.commit in shas}
-    if not hit:
-        return prior, ""
-    names = ", ".join(prior.repositories[i] for i in sorted(hit))
-    return Prior(prior.meta, tuple(r for r in prior.rows if r.repo not in hit)), names
 
 
 def _params(prior: Prior, coef: list[float], intercept: float) -> ModelParams:

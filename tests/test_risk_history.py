@@ -172,3 +172,17 @@ def test_the_fitted_model_is_cached_and_the_next_analysis_reuses_it(
     with sqlite3.connect(files[0]) as db:
         assert db.execute("SELECT count(*) FROM models").fetchone()[0] == 1
         assert db.execute("SELECT count(*) FROM records").fetchone()[0] >= 119
+
+
+def test_a_repository_of_the_prior_never_learns_its_own_future_from_it():
+    from pipeline_bot.integrations.riskfit import load_prior
+
+    prior = load_prior()
+    first = next(r for r in prior.rows if r.repo == 0)
+    without, names = prior.without([first.commit + "0" * 28])
+    assert names == [prior.repositories[0]]
+    assert all(r.repo != 0 for r in without.rows)
+    assert len(without.rows) < len(prior.rows)
+    same, none = prior.without(["f" * 40])
+    assert none == []
+    assert same is prior

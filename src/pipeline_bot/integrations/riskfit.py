@@ -64,6 +64,16 @@ class Prior:
     def repositories(self) -> list[str]:
         return [r["name"] for r in self.meta["repositories"]]
 
+    def without(self, shas: Sequence[str]) -> tuple[Prior, list[str]]:
+        """The prior without the repositories any of these commits belong to: a repository of
+        the prior that is analysed must not learn from its own future through the prior."""
+        prefixes = {sha[:12] for sha in shas}
+        hit = {r.repo for r in self.rows if r.commit in prefixes}
+        if not hit:
+            return self, []
+        names = [self.repositories[i] for i in sorted(hit)]
+        return Prior(self.meta, tuple(r for r in self.rows if r.repo not in hit)), names
+
     def params(self) -> ModelParams:
         """The prior's own fit, for repositories without enough labelled history."""
         m = self.meta
@@ -140,8 +150,12 @@ def fit(
 ) -> ModelParams:
     """The pooled model for a repository; `kind` is `prior` when its own history is too short."""
     positives = sum(r.label for r in own)
+    prior, dropped = prior.without([r.sha for r in own])
     if len(own) < MIN_OWN_ROWS or positives < MIN_OWN_POSITIVES:
         base = prior.params()
+        if dropped:  # the shipped coefficients saw this repository: refit the prior without it
+            coef, intercept = fit_pooled(prior, [])
+            base = base.model_copy(update={"coef": coef, "intercept": intercept})
         note = (
             f"{len(own)} labelled commits with {positives} that went wrong: too few to learn "
             f"from yet (needs {MIN_OWN_ROWS} and {MIN_OWN_POSITIVES}); "
