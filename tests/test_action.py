@@ -80,6 +80,8 @@ def test_push_is_analysed_with_outputs_summary_and_annotations(base_repo, tmp_pa
     assert 0 <= int(outputs["risk-score"]) <= 100
     assert outputs["strategy"] in ("canary", "blue-green")
     assert "chance that this change is reverted or needs a fix" in summary
+    # the mined history and the model stay in the workspace for actions/cache to keep
+    assert list((base_repo.root / ".pipeline-bot-cache" / "risk").glob("*.sqlite3"))
     assert Path(outputs["summary-markdown"]).read_text().startswith("## ")
     assert "### Why this risk" in summary
     assert any(
