@@ -15,9 +15,19 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from tests.kubeapi import patch as patches
+from tests.kubeapi import validate
 from tests.kubeapi.controller import Controller, Settings
 from tests.kubeapi.faults import Faults, too_many_requests
-from tests.kubeapi.store import BY_PATH, RESOURCES, ApiError, Obj, Resource, Store, gone
+from tests.kubeapi.store import (
+    BY_PATH,
+    RESOURCES,
+    ApiError,
+    Obj,
+    Resource,
+    Store,
+    check_preconditions,
+    gone,
+)
 
 VERSION = {
     "major": "1",
@@ -427,7 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
                 obj["spec"]["replicas"] = body.get("spec", {}).get("replicas", 0)
                 self._send(200, self._scale_view(store.replace(res, ns, name or "", obj)))
                 return
-            body = self._validated(res, body, ns) if not sub else body
+            if not sub:
+                body = self._validated(res, body, ns, store.find(res, ns, name or ""))
             if body.get("metadata", {}).get("name") not in (None, name):
                 raise ApiError(400, "BadRequest", "the name of the object does not match the URL")
             self._send(
@@ -438,7 +449,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif verb == "DELETE":
             if name is None:
                 raise ApiError(405, "MethodNotAllowed", "deletecollection is not supported")
-            gone = store.get(res, ns, name) if dry else store.delete(res, ns, name)
+            body = self._body()
+            preconditions = (body.get("preconditions") if isinstance(body, dict) else None) or {}
+            if dry:
+                gone = store.get(res, ns, name)
+                check_preconditions(res, gone, preconditions)
+            else:
+                gone = store.delete(res, ns, name, preconditions)
             self._send(200, gone)
 
     def _wants_table(self) -> bool:
@@ -489,7 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pruned = patches.prune(current, self.api.applied.get(key), body)
                 merged = patches.strategic_merge(pruned, body, kind=res.kind)
                 if not sub:
-                    merged = self._validated(res, merged, ns)
+                    merged = self._validated(res, merged, ns, current)
                 merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 result = merged if dry else store.replace(res, ns, name, merged, subresource=sub)
             if not dry:
@@ -520,15 +537,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {ctype!r}")
         if not sub:
-            merged = self._validated(res, merged, ns)
+            merged = self._validated(res, merged, ns, current)
         if not precondition:
             merged["metadata"].pop("resourceVersion", None)
         self._send(200, merged if dry else store.replace(res, ns, name, merged, subresource=sub))
 
-    def _validated(self, res: Resource, obj: Any, ns: str) -> Obj:
+    def _validated(self, res: Resource, obj: Any, ns: str, current: Obj | None = None) -> Obj:
         if not isinstance(obj, dict):
             raise ApiError(400, "BadRequest", "the request body must be an object")
-        causes = []
+        obj = validate.decode(res, obj)
+        causes = validate.problems(res, obj, current)
         if obj.get("kind") not in (None, res.kind):
             causes.append({"field": "kind", "message": f"must be {res.kind}"})
         if res.kind == "Deployment":
@@ -539,7 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 422,
                 "Invalid",
-                f'{res.kind}.{res.group or "core"} "{name}" is invalid: {detail}',
+                f'{res.kind}{"." + res.group if res.group else ""} "{name}" is invalid: {detail}',
                 {
                     "name": name,
                     "group": res.group,
@@ -698,6 +716,12 @@ def _columns(res: Resource, obj: Obj) -> list[tuple[str, str, Any]]:
             ),
             ("Status", "string", waiting[0] if waiting else status.get("phase", "Pending")),
             ("Restarts", "integer", sum(c.get("restartCount", 0) for c in cs)),
+            ("Age", "string", _age(obj)),
+        ]
+    if res.kind == "Lease":
+        return [
+            ("Name", "string", name),
+            ("Holder", "string", spec.get("holderIdentity", "")),
             ("Age", "string", _age(obj)),
         ]
     return [("Name", "string", name), ("Age", "string", _age(obj))]

@@ -61,6 +61,7 @@ RESOURCES = [
         subresources=("status", "scale"),
         has_generation=True,
     ),
+    Resource("coordination.k8s.io", "v1", "leases", "Lease"),
     Resource(
         "apps",
         "v1",
@@ -99,13 +100,46 @@ class ApiError(Exception):
         }
 
 
+def qualified(res: Resource) -> str:
+    """`leases.coordination.k8s.io`, `pods`: how the API server names a resource in messages."""
+    return f"{res.plural}{'.' + res.group if res.group else ''}"
+
+
 def not_found(res: Resource, name: str) -> ApiError:
     return ApiError(
         404,
         "NotFound",
-        f'{res.plural}{"." + res.group if res.group else ""} "{name}" not found',
+        f'{qualified(res)} "{name}" not found',
         {"name": name, "group": res.group, "kind": res.plural},
     )
+
+
+def conflict(res: Resource, name: str, why: str) -> ApiError:
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(res)} "{name}": {why}',
+        {"name": name, "group": res.group, "kind": res.plural},
+    )
+
+
+def check_preconditions(res: Resource, obj: Obj, preconditions: Obj) -> None:
+    """DeleteOptions.preconditions, as the API server's storage checks them (409 Conflict)."""
+    meta = obj["metadata"]
+    uid, rv = preconditions.get("uid"), preconditions.get("resourceVersion")
+    if uid is not None and uid != meta.get("uid"):
+        raise conflict(
+            res,
+            meta["name"],
+            f"Precondition failed: UID in precondition: {uid}, UID in object meta: {meta['uid']}",
+        )
+    if rv is not None and rv != meta.get("resourceVersion"):
+        raise conflict(
+            res,
+            meta["name"],
+            f"Precondition failed: ResourceVersion in precondition: {rv}, "
+            f"ResourceVersion in object meta: {meta['resourceVersion']}",
+        )
 
 
 def gone(rv: int, compacted: int) -> ApiError:
@@ -184,7 +218,7 @@ class Store:
                 raise ApiError(
                     409,
                     "AlreadyExists",
-                    f'{res.plural}{"." + res.group if res.group else ""} "{name}" already exists',
+                    f'{qualified(res)} "{name}" already exists',
                     {"name": name, "group": res.group, "kind": res.plural},
                 )
             obj["apiVersion"], obj["kind"] = res.api_version, res.kind
@@ -209,13 +243,11 @@ class Store:
             meta = obj.setdefault("metadata", {})
             sent_rv = meta.get("resourceVersion")
             if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {res.plural} "{name}": the object '
-                    "has been modified; please apply your changes to the latest version "
-                    "and try again",
-                    {"name": name, "kind": res.plural},
+                raise conflict(
+                    res,
+                    name,
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
                 )
             if subresource == "status":
                 new = copy.deepcopy(old)
@@ -237,12 +269,14 @@ class Store:
             self._emit("MODIFIED", res, new)
             return copy.deepcopy(new)
 
-    def delete(self, res: Resource, ns: str, name: str) -> Obj:
+    def delete(self, res: Resource, ns: str, name: str, preconditions: Obj | None = None) -> Obj:
         with self.lock:
             key = (res, ns if res.namespaced else "", name)
-            old = self.objects.pop(key, None)
+            old = self.objects.get(key)
             if old is None:
                 raise not_found(res, name)
+            check_preconditions(res, old, preconditions or {})
+            del self.objects[key]
             old["metadata"]["resourceVersion"] = str(self._next_rv())
             self._emit("DELETED", res, old)
             if res.kind == "Namespace":  # everything in it goes with it

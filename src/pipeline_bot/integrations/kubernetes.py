@@ -182,19 +182,66 @@ class KubernetesCluster:
             return None
         return dict(out.to_dict())
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        resource_version: str | None = None,
+    ) -> bool:
+        """False when there was nothing to delete, or (with `resource_version`, a precondition)
+        when the object has changed since that version."""
         res = self._resource(api_version, kind)
+        body: Obj = {"propagationPolicy": "Background"}
+        if resource_version is not None:
+            body["preconditions"] = {"resourceVersion": resource_version}
         try:
             self._call(
                 f"delete {kind}/{name}",
-                lambda: res.delete(
-                    name=name, namespace=namespace, body={"propagationPolicy": "Background"}
-                ),
-                passthrough={404},
+                lambda: res.delete(name=name, namespace=namespace, body=body),
+                passthrough={404, 409},
             )
-        except dynamic.exceptions.NotFoundError:
+        except (dynamic.exceptions.NotFoundError, dynamic.exceptions.ConflictError):
             return False
         return True
+
+    def create(self, obj: Obj) -> Obj | None:
+        """Create the object; None when one of that name exists already (409 AlreadyExists)."""
+        meta = obj["metadata"]
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        try:
+            out = self._call(
+                f"create {obj['kind']}/{meta['name']}",
+                lambda: res.create(
+                    body=obj, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER
+                ),
+                passthrough={409},
+            )
+        except dynamic.exceptions.ConflictError:
+            return None
+        return dict(out.to_dict())
+
+    def replace(self, obj: Obj) -> Obj | None:
+        """Replace the object (PUT) if it is still at `metadata.resourceVersion`; None when it
+        has changed since, or is gone (409 Conflict, 404): read it again and decide again."""
+        meta = obj["metadata"]
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        try:
+            out = self._call(
+                f"replace {obj['kind']}/{meta['name']}",
+                lambda: res.replace(
+                    body=obj,
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                ),
+                passthrough={404, 409},
+            )
+        except (dynamic.exceptions.NotFoundError, dynamic.exceptions.ConflictError):
+            return None
+        return dict(out.to_dict())
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> Obj:
         """A JSON merge patch."""
