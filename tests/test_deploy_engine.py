@@ -10,6 +10,7 @@ import pytest
 from kubernetes import client
 
 from pipeline_bot.core.variants import COLOR_LABEL
+from pipeline_bot.deploy.cluster_store import ClusterStore
 from pipeline_bot.deploy.engine import DeployEngine
 from pipeline_bot.deploy.gates import Verdict
 from pipeline_bot.errors import IntegrationError, LockedError, ManifestError
@@ -43,8 +44,11 @@ def cluster(kube_api):
     return KubernetesCluster(client.ApiClient(cfg))
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(params=["sql", "cluster"])
+def store(request, tmp_path, cluster, namespace):
+    """Every test on both stores: SQL, and the cluster's own Leases and Secrets."""
+    if request.param == "cluster":
+        return ClusterStore(cluster, namespaces={"production": namespace})
     return SqlStore(f"sqlite:///{tmp_path / 'pb.db'}")
 
 

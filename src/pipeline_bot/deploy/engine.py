@@ -29,6 +29,7 @@ from pipeline_bot.core.variants import (
     selector_of,
 )
 from pipeline_bot.deploy.gates import Gate, PauseGate, StepContext
+from pipeline_bot.deploy.lock import DEFAULT_LEASE_SECONDS, HeldLock
 from pipeline_bot.deploy.workload import APP, Workload, build_workload
 from pipeline_bot.errors import DeployError, PipelineBotError
 from pipeline_bot.integrations.ports import ClusterPort, StorePort
@@ -64,6 +65,7 @@ class Run:
         self.objects: list[Obj] = []
         self.reasons: list[str] = []
         self.env: Environment | None = None
+        self.guard: HeldLock | None = None
 
     def step(
         self,
@@ -83,6 +85,8 @@ class Run:
             )
         )
         self.record.step = name
+        if self.guard is not None:
+            self.guard.check()  # a lock lost (a lease taken over) ends the operation here
         self.store.save(self.record)
         self.progress(f"{name}: {message}" if message else name)
 
@@ -129,12 +133,15 @@ class DeployEngine:
         gate: Gate | None = None,
         progress: Progress | None = None,
         lock_wait: float = 0.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.gate = gate or PauseGate()
         self.progress = progress or (lambda _msg: None)
         self.lock_wait = lock_wait
+        self.lease_seconds = lease_seconds
+        self.held: HeldLock | None = None  # the lock of the operation running now
 
     # ------------------------------------------------------------------ deploy
 
@@ -771,15 +778,22 @@ class DeployEngine:
 
     @contextmanager
     def _locked(self, environment: str, owner: str, reason: str, timeout: float) -> Iterator[None]:
-        self.store.acquire(environment, owner, reason, ttl=timeout + 60, wait=self.lock_wait)
-        try:
-            yield
-        finally:
-            self.store.release(environment, owner)
+        """Hold the environment's lock for as long as the block runs, however long its pauses:
+        a lease renewed in the background, not a deadline guessed from the rollout timeout."""
+        held = HeldLock(
+            self.store, environment, owner, reason, lease=self.lease_seconds, wait=self.lock_wait
+        )
+        with held:
+            self.held = held
+            try:
+                yield
+            finally:
+                self.held = None
 
     @contextmanager
     def _recorded(self, run: Run) -> Iterator[None]:
         """An error half-way is written to the record (with where it stopped), then raised."""
+        run.guard = self.held
         try:
             yield
         except PipelineBotError as exc:

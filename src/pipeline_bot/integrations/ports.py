@@ -52,7 +52,25 @@ class ClusterPort(Protocol):
         self, api_version: str, kind: str, namespace: str, name: str
     ) -> dict[str, Any] | None: ...
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        resource_version: str | None = None,
+    ) -> bool:
+        """False when absent, or when it changed since `resource_version` (if given)."""
+        ...
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """None when an object of that name exists already."""
+        ...
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Only if still at `metadata.resourceVersion`; None when it changed or is gone."""
+        ...
 
     def patch(
         self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]
@@ -101,11 +119,19 @@ class StorePort(Protocol):
 
     def acquire(
         self, environment: str, owner: str, reason: str, *, ttl: float, wait: float = 0.0
-    ) -> EnvironmentLock: ...
+    ) -> EnvironmentLock:
+        """Take the environment's lock for `ttl` seconds, waiting up to `wait` for its holder
+        (LockedError names the holder, its reason and when its lock runs out). Taking a lock
+        one holds already renews it: a holder renews every so often while it works."""
+        ...
 
-    def release(self, environment: str, owner: str) -> bool: ...
+    def release(self, environment: str, owner: str) -> bool:
+        """Free the lock if `owner` holds it; False when it does not."""
+        ...
 
-    def lock(self, environment: str) -> EnvironmentLock | None: ...
+    def lock(self, environment: str) -> EnvironmentLock | None:
+        """The lock's holder now; None when nobody holds it (or the holder's lock ran out)."""
+        ...
 
 
 class MetricsPort(Protocol):

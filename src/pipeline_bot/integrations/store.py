@@ -1,7 +1,11 @@
 """Deploy records and environment locks in SQL (SQLite by default, PostgreSQL by URL).
 
 A lock is one row per environment, taken with a single atomic upsert that only succeeds when the
-row is absent, expired, or already ours: two processes can never both hold it.
+row is absent, expired, or already ours: two processes can never both hold it. Taking a lock one
+holds already renews it (a new expiry, the same acquired_at).
+
+The cluster keeps the same state where every job sees it (pipeline_bot.deploy.cluster_store);
+this store is for one machine or a shared database.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, MetaData, String, Text, create_engine, event, select
+from sqlalchemy import Float, MetaData, String, Text, case, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -176,7 +180,11 @@ class SqlStore:
         stmt = dialect.insert(_Lock).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[_Lock.environment],
-            set_={k: v for k, v in values.items() if k != "environment"},
+            set_={
+                **{k: v for k, v in values.items() if k != "environment"},
+                # the holder taking its lock again renews it: it has held it since it took it
+                "acquired_at": case((_Lock.owner == owner, _Lock.acquired_at), else_=now),
+            },
             where=(_Lock.expires_at < now) | (_Lock.owner == owner),
         )
         with self._session() as s:
