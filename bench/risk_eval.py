@@ -182,6 +182,12 @@ def _report(args, full, records, train, test, y, scores, dropped, seconds) -> No
     model, lines = next(iter(scores)), "lines changed"
     gain = auc(y, scores[model]) - auc(y, scores[lines])
     print(f"  {'model - lines changed':36s} {gain:+.3f} {_interval(diffs)}")
+    model_scores = scores[model]
+    print(
+        f"calibration on the newer part: predicted {sum(model_scores) / len(model_scores):.1%} "
+        f"on average, {sum(y) / len(y):.1%} went wrong (its youngest commits count only if they "
+        "went wrong: the observed share runs high)"
+    )
     rev = [1 if r.sha in labels.reverted else 0 for r in test]
     keep = [i for i, r in enumerate(test) if rev[i] or not r.label]
     if sum(rev) >= 3:

@@ -471,3 +471,28 @@ def test_build_labels_rows_as_seen_from_the_newest_commit():
     assert by_sha[records[30].sha].label == 0
     assert records[90].sha not in by_sha  # too recent to count as fine
     assert records[5].sha not in by_sha  # history warm-up
+
+
+# --------------------------------------------------------------------------- file kinds
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("terraform/main.go", "code"),  # a folder name does not make Go code Terraform
+        ("infra/main.tf", "terraform"),
+        ("infra/prod.tfvars", "terraform"),
+        ("pkg/k8s/client.go", "code"),
+        ("k8s/deployment.yaml", "kubernetes-manifest"),
+        ("k8s/README.md", "docs"),
+        ("helm/pkg/action/install.go", "code"),
+        ("charts/shop/templates/deploy.yaml", "helm-chart"),
+        ("charts/shop/Chart.yaml", "helm-chart"),
+        ("db/migrations/0002_add.sql", "migration"),
+        ("src/shop/cart.py", "code"),
+    ],
+)
+def test_file_kinds_come_from_the_file_not_its_folder(path, kind):
+    from pipeline_bot.core.classify import kind_of_path
+
+    assert kind_of_path(path).value == kind
