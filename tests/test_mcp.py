@@ -23,8 +23,10 @@ READ_ONLY = {
     "get_pod_events",
     "monitor_infrastructure",
     "query_metrics",
+    "review_change",
 }
 ALL = READ_ONLY | {
+    "investigate_deploy",
     "deploy_application",
     "promote_deployment",
     "abort_deployment",

@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -112,17 +112,10 @@ def analyze(
     ] = False,
 ) -> None:
     """Analyse a range of commits: risk, findings, affected services and a deploy strategy."""
-    from pipeline_bot.integrations.git import GitSource
     from pipeline_bot.settings import get_settings
-    from pipeline_bot.tools import ToolContext, build_registry
-    from pipeline_bot.wiring import risk_port
+    from pipeline_bot.tools import build_registry
+    from pipeline_bot.wiring import tool_context
 
-    settings = get_settings()
-    ctx = ToolContext(
-        source=GitSource(git=settings.git_binary),
-        metrics=cli_deploy.metrics_for(prometheus_url),
-        risk=risk_port(settings, _progress),
-    )
     arguments = {
         "repository": str(repo),
         "base": base,
@@ -131,12 +124,16 @@ def analyze(
         "environment": environment,
     }
     try:
-        result = build_registry().call("analyze_changes", arguments, ctx)
+        ctx = tool_context(
+            get_settings(), progress=_progress, prometheus_url=prometheus_url, deploys=False
+        )
+        # --llm: the same analysis, then the model's review (ai.status off without a model)
+        result = build_registry().call(
+            "review_change" if llm else "analyze_changes", arguments, ctx
+        )
     except PipelineBotError as exc:
         _fail(exc)
     assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
-    if llm:
-        result = _ai_review(result, repo, config, environment, ctx)
     _render(result, output)
     if fail_on and SEVERITY_ORDER[result.risk.level] >= SEVERITY_ORDER[fail_on.value]:
         typer.echo(
@@ -147,39 +144,6 @@ def analyze(
 
 def _progress(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def _ai_review(
-    result: Analysis, repo: Path, config: Path | None, environment: str | None, ctx: Any
-) -> Analysis:
-    from pipeline_bot.integrations.llm import llm_from_settings
-    from pipeline_bot.repo_config import load_repo_config
-    from pipeline_bot.settings import get_settings
-    from pipeline_bot.tools import build_registry
-    from pipeline_bot.tools.review import review_change
-
-    settings = get_settings()
-    model = llm_from_settings(settings)
-    if model is None:
-        return result.model_copy(update={"ai": AIReview(status="off")})
-    try:
-        source = ctx.source.read_change(str(repo), result.base, result.head)
-        cfg = load_repo_config(config, repo_root=source.root)
-        env = cfg.environment(environment)
-    except PipelineBotError as exc:
-        _fail(exc)
-    typer.echo(f"AI review with {settings.llm_model}…", err=True)
-    return review_change(
-        result,
-        llm=model,
-        registry=build_registry(),
-        ctx=ctx,
-        env=env,
-        files=source.changes.files,
-        excerpts=lambda paths: ctx.source.excerpts(str(repo), result.base, result.head, paths),
-        max_steps=settings.llm_max_steps,
-        budget=settings.llm_max_prompt_tokens,
-    )
 
 
 def _render(result: Analysis, output: OutputFormat) -> None:

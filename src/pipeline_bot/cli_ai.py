@@ -15,27 +15,20 @@ EXIT_BAD_INPUT = 2
 
 
 def run_investigation(ctx: Any, environment: str, app: str, repo: Path) -> AIReview | None:
-    """The investigation, or None when no model is configured."""
-    from pipeline_bot.integrations.llm import llm_from_settings
-    from pipeline_bot.settings import get_settings
+    """The investigation (the registry's investigate_deploy), or None when no model is
+    configured."""
     from pipeline_bot.tools import build_registry
-    from pipeline_bot.tools.review import investigate_deploy
 
-    settings = get_settings()
-    model = llm_from_settings(settings)
-    if model is None:
+    if ctx.llm is None:
         return None
-    typer.echo(f"Investigating with {settings.llm_model}…", err=True)
-    return investigate_deploy(
-        llm=model,
-        registry=build_registry(),
-        ctx=ctx,
-        environment=environment,
-        app=app,
-        repository=str(repo),
-        max_steps=settings.llm_max_steps,
-        budget=settings.llm_max_prompt_tokens,
+    typer.echo("Investigating…", err=True)
+    review = build_registry().call(
+        "investigate_deploy",
+        {"app_name": app, "environment": environment, "repository": str(repo)},
+        ctx,
     )
+    assert isinstance(review, AIReview)  # noqa: S101 - the registry checks the output model
+    return review
 
 
 def print_investigation(review: AIReview, output: str) -> None:

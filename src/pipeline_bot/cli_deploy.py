@@ -74,95 +74,37 @@ def parse_duration(text: str) -> float:
 
 def metrics_for(url: str | None) -> Any:
     """The Prometheus to gate on: --prometheus-url, else PIPELINE_BOT_PROMETHEUS_URL, else none."""
-    from pipeline_bot.integrations.prometheus import PrometheusMetrics
     from pipeline_bot.settings import get_settings
-
-    s = get_settings()
-    url = url or s.prometheus_url
-    if not url:
-        return None
-    basic = (
-        (s.prometheus_username, s.prometheus_password.get_secret_value())
-        if s.prometheus_username and s.prometheus_password
-        else None
-    )
-    token = s.prometheus_token.get_secret_value() if s.prometheus_token else None
-    headers = _headers(s.prometheus_headers.get_secret_value()) if s.prometheus_headers else None
-    return PrometheusMetrics(
-        url,
-        token=token,
-        basic_auth=basic,
-        headers=headers,
-        verify_tls=not s.prometheus_insecure,
-        ca_file=s.prometheus_ca_file,
-    )
-
-
-def _headers(text: str) -> dict[str, str]:
-    import json
+    from pipeline_bot.wiring import metrics
 
     try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        # the value may hold credentials: say what is wrong, never what it is
-        typer.echo(
-            "error: PIPELINE_BOT_PROMETHEUS_HEADERS must be a JSON object of strings", err=True
-        )
-        raise typer.Exit(EXIT_BAD_INPUT)
-    return {str(k): v for k, v in data.items()}
+        return metrics(get_settings(), url)
+    except PipelineBotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def tool_context(
     kubeconfig: str | None, context: str | None, prometheus_url: str | None = None
 ) -> Any:
-    """The ToolContext of a process: local git, the configured cluster, store and Prometheus."""
-    from pipeline_bot.integrations.git import GitSource
-    from pipeline_bot.integrations.kubernetes import KubernetesCluster
-    from pipeline_bot.integrations.store import SqlStore, default_database_url
-    from pipeline_bot.repo_config import Environment
+    """The ToolContext of a command (wiring.tool_context, with progress on stderr)."""
     from pipeline_bot.settings import get_settings
-    from pipeline_bot.tools import ToolContext
-    from pipeline_bot.wiring import risk_port
-
-    settings = get_settings()
-
-    def cluster(env: Environment) -> KubernetesCluster:
-        content = (
-            settings.kubeconfig_content.get_secret_value() if settings.kubeconfig_content else None
-        )
-        return KubernetesCluster.connect(
-            kubeconfig=kubeconfig,
-            kubeconfig_content=content,
-            context=context or env.kube_context,
-            in_cluster=settings.in_cluster,
-        )
+    from pipeline_bot.wiring import tool_context as build
 
     def progress(message: str) -> None:
         typer.echo(f"  {message}", err=True)
 
-    return ToolContext(
-        source=GitSource(git=settings.git_binary),
-        risk=risk_port(settings, progress),
-        cluster=cluster,
-        store=SqlStore(settings.database_url or default_database_url()),
-        progress=progress,
-        metrics=metrics_for(prometheus_url),
-        workflows=_workflows(),
-        github_repository=settings.github_repository,
-    )
-
-
-def _workflows() -> Any:
-    from pipeline_bot.settings import get_settings
-
-    s = get_settings()
-    if s.github_token is None:
-        return None
-    from pipeline_bot.integrations.github import GitHubActions
-
-    return GitHubActions(s.github_token.get_secret_value(), api_url=s.github_api_url)
+    try:
+        return build(
+            get_settings(),
+            progress=progress,
+            kubeconfig=kubeconfig,
+            context=context,
+            prometheus_url=prometheus_url,
+        )
+    except PipelineBotError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:

@@ -1,13 +1,36 @@
-"""Turning Settings into the collaborators tools are handed (one place for every front end)."""
+"""Settings -> the collaborators tools are handed: the one place every front end builds them.
+
+The CLI, the Action, the App and the MCP server all call `tool_context` (or the builders it is
+made of), so a setting means the same everywhere: the Action maps its inputs onto Settings first
+(action/main.py), the App reads them from its environment. Every SDK is imported inside the
+builder that needs it, so a front end that does not use one never pays for importing it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline_bot.integrations.ports import RiskPort
+from pipeline_bot.errors import ConfigError, ConfigProblem
 from pipeline_bot.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline_bot.integrations.ports import (
+        ClusterPort,
+        LLMPort,
+        MetricsPort,
+        RiskPort,
+        SourcePort,
+        StorePort,
+        WorkflowsPort,
+    )
+    from pipeline_bot.repo_config import Environment
+    from pipeline_bot.tools import ToolContext
+
+Progress = Callable[[str], None]
 
 
 def cache_dir(settings: Settings) -> Path:
@@ -18,7 +41,7 @@ def cache_dir(settings: Settings) -> Path:
     return Path(base) / "pipeline-bot"
 
 
-def risk_port(settings: Settings, progress: Callable[[str], None] | None = None) -> RiskPort | None:
+def risk_port(settings: Settings, progress: Progress | None = None) -> RiskPort | None:
     """The risk model's history reader and fitter; None when the fixed rule weights are asked
     for (PIPELINE_BOT_RISK_MODEL=rules)."""
     if settings.risk_model == "rules":
@@ -33,4 +56,122 @@ def risk_port(settings: Settings, progress: Callable[[str], None] | None = None)
         refit_every=settings.risk_refit_every,
         git=settings.git_binary,
         progress=progress or (lambda _: None),
+    )
+
+
+def metrics(settings: Settings, url: str | None = None) -> MetricsPort | None:
+    """The Prometheus to query: `url`, else PIPELINE_BOT_PROMETHEUS_URL, with its auth settings
+    (token, basic auth, headers, TLS); None when there is none."""
+    url = url or settings.prometheus_url
+    if not url:
+        return None
+    from pipeline_bot.integrations.prometheus import PrometheusMetrics
+
+    s = settings
+    basic = (
+        (s.prometheus_username, s.prometheus_password.get_secret_value())
+        if s.prometheus_username and s.prometheus_password
+        else None
+    )
+    token = s.prometheus_token.get_secret_value() if s.prometheus_token else None
+    headers = _headers(s.prometheus_headers.get_secret_value()) if s.prometheus_headers else None
+    return PrometheusMetrics(
+        url,
+        token=token,
+        basic_auth=basic,
+        headers=headers,
+        verify_tls=not s.prometheus_insecure,
+        ca_file=s.prometheus_ca_file,
+    )
+
+
+def _headers(text: str) -> dict[str, str]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        # the value may hold credentials: say what is wrong, never what it is
+        raise ConfigError(
+            "PIPELINE_BOT_PROMETHEUS_HEADERS",
+            [ConfigProblem("", "must be a JSON object of strings")],
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def cluster(
+    settings: Settings, *, kubeconfig: str | None = None, context: str | None = None
+) -> Callable[[Environment], ClusterPort]:
+    """Connects to an environment's cluster when a tool needs it: a kubeconfig file, else
+    PIPELINE_BOT_KUBECONFIG_CONTENT, else the pod's service account (PIPELINE_BOT_IN_CLUSTER),
+    else the default kubeconfig; the environment's kube_context unless `context` is given."""
+
+    def connect(env: Environment) -> ClusterPort:
+        from pipeline_bot.integrations.kubernetes import KubernetesCluster
+
+        content = settings.kubeconfig_content
+        return KubernetesCluster.connect(
+            kubeconfig=kubeconfig,
+            kubeconfig_content=content.get_secret_value() if content else None,
+            context=context or env.kube_context,
+            in_cluster=settings.in_cluster,
+        )
+
+    return connect
+
+
+def store(settings: Settings) -> StorePort:
+    """Deploy records and locks: PIPELINE_BOT_DATABASE_URL, else a SQLite file of this user's."""
+    from pipeline_bot.integrations.store import SqlStore, default_database_url
+
+    return SqlStore(settings.database_url or default_database_url())
+
+
+def workflows(settings: Settings) -> WorkflowsPort | None:
+    if settings.github_token is None:
+        return None
+    from pipeline_bot.integrations.github import GitHubActions
+
+    return GitHubActions(settings.github_token.get_secret_value(), api_url=settings.github_api_url)
+
+
+def llm(settings: Settings) -> LLMPort | None:
+    """The model for AI reviews and investigations; None without PIPELINE_BOT_LLM_MODEL."""
+    if not settings.llm_model:
+        return None
+    from pipeline_bot.integrations.llm import llm_from_settings
+
+    return llm_from_settings(settings)
+
+
+def source(settings: Settings) -> SourcePort:
+    from pipeline_bot.integrations.git import GitSource
+
+    return GitSource(git=settings.git_binary)
+
+
+def tool_context(
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    prometheus_url: str | None = None,
+    deploys: bool = True,
+) -> ToolContext:
+    """Everything a tool may use, from settings. `deploys=False` leaves out the store and the
+    cluster (an analysis needs neither, and opening the store creates its file)."""
+    from pipeline_bot.tools import AILimits, ToolContext
+
+    return ToolContext(
+        source=source(settings),
+        cluster=cluster(settings, kubeconfig=kubeconfig, context=context) if deploys else None,
+        store=store(settings) if deploys else None,
+        progress=progress,
+        metrics=metrics(settings, prometheus_url),
+        risk=risk_port(settings, progress),
+        workflows=workflows(settings),
+        llm=llm(settings),
+        ai=AILimits(max_steps=settings.llm_max_steps, prompt_tokens=settings.llm_max_prompt_tokens),
+        github_repository=settings.github_repository,
     )

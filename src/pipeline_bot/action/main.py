@@ -75,30 +75,32 @@ def _analyze(env: dict[str, str], workspace: Path) -> int:
     from pipeline_bot.models import Analysis
 
     rng = change_range(env)
+    # ai: true: the same analysis, then the model's review (the registry's review_change)
+    tool = "analyze_changes"
+    if input_value("ai", env).lower() == "true":
+        tool = "review_change"
+        if not input_value("model", env) and not env.get("PIPELINE_BOT_LLM_MODEL"):
+            _notice("ai: true, but no `model` input: the AI review is off")
     print(f"::group::Analysis of the {rng.how}", flush=True)
     try:
+        args = _analyze_args(env, workspace, rng.base, rng.head)
         try:
-            result = _call(
-                "analyze_changes", _analyze_args(env, workspace, rng.base, rng.head), env
-            )
+            result = _call(tool, args, env)
         except UnknownRefError:
-            args = _analyze_args(env, workspace, rng.base, rng.head)
             if _fetch(workspace, [r for r in (rng.base, rng.head) if r]):
                 _notice("the clone was shallow: fetched the commits the change needs")
-                result = _call("analyze_changes", args, env)
+                result = _call(tool, args, env)
             elif rng.base and input_value("github-token", env) and env.get("GITHUB_REPOSITORY"):
                 _notice(
                     "the clone is shallow and the base could not be fetched: analysed with "
                     "GitHub's compare API (no history metrics)"
                 )
-                result = _call("analyze_changes", args, env, compare=True)
+                result = _call(tool, args, env, compare=True)
             else:
                 raise
     finally:
         print("::endgroup::", flush=True)
     assert isinstance(result, Analysis)  # noqa: S101 - the registry checks the output model
-    if input_value("ai", env).lower() == "true":
-        result = _ai_review(env, workspace, result)
     markdown = analysis_markdown(result)
     summary = _summary_file(env)
     summary.write_text(markdown, encoding="utf-8")
@@ -140,77 +142,27 @@ def _analyze(env: dict[str, str], workspace: Path) -> int:
     return 0
 
 
-def _ai_review(env: dict[str, str], workspace: Path, result: Any) -> Any:
-    """The AI review from the `model` / `openai-*` inputs; off (and said so) without a model."""
-    from pipeline_bot.errors import PipelineBotError
-    from pipeline_bot.models import AIReview
-    from pipeline_bot.repo_config import load_repo_config
-
-    model = input_value("model", env)
-    if not model:
-        _notice("ai: true, but no `model` input: the AI review is off")
-        return result.model_copy(update={"ai": AIReview(status="off")})
-    from pipeline_bot.integrations.git import GitSource
-    from pipeline_bot.integrations.llm import OpenAIChat
-    from pipeline_bot.tools import build_registry
-    from pipeline_bot.tools.review import review_change
-
-    print("::group::AI review", flush=True)
-    try:
-        source = GitSource()
-        try:
-            change = source.read_change(str(workspace), result.base, result.head)
-            files, root = change.changes.files, change.root
-        except PipelineBotError:  # a shallow clone analysed through the compare API
-            files, root = [], workspace
-        config = input_value("config", env)
-        cfg = load_repo_config(workspace / config if config else None, repo_root=root)
-        return review_change(
-            result,
-            llm=OpenAIChat(
-                model,
-                api_key=input_value("openai-api-key", env) or None,
-                base_url=input_value("openai-base-url", env) or None,
-            ),
-            registry=build_registry(),
-            ctx=_context(env),
-            env=cfg.environment(input_value("environment", env) or None),
-            files=files,
-            excerpts=(
-                (lambda paths: source.excerpts(str(workspace), result.base, result.head, paths))
-                if files
-                else None
-            ),
-        )
-    finally:
-        print("::endgroup::", flush=True)
-
-
 def _investigate(env: dict[str, str], result: Any, workspace: Path) -> list[str]:
     """After an automatic rollback, with a `model` input: the likely cause, for the summary."""
     from pipeline_bot.errors import PipelineBotError
-    from pipeline_bot.integrations.llm import OpenAIChat
-    from pipeline_bot.tools import build_registry
-    from pipeline_bot.tools.review import investigate_deploy
+    from pipeline_bot.models import AIReview
 
     print("::group::AI investigation of the rollback", flush=True)
     try:
-        review = investigate_deploy(
-            llm=OpenAIChat(
-                input_value("model", env),
-                api_key=input_value("openai-api-key", env) or None,
-                base_url=input_value("openai-base-url", env) or None,
-            ),
-            registry=build_registry(),
-            ctx=_context(env),
-            environment=result.environment,
-            app=result.app,
-            repository=str(workspace),
+        review = _call(
+            "investigate_deploy",
+            {
+                "app_name": result.app,
+                "environment": result.environment,
+                "repository": str(workspace),
+            },
+            env,
         )
     except PipelineBotError as exc:
         return ["", f"AI investigation not available: {exc.message}"]
     finally:
         print("::endgroup::", flush=True)
+    assert isinstance(review, AIReview)  # noqa: S101 - the registry checks the output model
     found = review.investigation
     if found is None:
         return ["", f"AI investigation not available: {review.error}"]
@@ -387,51 +339,36 @@ def _call(
 
 
 def _context(env: dict[str, str]) -> Any:
-    from pipeline_bot.integrations.git import GitSource
-    from pipeline_bot.tools import ToolContext
-
-    def cluster(environment: Any) -> Any:
-        from pipeline_bot.integrations.kubernetes import KubernetesCluster
-
-        content = input_value("kubeconfig", env)
-        return KubernetesCluster.connect(
-            kubeconfig_content=content or None, context=environment.kube_context
-        )
-
-    def store() -> Any:
-        from pipeline_bot.integrations.store import SqlStore, default_database_url
-
-        return SqlStore(env.get("PIPELINE_BOT_DATABASE_URL") or default_database_url())
-
-    metrics = None
-    if url := input_value("prometheus-url", env):
-        from pipeline_bot.integrations.prometheus import PrometheusMetrics
-
-        metrics = PrometheusMetrics(url)
+    """The tool context every front end gets (wiring.tool_context), from the settings with the
+    Action's inputs mapped onto them."""
+    from pipeline_bot.wiring import tool_context
 
     def progress(message: str) -> None:
         print(f"  {message}", flush=True)
 
-    return ToolContext(
-        source=GitSource(),
-        cluster=cluster,
-        store=store(),
-        metrics=metrics,
-        risk=_risk(env, progress),
-        progress=progress,
-    )
+    return tool_context(action_settings(env), progress=progress)
 
 
-def _risk(env: dict[str, str], progress: Any) -> Any:
-    """The risk model, its history and fits kept in the `cache-dir` input (in the workspace, so
-    an actions/cache step can keep it between runs)."""
+def action_settings(env: Mapping[str, str]) -> Any:
+    """Settings (PIPELINE_BOT_* from the step's `env:`, as every front end reads them), with the
+    Action's inputs in their place: kubeconfig, prometheus-url, github-token, model,
+    openai-base-url, openai-api-key and cache-dir (in the workspace, for actions/cache)."""
+    from pydantic import SecretStr
+
     from pipeline_bot.settings import get_settings
-    from pipeline_bot.wiring import risk_port
 
     workspace = Path(env.get("GITHUB_WORKSPACE") or ".")
-    cache = input_value("cache-dir", env) or ".pipeline-bot-cache"
-    settings = get_settings().model_copy(update={"cache_dir": str(workspace / cache)})
-    return risk_port(settings, progress)
+    inputs: dict[str, Any] = {
+        "kubeconfig_content": SecretStr(v) if (v := input_value("kubeconfig", env)) else None,
+        "prometheus_url": input_value("prometheus-url", env) or None,
+        "github_token": SecretStr(v) if (v := input_value("github-token", env)) else None,
+        "llm_model": input_value("model", env) or None,
+        "openai_base_url": input_value("openai-base-url", env) or None,
+        "openai_api_key": SecretStr(v) if (v := input_value("openai-api-key", env)) else None,
+    }
+    update = {k: v for k, v in inputs.items() if v is not None}
+    update["cache_dir"] = str(workspace / (input_value("cache-dir", env) or ".pipeline-bot-cache"))
+    return get_settings().model_copy(update=update)
 
 
 if __name__ == "__main__":

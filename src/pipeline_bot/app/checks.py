@@ -7,9 +7,7 @@ from typing import Any
 from pipeline_bot.app.context import CHECK_NAME, EventContext
 from pipeline_bot.core import checkrun
 from pipeline_bot.errors import ConfigError, PipelineBotError
-from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import Analysis
-from pipeline_bot.repo_config import RepoConfig
 
 
 def analyse_pull_request(
@@ -49,19 +47,18 @@ def analyse_pull_request(
             f"{changed_files if changed_files is not None else 'more'} changed files were "
             "analysed. Run `pipeline-bot analyze` in CI (the Action) for the whole change."
         )
+    arguments: dict[str, Any] = {"repository": repo, "base": base_sha, "head": head_sha}
+    tool = "analyze_changes"
+    if config.ai and ctx.services.llm is not None:  # the repository asked for the AI review
+        tool = "review_change"
+        arguments["pr_body"] = (ctx.payload.get("pull_request") or {}).get("body")
     try:
-        result = ctx.services.registry.call(
-            "analyze_changes",
-            {"repository": repo, "base": base_sha, "head": head_sha},
-            ctx.tools(config, source),
-        )
+        result = ctx.services.registry.call(tool, arguments, ctx.tools(config, source))
     except PipelineBotError as exc:
         _complete(ctx, check_id, "failure", "The analysis failed", exc.message)
         return "analysis-error"
     if not isinstance(result, Analysis):  # the registry checked it; this narrows the type
         raise TypeError("expected Analysis")
-    if config.ai and ctx.services.llm is not None:
-        result = _ai_review(ctx, config, result, source)
     found, left_out = checkrun.annotations_for(result.findings)
     if left_out:
         notes.append(
@@ -84,24 +81,6 @@ def analyse_pull_request(
         },
     )
     return f"analysed: {result.risk.level} risk, {len(found)} annotations"
-
-
-def _ai_review(
-    ctx: EventContext, config: RepoConfig, result: Analysis, source: ChangeSource
-) -> Analysis:
-    from pipeline_bot.tools.review import review_change
-
-    patches = source.patches or {}
-    return review_change(
-        result,
-        llm=ctx.services.llm,
-        registry=ctx.services.registry,
-        ctx=ctx.tools(config, source),
-        env=config.environment(None),
-        files=source.changes.files,
-        excerpts=lambda paths: {p: patches[p] for p in paths if p in patches},
-        pr_body=(ctx.payload.get("pull_request") or {}).get("body"),
-    )
 
 
 def _complete(ctx: EventContext, check_id: int, conclusion: str, title: str, text: str) -> None:

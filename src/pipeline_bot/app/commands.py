@@ -194,22 +194,16 @@ def _deploy(
 
 
 def _investigate(ctx: EventContext, config: RepoConfig, environment: str, app: str) -> AIReview:
-    """After an automatic rollback: the model's likely cause, found with read-only tools."""
-    from pipeline_bot.tools.review import investigate_deploy
-
-    llm = ctx.services.llm
-    if llm is None:  # the caller checked; this narrows the type
-        return AIReview(status="off")
+    """After an automatic rollback: the model's likely cause (the registry's investigate_deploy)."""
     try:
-        return investigate_deploy(
-            llm=llm,
-            registry=ctx.services.registry,
-            ctx=ctx.tools(config),
-            environment=environment,
-            app=app,
+        review = ctx.services.registry.call(
+            "investigate_deploy", {"app_name": app, "environment": environment}, ctx.tools(config)
         )
     except PipelineBotError as exc:
         return AIReview(status="fallback", error=exc.message)
+    if not isinstance(review, AIReview):  # the registry checked it; this narrows the type
+        raise TypeError("expected AIReview")
+    return review
 
 
 def _status(ctx: EventContext, config: RepoConfig, env: Environment | None) -> str:

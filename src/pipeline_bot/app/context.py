@@ -26,7 +26,7 @@ from pipeline_bot.repo_config import (
     default_config,
     parse_repo_config,
 )
-from pipeline_bot.tools import ToolContext, ToolRegistry, build_registry
+from pipeline_bot.tools import AILimits, ToolContext, ToolRegistry, build_registry
 
 STATUS_MARKER = "<!-- pipeline-bot:status -->"
 CHECK_NAME = "pipeline-bot / analysis"
@@ -64,6 +64,7 @@ class AppServices:
     cluster: Callable[[Environment], ClusterPort] | None = None
     metrics: MetricsPort | None = None
     llm: LLMPort | None = None  # the AI review, for repositories whose config has `ai: true`
+    ai: AILimits = field(default_factory=AILimits)
     registry: ToolRegistry = field(default_factory=build_registry)
     configs: ConfigCache = field(default_factory=ConfigCache)
     # the risk model, with the history of each repository read from a bare mirror of it
@@ -79,6 +80,10 @@ class PreparedSource:
 
     def read_change(self, repository: str, base: str | None, head: str) -> ChangeSource:
         return self._source
+
+    def excerpts(self, repository: str, base: str, head: str, paths: list[str]) -> dict[str, str]:
+        patches = self._source.patches or {}
+        return {p: patches[p] for p in paths if p in patches}
 
 
 @dataclass
@@ -145,6 +150,8 @@ class EventContext:
         return ToolContext(
             source=PreparedSource(source) if source else None,
             risk=self._risk(),
+            llm=self.services.llm,
+            ai=self.services.ai,
             cluster=self.services.cluster,
             store=self.services.store,
             metrics=self.services.metrics,

@@ -58,41 +58,40 @@ def _required(settings: Settings) -> tuple[str, str, bytes]:
     return settings.github_app_id, key, settings.github_webhook_secret.get_secret_value().encode()
 
 
+def wiring_context() -> Any:
+    """The /mcp tool context: the one every front end builds (wiring), from the settings."""
+    from pipeline_bot.settings import get_settings
+    from pipeline_bot.wiring import tool_context
+
+    return tool_context(get_settings())
+
+
 def _missing(message: str) -> ConfigError:
     return ConfigError("environment", [ConfigProblem("", message)])
 
 
 def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
-    from pipeline_bot.cli_deploy import metrics_for
+    """The App's collaborators from settings, built as every front end builds them (wiring)."""
+    from pipeline_bot import wiring
     from pipeline_bot.integrations.deliveries import DeliveryStore
     from pipeline_bot.integrations.github_app import GitHubApp
-    from pipeline_bot.integrations.kubernetes import KubernetesCluster
-    from pipeline_bot.integrations.llm import llm_from_settings
     from pipeline_bot.integrations.mirror import Mirrors
-    from pipeline_bot.integrations.store import SqlStore, default_database_url
-    from pipeline_bot.repo_config import Environment
-    from pipeline_bot.wiring import cache_dir, risk_port
+    from pipeline_bot.integrations.store import default_database_url
+    from pipeline_bot.tools import AILimits
 
     app_id, key, secret = _required(settings)
-    url = settings.database_url or default_database_url()
-
-    def cluster(env: Environment) -> KubernetesCluster:
-        content = settings.kubeconfig_content
-        return KubernetesCluster.connect(
-            kubeconfig_content=content.get_secret_value() if content else None,
-            context=env.kube_context,
-            in_cluster=settings.in_cluster,
-        )
-
     services = AppServices(
-        deliveries=DeliveryStore(url),
+        deliveries=DeliveryStore(settings.database_url or default_database_url()),
         github=GitHubApp(app_id, key, api_url=settings.github_api_url),
-        store=SqlStore(url),
-        cluster=cluster,
-        metrics=metrics_for(None),
-        llm=llm_from_settings(settings),
-        risk=risk_port(settings),
-        mirrors=Mirrors(cache_dir(settings) / "mirrors", server_url=settings.github_server_url),
+        store=wiring.store(settings),
+        cluster=wiring.cluster(settings),
+        metrics=wiring.metrics(settings),
+        llm=wiring.llm(settings),
+        ai=AILimits(settings.llm_max_steps, settings.llm_max_prompt_tokens),
+        risk=wiring.risk_port(settings),
+        mirrors=Mirrors(
+            wiring.cache_dir(settings) / "mirrors", server_url=settings.github_server_url
+        ),
     )
     return services, secret
 
@@ -113,7 +112,6 @@ def create_app(
     mcp_app: Any = None
     mcp_server: Any = None
     if mcp:
-        from pipeline_bot.cli_deploy import tool_context
         from pipeline_bot.mcp_server.http import BearerToken
         from pipeline_bot.mcp_server.server import build_server
         from pipeline_bot.mcp_server.trust import installation_policy
@@ -124,7 +122,7 @@ def create_app(
 
         mcp_server = build_server(
             services.registry,
-            lambda: tool_context(None, None),
+            lambda: wiring_context(),
             policy=installation_policy(repository, load),
         )
         inner = mcp_server.streamable_http_app()  # serves /mcp

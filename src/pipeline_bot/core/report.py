@@ -96,7 +96,8 @@ def analysis_markdown(a: Analysis) -> str:
         "",
         "### Why this risk",
         "",
-        f"{_cell(risk_summary(r)).capitalize()}; {_cell(model_summary(r))}.",
+        f"{_cell(risk_summary(r)).capitalize()}; {_cell(model_summary(r))}."
+        + (f" History read: {_cell(r.model.history)}." if r.model and r.model.history else ""),
     ]
     shown = [f for f in r.factors if abs(f.points) >= 0.5][:MAX_FACTORS]
     if shown:

@@ -132,11 +132,17 @@ class GitHubCompareSource:
             )
             for c in reversed(data.get("commits") or [])
         ]
-        files = [_file_change(f) for f in data.get("files") or []]
+        entries = data.get("files") or []
+        files = [_file_change(f) for f in entries]
         changes = ChangeSet(
             repository=repository, base=base, head=head, commits=commits, files=files
         )
-        return ChangeSource(root=Path(self.root), changes=changes)
+        patches = {f["filename"]: f["patch"] for f in entries if f.get("patch")}
+        return ChangeSource(root=Path(self.root), changes=changes, patches=patches)
+
+    def excerpts(self, repository: str, base: str, head: str, paths: list[str]) -> dict[str, str]:
+        """The AI review reads the patches the compare API returned (ChangeSource.patches)."""
+        return {}
 
 
 def _file_change(f: dict[str, Any]) -> FileChange:

@@ -35,6 +35,10 @@ class SourcePort(Protocol):
         """Changes from `base` (default: merge-base with the default branch) to `head`."""
         ...
 
+    def excerpts(self, repository: str, base: str, head: str, paths: list[str]) -> dict[str, str]:
+        """Each path's patch text from base to head (cut short), for an AI review."""
+        ...
+
 
 class RiskPort(Protocol):
     """What history says about a change: the fitted risk model and the change's history

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from pipeline_bot.tools.registry import Tool, ToolAnnotations, ToolContext, ToolRegistry
+from pipeline_bot.tools.registry import (
+    AILimits,
+    Tool,
+    ToolAnnotations,
+    ToolContext,
+    ToolRegistry,
+)
 
 
 def build_registry() -> ToolRegistry:
     """A registry holding every tool pipeline-bot has."""
-    from pipeline_bot.tools import analyze, deploy, monitor, pods
+    from pipeline_bot.tools import analyze, deploy, monitor, pods, review
 
     registry = ToolRegistry()
     analyze.register(registry)
     deploy.register(registry)
     monitor.register(registry)
     pods.register(registry)
+    review.register(registry)
     return registry
 
 
-__all__ = ["Tool", "ToolAnnotations", "ToolContext", "ToolRegistry", "build_registry"]
+__all__ = ["AILimits", "Tool", "ToolAnnotations", "ToolContext", "ToolRegistry", "build_registry"]

@@ -12,7 +12,7 @@ from pipeline_bot.core.riskmodel import RiskInputs
 from pipeline_bot.errors import GitError, IntegrationError
 from pipeline_bot.integrations.ports import ChangeSource, MetricsPort
 from pipeline_bot.models import Analysis, Finding
-from pipeline_bot.repo_config import load_repo_config
+from pipeline_bot.repo_config import RepoConfig, load_repo_config
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
 
@@ -51,9 +51,13 @@ def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
     source = ctx.require_source("analyze_changes").read_change(
         args.repository, args.base, args.head
     )
-    config = ctx.config or load_repo_config(
-        Path(args.config) if args.config else None, repo_root=source.root
-    )
+    return analyze_source(args, ctx, source)
+
+
+def analyze_source(args: AnalyzeInput, ctx: ToolContext, source: ChangeSource) -> Analysis:
+    """The analysis of a change already read (analyze_changes, and the AI review before it asks
+    the model)."""
+    config = source_config(args, ctx, source)
     result = analyze(
         source.changes, config, risk=risk_inputs(ctx, source), environment=args.environment
     )
@@ -63,6 +67,13 @@ def analyze_changes(args: AnalyzeInput, ctx: ToolContext) -> Analysis:
             ctx.metrics, env.namespace or env.name, hours=args.predict_hours
         )
     return result
+
+
+def source_config(args: AnalyzeInput, ctx: ToolContext, source: ChangeSource) -> RepoConfig:
+    """The front end's config, else `config`, else the repository's own file, else defaults."""
+    return ctx.config or load_repo_config(
+        Path(args.config) if args.config else None, repo_root=source.root
+    )
 
 
 def risk_inputs(ctx: ToolContext, source: ChangeSource) -> RiskInputs | None:

@@ -24,6 +24,7 @@ from pipeline_bot.errors import (
 )
 from pipeline_bot.integrations.ports import (
     ClusterPort,
+    LLMPort,
     MetricsPort,
     RiskPort,
     SourcePort,
@@ -54,6 +55,14 @@ class ToolAnnotations:
         }
 
 
+@dataclass(frozen=True)
+class AILimits:
+    """How much one AI review or investigation may ask of the model."""
+
+    max_steps: int = 6
+    prompt_tokens: int = 8000
+
+
 @dataclass
 class ToolContext:
     """The collaborators a tool may use; a front end builds them, a tool never does."""
@@ -65,6 +74,8 @@ class ToolContext:
     gate: Gate | None = None
     metrics: MetricsPort | None = None
     risk: RiskPort | None = None  # None: fixed rule weights score changes
+    llm: LLMPort | None = None  # None: AI reviews and investigations are off
+    ai: AILimits = AILimits()
     workflows: WorkflowsPort | None = None
     github_repository: str | None = None
     # the repository's config when the front end read it itself (the App reads it from the

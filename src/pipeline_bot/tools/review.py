@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline_bot.core.agent import (
     AgentState,
@@ -24,7 +24,7 @@ from pipeline_bot.core.diffparse import redact
 from pipeline_bot.core.policy import apply_policy
 from pipeline_bot.core.prompt import investigation_messages, relevance_order, review_messages
 from pipeline_bot.errors import PipelineBotError
-from pipeline_bot.integrations.ports import LLMPort
+from pipeline_bot.integrations.ports import ChangeSource, LLMPort
 from pipeline_bot.models import (
     AIReview,
     Analysis,
@@ -34,7 +34,8 @@ from pipeline_bot.models import (
     Recommendation,
 )
 from pipeline_bot.repo_config import Environment
-from pipeline_bot.tools.registry import ToolContext, ToolRegistry
+from pipeline_bot.tools.analyze import AnalyzeInput, analyze_source, source_config
+from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
 T = TypeVar("T", bound=BaseModel)
 TOOL_RESULT_LIMIT = 6000  # characters of one tool result the model reads
@@ -56,7 +57,7 @@ class Timing:
 
 
 def tool_specs(registry: ToolRegistry) -> tuple[list[dict[str, Any]], frozenset[str]]:
-    read_only = [t for t in registry.list() if t.annotations.read_only]
+    read_only = [t for t in registry.list() if t.annotations.read_only and t.name not in AI_TOOLS]
     specs = [
         {
             "type": "function",
@@ -277,3 +278,103 @@ def investigate_deploy(
         record.state["investigation"] = review.model_dump(mode="json")
         store.save(record)
     return review
+
+
+# --------------------------------------------------------------------------- as registry tools
+
+AI_TOOLS = frozenset({"review_change", "investigate_deploy"})
+"""The tools that ask the model themselves: never offered to the model in turn."""
+
+
+class ReviewInput(AnalyzeInput):
+    pr_body: str | None = Field(
+        None, description="The pull request's description, shown to the model as data."
+    )
+
+
+class InvestigateInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_name: str = Field(description="Application (Deployment) name")
+    environment: str = Field(description="Environment from .github/pipeline-bot.yml")
+    repository: str = Field(".", description="Repository whose config to use")
+
+
+def review_change_tool(args: ReviewInput, ctx: ToolContext) -> Analysis:
+    """Analyse a change, then ask the configured model (any OpenAI-compatible endpoint) to
+    review it with the read-only tools; the model can only add caution (policy decides), and
+    `ai.status` says `off` when no model is configured. Changes nothing."""
+    from pipeline_bot.tools import build_registry
+
+    source = ctx.require_source("review_change").read_change(args.repository, args.base, args.head)
+    analysis = analyze_source(args, ctx, source)
+    env = source_config(args, ctx, source).environment(args.environment)
+    if ctx.llm is None:
+        return analysis.model_copy(update={"ai": AIReview(status="off")})
+    if ctx.progress:
+        ctx.progress("AI review…")
+    return review_change(
+        analysis,
+        llm=ctx.llm,
+        registry=build_registry(),
+        ctx=ctx,
+        env=env,
+        files=source.changes.files,
+        excerpts=_excerpts(ctx, source, args.repository, analysis),
+        max_steps=ctx.ai.max_steps,
+        budget=ctx.ai.prompt_tokens,
+        pr_body=args.pr_body,
+    )
+
+
+def investigate_tool(args: InvestigateInput, ctx: ToolContext) -> AIReview:
+    """Ask the configured model why the app's latest deploy or gate failed: it reads the deploy
+    record, status, metrics and pods with the read-only tools; the finding is kept in the
+    deploy record. `status` is `off` when no model is configured."""
+    from pipeline_bot.tools import build_registry
+
+    if ctx.llm is None:
+        return AIReview(status="off")
+    return investigate_deploy(
+        llm=ctx.llm,
+        registry=build_registry(),
+        ctx=ctx,
+        environment=args.environment,
+        app=args.app_name,
+        repository=args.repository,
+        max_steps=ctx.ai.max_steps,
+        budget=ctx.ai.prompt_tokens,
+    )
+
+
+def _excerpts(
+    ctx: ToolContext, source: ChangeSource, repository: str, analysis: Analysis
+) -> Excerpts | None:
+    patches = source.patches
+    if patches is not None:
+        return lambda paths: {p: patches[p] for p in paths if p in patches}
+    reader = ctx.source
+    if reader is None:
+        return None
+    return lambda paths: reader.excerpts(repository, analysis.base, analysis.head, paths)
+
+
+def register(registry: ToolRegistry) -> None:
+    registry.tool(
+        name="review_change",
+        title="AI review of a change",
+        input_model=ReviewInput,
+        output_model=Analysis,
+        annotations=ToolAnnotations(
+            read_only=True, destructive=False, idempotent=False, open_world=True
+        ),
+    )(review_change_tool)
+    registry.tool(
+        name="investigate_deploy",
+        title="AI investigation of a failed deploy",
+        input_model=InvestigateInput,
+        output_model=AIReview,
+        annotations=ToolAnnotations(
+            read_only=False, destructive=False, idempotent=False, open_world=True
+        ),
+    )(investigate_tool)
