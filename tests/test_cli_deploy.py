@@ -228,3 +228,79 @@ def test_own_metrics_are_written_as_a_textfile(cli, deploy_env, tmp_path, monkey
     deploys = [line for line in lines if line.startswith("pipeline_bot_deploys_total{")]
     assert any('result="succeeded"' in line and 'strategy="rolling"' in line for line in deploys)
     assert any(line.startswith("pipeline_bot_deploy_duration_seconds_count") for line in lines)
+
+
+def _manifest(name: str, image: str = "registry.local/web:0") -> str:
+    return (
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n"
+        f"  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n"
+        f"    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n"
+        f"        - {{name: {name}, image: '{image}'}}\n"
+    )
+
+
+def test_manifests_with_one_deployment_need_no_app_in_any_front_end(cli, deploy_env, namespace):
+    deploy_env.commit(
+        "config without services",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                f"  - {{name: production, order: 1, namespace: {namespace}, replicas: 1}}\n"
+            ),
+            "deploy/web.yaml": _manifest("web"),
+        },
+    )
+    result = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/web:1",
+        "--manifests",
+        str(deploy_env.root / "deploy" / "web.yaml"),
+        "--strategy",
+        "rolling",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["app"] == "web"
+
+
+def test_two_deployments_and_no_app_is_a_clear_error(cli, deploy_env, namespace):
+    deploy_env.commit(
+        "two",
+        {"deploy/a.yaml": _manifest("a"), "deploy/b.yaml": _manifest("b")},
+    )
+    result = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/web:1",
+        "--manifests",
+        str(deploy_env.root / "deploy"),
+        "--dry-run",
+        "client",
+    )
+    assert result.exit_code == 2
+    assert "several Deployments (a, b)" in result.stderr
+
+
+def test_a_services_own_manifests_are_what_is_deployed(cli, deploy_env, namespace, kube_api):
+    extra = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shop-settings\ndata:\n  a: '1'\n"
+    deploy_env.commit(
+        "service manifests",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                f"  - {{name: production, order: 1, namespace: {namespace}, replicas: 1}}\n"
+                "services:\n  - {name: shop, paths: ['src/**'], image: registry.local/shop,"
+                " manifests: ['deploy/shop/*.yaml']}\n"
+            ),
+            "deploy/shop/deployment.yaml": _manifest("shop", "registry.local/shop:0"),
+            "deploy/shop/settings.yaml": extra,
+        },
+    )
+    result = _deploy(cli, deploy_env, "--image", "7", "--strategy", "rolling", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    kinds = sorted(o["kind"] for o in result.json()["objects"])
+    assert kinds == ["ConfigMap", "Deployment"]  # the service's files, not rendered objects

@@ -496,3 +496,25 @@ def test_file_kinds_come_from_the_file_not_its_folder(path, kind):
     from pipeline_bot.core.classify import kind_of_path
 
     assert kind_of_path(path).value == kind
+
+
+@pytest.mark.parametrize(
+    ("explicit", "services", "deployments", "expected"),
+    [
+        ("api", ["shop"], ["web"], "api"),
+        (None, [], ["web"], "web"),
+        (None, ["shop"], ["web"], "web"),  # the manifests given say which Deployment
+        (None, ["shop"], [], "shop"),
+        (None, [], [], "repo"),
+        (None, ["a", "b"], [], "several services (a, b)"),
+        (None, [], ["b", "a"], "several Deployments (a, b)"),
+    ],
+)
+def test_the_default_app_rule_every_front_end_shares(explicit, services, deployments, expected):
+    from pipeline_bot.core.manifests import AppChoiceError, default_app
+
+    try:
+        got = default_app(explicit, services, deployments, "repo")
+    except AppChoiceError as exc:
+        got = str(exc)
+    assert expected in got

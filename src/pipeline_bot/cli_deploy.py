@@ -118,19 +118,16 @@ def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:
 
 
 def _app(app: str | None, repo: Path) -> str:
-    if app:
-        return app
+    """The app a command acts on when the tool cannot tell itself (status, investigate): the
+    rule every front end shares (tools.deploy.choose_app)."""
     from pipeline_bot.repo_config import load_repo_config
+    from pipeline_bot.tools.deploy import choose_app
 
     try:
-        services = load_repo_config(None, repo_root=repo).services
+        return choose_app(app, load_repo_config(None, repo_root=repo), str(repo))
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    if len(services) == 1:
-        return services[0].name
-    typer.echo("error: pass --app (the config does not name exactly one service)", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _gates(path: Path | None) -> list[dict[str, Any]] | None:
@@ -256,7 +253,7 @@ def register(app: typer.Typer) -> None:
             "pause_seconds": int(parse_duration(pause)) if pause else None,
         }
         arguments = {
-            "app_name": _app(app_name, repo),
+            "app_name": app_name,
             "environment": environment,
             "image_tag": image,
             "config": config,
@@ -292,7 +289,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """What runs for an app in an environment, and its recent deploys."""
         arguments = {
-            "app_name": _app(app_name, repo),
+            "app_name": app_name,
             "environment": environment,
             "repository": str(repo),
             "namespace": namespace,
@@ -312,7 +309,7 @@ def _app_command(tool: str) -> Any:
         output: Format = OutputFormat.text,
     ) -> None:
         arguments: dict[str, Any] = {
-            "app_name": _app(app_name, repo),
+            "app_name": app_name,
             "environment": environment,
             "repository": str(repo),
         }

@@ -226,10 +226,10 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
     from pipeline_bot.core.report import duration
     from pipeline_bot.models import DeploymentStatus, DeployResult
 
-    app = input_value("app", env)
+    app = input_value("app", env) or None  # none: the rule every front end shares picks it
     environment = input_value("environment", env)
-    if not app or not environment:
-        return _fail(f"{what} needs the inputs app and environment")
+    if not environment:
+        return _fail(f"{what} needs the input environment")
     base: dict[str, Any] = {
         "app_name": app,
         "environment": environment,
@@ -260,7 +260,7 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
     else:
         args = {**base, "timeout_seconds": timeout} if what != "abort" else base
         tool = f"{what}_deployment"
-    print(f"::group::{what} {app} to {environment}", flush=True)
+    print(f"::group::{what} {app or '(the default app)'} to {environment}", flush=True)
     try:
         result = _call(tool, args, env)
     finally:
@@ -268,7 +268,7 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
     if isinstance(result, DeploymentStatus):
         set_outputs({"status": result.latest.status if result.latest else "none"}, env)
         write_summary(
-            f"## pipeline-bot status: `{app}` in `{environment}`\n\n```json\n"
+            f"## pipeline-bot status: `{result.app}` in `{environment}`\n\n```json\n"
             f"{result.model_dump_json(indent=2)}\n```",
             env,
         )

@@ -17,6 +17,7 @@ from pipeline_bot.app.deploys import deploy_commit
 from pipeline_bot.app.retries import repeat_refusal
 from pipeline_bot.core.authz import Requester, authorize
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
+from pipeline_bot.core.manifests import AppChoiceError, default_app
 from pipeline_bot.errors import ConfigError, LockedError, PipelineBotError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
@@ -130,16 +131,12 @@ def _deployed_to(ctx: EventContext, env: Environment | None, sha: str) -> set[st
 
 
 def _app(config: RepoConfig, command: Command, repo: str) -> str:
-    if command.app:
-        return command.app
-    if len(config.services) == 1:
-        return config.services[0].name
-    if config.services:
-        names = ", ".join(s.name for s in config.services)
-        raise CommandSyntaxError(
-            f"this repository has several services ({names}): add --app NAME", command.name
-        )
-    return repo.rsplit("/", 1)[-1].lower()
+    """The app a command acts on: the rule every front end shares (core.manifests.default_app)."""
+    services = [s.name for s in config.services]
+    try:
+        return default_app(command.app, services, [], repo.rsplit("/", 1)[-1].lower())
+    except AppChoiceError as exc:
+        raise CommandSyntaxError(f"{exc}: add --app NAME", command.name) from None
 
 
 def _deploy(

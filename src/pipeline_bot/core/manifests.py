@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import yaml
@@ -134,6 +134,35 @@ def image_repository(image: str) -> str:
     if ":" in last[-1]:
         last[-1] = last[-1].split(":", 1)[0]
     return "/".join(last)
+
+
+class AppChoiceError(ValueError):
+    """No app was named and the rule cannot pick one; the message says how to name it."""
+
+
+def default_app(
+    explicit: str | None, services: Sequence[str], deployments: Sequence[str], fallback: str
+) -> str:
+    """Which app a command acts on, the same in every front end: the one named; else the one
+    Deployment of the manifests given; else the configuration's one service; else, with no
+    services configured, the repository's name. Several Deployments or services: an error."""
+    if explicit:
+        return explicit
+    if len(deployments) == 1:
+        return deployments[0]
+    if deployments:
+        names = ", ".join(sorted(deployments))
+        raise AppChoiceError(f"the manifests hold several Deployments ({names})")
+    if len(services) == 1:
+        return services[0]
+    if services:
+        names = ", ".join(services)
+        raise AppChoiceError(f"this repository has several services ({names})")
+    return fallback
+
+
+def deployment_names(objs: Sequence[Obj]) -> list[str]:
+    return [str(o["metadata"]["name"]) for o in objs if o.get("kind") == "Deployment"]
 
 
 def image_reference(config: RepoConfig, app: str, tag: str) -> str | None:

@@ -55,7 +55,7 @@ def build_workload(
     req: DeployRequest, *, namespace: str, replicas: int, deploy_id: str, strategy: str
 ) -> Workload:
     if req.manifests:
-        objs = _load(req.manifests)
+        objs = load_manifests(req.manifests)
         objs, replaced = substitute_images(objs, [req.image])
         if replaced == 0:
             raise ManifestError(
@@ -100,7 +100,8 @@ def build_workload(
     return Workload(str(deployment["metadata"]["namespace"]), objs, deployment, service)
 
 
-def _load(patterns: list[str]) -> list[Obj]:
+def load_manifests(patterns: list[str]) -> list[Obj]:
+    """The objects of manifest files, folders and globs, parsed and checked."""
     files: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.analysis import analyze
 from pipeline_bot.core.canary import DEFAULT_GATES
-from pipeline_bot.core.manifests import image_reference
+from pipeline_bot.core.manifests import (
+    AppChoiceError,
+    default_app,
+    deployment_names,
+    image_reference,
+)
 from pipeline_bot.core.strategy import strategy_named
 from pipeline_bot.deploy.engine import DeployEngine, render_only
 from pipeline_bot.deploy.gates import PrometheusGate
+from pipeline_bot.deploy.workload import load_manifests
 from pipeline_bot.errors import ToolError
 from pipeline_bot.models import (
     ContainerResources,
@@ -58,7 +65,11 @@ class DeployConfig(_Input):
 
 
 class DeployInput(_Input):
-    app_name: str = Field(description="Application (Deployment) name")
+    app_name: str | None = Field(
+        None,
+        description="Application (Deployment) name. Default: the one Deployment of the "
+        "manifests given, else the config's one service, else the repository's name.",
+    )
     environment: str = Field(description="Environment from .github/pipeline-bot.yml")
     image_tag: str = Field(
         description="Image reference (repo:tag or repo@digest), or only a tag "
@@ -74,7 +85,11 @@ class DeployInput(_Input):
 
 
 class AppInput(_Input):
-    app_name: str
+    app_name: str | None = Field(
+        None,
+        description="Application name. Default: the config's one service, else the "
+        "repository's name.",
+    )
     environment: str
     repository: str = "."
     namespace: str | None = None
@@ -92,7 +107,46 @@ def _engine(
     )
 
 
+def _app_and_manifests(args: DeployInput, config: RepoConfig) -> tuple[str, list[str]]:
+    """The app (the one rule every front end shares, core.manifests.default_app) and the
+    manifests to apply: those given, else the service's own `manifests` from the config (files
+    of the repository, read from its checkout), else none (a Deployment and Service rendered)."""
+    given = args.config.manifests
+    deployments = deployment_names(load_manifests(given)) if given else []
+    app = choose_app(args.app_name, config, args.repository, deployments)
+    if given:
+        return app, given
+    service = next((s for s in config.services if s.name == app), None)
+    if service is None or not service.manifests:
+        return app, []
+    root = Path(args.repository)
+    if not root.is_dir():
+        raise ToolError(
+            f"service {app!r} deploys its manifests ({', '.join(service.manifests)}), files of "
+            "the repository, and there is no checkout of it here to read them from: deploy "
+            "it from CI (the Action or the CLI)",
+            tool="deploy_application",
+        )
+    return app, [str(root / pattern) for pattern in service.manifests]
+
+
+def choose_app(
+    explicit: str | None, config: RepoConfig, repository: str, deployments: list[str] | None = None
+) -> str:
+    """core.manifests.default_app, with the repository's name as the last resort."""
+    root = Path(repository)
+    fallback = (root.resolve().name if root.is_dir() else repository.rsplit("/", 1)[-1]).lower()
+    try:
+        return default_app(explicit, [s.name for s in config.services], deployments or [], fallback)
+    except AppChoiceError as exc:
+        raise ToolError(
+            f"{exc}: name the app (app_name; --app on the command line, the Action's app input)",
+            tool="deploy_application",
+        ) from None
+
+
 def _image(args: DeployInput, config: RepoConfig) -> str:
+    assert args.app_name is not None  # noqa: S101 - deploy_application resolved it first
     image = image_reference(config, args.app_name, args.image_tag)
     if image is None:
         raise ToolError(
@@ -140,10 +194,12 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
     Changes the cluster; holds the environment's lock while it runs."""
     config = ctx.repo_config(args.repository)
     env = config.environment(args.environment)
+    app, manifests = _app_and_manifests(args, config)
+    args = args.model_copy(update={"app_name": app})
     strategy = _strategy(args, ctx, env, config)
     c = args.config
     request = DeployRequest(
-        app=args.app_name,
+        app=app,
         environment=env.name,
         image=_image(args, config),
         commit_sha=c.commit_sha,
@@ -158,7 +214,7 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
             memory_limit=c.memory_limit,
         ),
         readiness=ReadinessProbe(path=c.readiness_path) if c.readiness_path else None,
-        manifests=c.manifests,
+        manifests=manifests,
         dry_run=c.dry_run,
         timeout_seconds=c.timeout_seconds,
         auto_rollback=c.auto_rollback,
@@ -173,34 +229,42 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
 
 def promote_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Promote a paused canary to stable, or switch a waiting blue-green deploy's traffic."""
-    env = ctx.repo_config(args.repository).environment(args.environment)
+    config = ctx.repo_config(args.repository)
+    env = config.environment(args.environment)
+    app = choose_app(args.app_name, config, args.repository)
     return _engine(ctx, "promote_deployment", env).promote(
-        env.name, args.app_name, timeout=args.timeout_seconds
+        env.name, app, timeout=args.timeout_seconds
     )
 
 
 def abort_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Abort a paused canary or blue-green deploy: remove the new version, keep stable serving."""
-    env = ctx.repo_config(args.repository).environment(args.environment)
-    return _engine(ctx, "abort_deployment", env).abort(env.name, args.app_name)
+    config = ctx.repo_config(args.repository)
+    env = config.environment(args.environment)
+    app = choose_app(args.app_name, config, args.repository)
+    return _engine(ctx, "abort_deployment", env).abort(env.name, app)
 
 
 def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     """Roll an app back to its last successful deploy before the latest (or switch blue-green
     traffic back), and watch until it is available."""
-    env = ctx.repo_config(args.repository).environment(args.environment)
+    config = ctx.repo_config(args.repository)
+    env = config.environment(args.environment)
+    app = choose_app(args.app_name, config, args.repository)
     namespace = args.namespace or env.namespace or env.name
     return _engine(ctx, "rollback_deployment", env).rollback(
-        env.name, args.app_name, namespace=namespace, timeout=args.timeout_seconds
+        env.name, app, namespace=namespace, timeout=args.timeout_seconds
     )
 
 
 def get_deployment_status(args: AppInput, ctx: ToolContext) -> DeploymentStatus:
     """What runs for an app in an environment (images, replicas ready, conditions, live colour)
     from the cluster, with the lock and the recent deploys from the store. Reads only."""
-    env = ctx.repo_config(args.repository).environment(args.environment)
+    config = ctx.repo_config(args.repository)
+    env = config.environment(args.environment)
+    app = choose_app(args.app_name, config, args.repository)
     namespace = args.namespace or env.namespace or env.name
-    return _engine(ctx, "get_deployment_status", env).status(env.name, args.app_name, namespace)
+    return _engine(ctx, "get_deployment_status", env).status(env.name, app, namespace)
 
 
 def register(registry: ToolRegistry) -> None:
