@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -34,8 +33,6 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
-
 Env = Annotated[str, typer.Option("--environment", "-e", help="Environment to act on.")]
 App = Annotated[
     str | None,
@@ -65,11 +62,12 @@ PromUrl = Annotated[
 
 
 def parse_duration(text: str) -> float:
-    m = _DURATION.match(text.strip())
-    if not text.strip() or not m or not any(m.groups()):
-        raise typer.BadParameter(f"{text!r} is not a duration (examples: 90, 90s, 5m, 1h30m)")
-    h, mnt, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mnt * 60 + s
+    from pipeline_bot.core.durations import parse_duration as seconds
+
+    try:
+        return seconds(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def metrics_for(url: str | None) -> Any:

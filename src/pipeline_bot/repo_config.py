@@ -291,12 +291,30 @@ def config_json_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- loading
 
 
+MAX_CONFIG_BYTES = 256 * 1024
+"""A configuration is a few kilobytes; a larger file is refused before it is parsed."""
+MAX_DEPTH = 32
+"""Nesting deeper than this is refused (the schema needs fewer than ten levels)."""
+
+
 def find_config_file(repo_root: Path) -> Path | None:
     for name in CONFIG_PATHS:
         candidate = repo_root / name
         if candidate.is_file():
+            _inside(candidate, repo_root)
             return candidate
     return None
+
+
+def _inside(path: Path, root: Path) -> None:
+    """A repository's config is one of its own files: a symlink out of it is refused (its
+    target is never read, so nothing of it can show up in an error)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise ConfigError(
+            str(path), [ConfigProblem("", "is a symlink to a file outside the repository")]
+        ) from None
 
 
 def load_repo_config(path: Path | None, *, repo_root: Path | None = None) -> RepoConfig:
@@ -306,6 +324,12 @@ def load_repo_config(path: Path | None, *, repo_root: Path | None = None) -> Rep
         if path is None:
             return default_config()
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                str(path),
+                [ConfigProblem("", f"is {size:,} bytes; a config may have {MAX_CONFIG_BYTES:,}")],
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), [ConfigProblem("", "file not found")]) from None
@@ -317,14 +341,27 @@ def load_repo_config(path: Path | None, *, repo_root: Path | None = None) -> Rep
 
 def parse_repo_config(text: str, *, source: str = "<config>") -> RepoConfig:
     """Validate YAML text; raises ConfigError listing every problem with its line."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            source,
+            [ConfigProblem("", f"is {len(text):,} bytes; a config may have {MAX_CONFIG_BYTES:,}")],
+        )
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        _check_depth(node, source)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(source, [ConfigProblem("", f"YAML syntax: {problem}", line)]) from None
+    except RecursionError:
+        raise ConfigError(
+            source, [ConfigProblem("", f"nested deeper than {MAX_DEPTH} levels")]
+        ) from None
+    finally:
+        loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -337,6 +374,26 @@ def parse_repo_config(text: str, *, source: str = "<config>") -> RepoConfig:
             for err in exc.errors(include_url=False)
         ]
         raise ConfigError(source, problems) from None
+
+
+# libyaml's parser where PyYAML has it (many times faster), the pure-Python one otherwise
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_depth(root: yaml.Node | None, source: str) -> None:
+    """Refuse deep nesting before anything walks it recursively."""
+    todo: list[tuple[Any, int]] = [(root, 1)] if root is not None else []
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise ConfigError(
+                source, [ConfigProblem("", f"nested deeper than {MAX_DEPTH} levels", line)]
+            )
+        if isinstance(node, yaml.MappingNode):
+            todo += [(v, depth + 1) for _, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(v, depth + 1) for v in node.value]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -235,7 +235,12 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
         "environment": environment,
         "repository": str(workspace),
     }
-    timeout = float(input_value("timeout", env) or 300)
+    from pipeline_bot.core.durations import parse_duration
+
+    try:
+        timeout = parse_duration(input_value("timeout", env) or "300")
+    except ValueError as exc:
+        return _fail(f"timeout: {exc}")
     if what == "deploy":
         image = input_value("image", env)
         if not image:
