@@ -222,3 +222,39 @@ def test_a_canary_paused_in_one_job_is_promoted_from_another(kube_api, namespace
     back = third.rollback("production", "shop", timeout=20)
     assert back.status == "succeeded", back.message
     assert _image(cluster, namespace) == "shop:1"  # the last good version before it
+
+
+def test_a_store_for_a_repository_config_puts_each_environment_where_it_deploys(
+    kube_api, namespace
+):
+    from pipeline_bot.errors import UnknownEnvironmentError
+    from pipeline_bot.repo_config import parse_repo_config
+
+    config = parse_repo_config(
+        "version: 1\nenvironments:\n"
+        f"  - {{name: staging, order: 1, namespace: {namespace}}}\n"
+        f"  - {{name: production, order: 2, namespace: {namespace}, kube_context: prod}}\n"
+    )
+    contexts = []
+
+    def connect(env):
+        contexts.append(env.kube_context)
+        return _cluster(kube_api)
+
+    store = ClusterStore.for_config(config, connect)
+    assert contexts == []  # nothing is built before it is used
+    store.save(_record(1))
+    store.save(_record(2, environment="staging"))
+    assert contexts == ["prod", None]
+    assert [r.id for r in job_history(kube_api, namespace)] == ["d002", "d001"]
+    with pytest.raises(UnknownEnvironmentError):
+        store.history("qa")
+
+
+def job_history(kube_api, namespace):
+    cluster = _cluster(kube_api)
+    found = cluster.list_objects("v1", "Secret", namespace, labels={"pipeline-bot.dev/app": "shop"})
+    records = [
+        DeployRecord.model_validate_json(base64.b64decode(s["data"]["record"])) for s in found
+    ]
+    return sorted(records, key=lambda r: r.started_at, reverse=True)

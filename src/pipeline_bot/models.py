@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 RiskLevel = Literal["low", "medium", "high", "critical"]
@@ -438,9 +438,66 @@ class DeployResult(_Model):
     seconds: float = 0.0
 
 
+class RollingState(_Model):
+    """What a rolling deploy keeps for a later rollback."""
+
+    kind: Literal["rolling"] = "rolling"
+    deployment: str
+    template: dict[str, Any] = Field(description="the pod template it rolled out")
+    previous_template: dict[str, Any] | None = Field(
+        None, description="the pod template it replaced (None on a first deploy)"
+    )
+
+
+class BlueGreenState(_Model):
+    """What a blue-green deploy keeps between its rollout and the switch (promote or abort), and
+    after the switch for the rollback window."""
+
+    kind: Literal["blue-green"] = "blue-green"
+    color: str
+    service: str
+    deployment: str = Field(description="the new colour's Deployment")
+    previous_deployment: str | None = Field(None, description="what served before")
+    selector: dict[str, str] = Field(description="the Service's selector for the new colour")
+    previous_selector: dict[str, str] | None = None
+    keep_seconds: int = Field(0, description="how long the previous colour stays up")
+    scale_down_at: datetime | None = None
+    scaled_down: bool = False
+    previous_replicas: int | None = None
+    pause_expires_at: datetime | None = Field(
+        None, description="an inconclusive pause is aborted after this"
+    )
+
+
+class CanaryState(_Model):
+    """What a canary keeps between a pause and its promote or abort."""
+
+    kind: Literal["canary"] = "canary"
+    deployment: str = Field(description="the stable Deployment")
+    canary: str = Field(description="the canary Deployment")
+    total: int = Field(description="the stable Deployment's replicas before the canary")
+    weights: list[int]
+    step: int = Field(0, description="steps done")
+    template: dict[str, Any] = Field(description="the new pod template, promoted to stable")
+    stable_template: dict[str, Any] = Field(description="the pod template stable had")
+    pause_expires_at: datetime | None = Field(
+        None, description="an inconclusive pause is aborted after this"
+    )
+
+
+StrategyState = Annotated[RollingState | BlueGreenState | CanaryState, Field(discriminator="kind")]
+_STATE_KINDS = frozenset({"rolling", "blue-green", "canary"})
+_STATE_FIELDS = {
+    "rolling": RollingState.model_fields,
+    "blue-green": BlueGreenState.model_fields,
+    "canary": CanaryState.model_fields,
+}
+
+
 class DeployRecord(_Model):
-    """One deploy as the store keeps it; `state` holds what a later promote, abort or rollback
-    needs (the previous pod template, the canary's step, the colour serving traffic ...)."""
+    """One deploy as the store keeps it. `strategy_state` is what a later promote, abort or
+    rollback needs (the previous pod template, the canary's step, the colour serving traffic);
+    `state` holds notes other tools attach to a record (an AI investigation)."""
 
     id: str
     environment: str
@@ -455,7 +512,30 @@ class DeployRecord(_Model):
     actor: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
+    strategy_state: StrategyState | None = None
+    rollback_of: str | None = Field(None, description="the deploy this one rolled back")
     state: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untyped_state(cls, data: Any) -> Any:
+        """Records written before the state was typed kept it as dictionary keys in `state`:
+        read those into `strategy_state` (an expiry was a Unix time then)."""
+        if not isinstance(data, dict) or data.get("strategy_state") is not None:
+            return data
+        state = data.get("state")
+        if not isinstance(state, dict) or not ({"kind", "rollback_of"} & state.keys()):
+            return data
+        notes = dict(state)
+        data = {**data, "state": notes, "rollback_of": notes.pop("rollback_of", None)}
+        kind = notes.get("kind")
+        if kind in _STATE_KINDS:
+            fields = _STATE_FIELDS[kind]
+            typed = {k: notes.pop(k) for k in list(notes) if k in fields}
+            if "expires_at" in notes:
+                typed["pause_expires_at"] = notes.pop("expires_at")
+            data["strategy_state"] = typed
+        return data
 
 
 class WorkloadStatus(_Model):

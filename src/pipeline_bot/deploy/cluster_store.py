@@ -16,6 +16,7 @@ from pipeline_bot.deploy.leases import LeaseLocks
 from pipeline_bot.deploy.records import ClusterRecords
 from pipeline_bot.integrations.ports import ClusterPort
 from pipeline_bot.models import DeployRecord, EnvironmentLock
+from pipeline_bot.repo_config import Environment, RepoConfig, default_config
 
 DEFAULT_KEEP = 20
 
@@ -45,6 +46,24 @@ class ClusterStore:
         store = cls.__new__(cls)
         store._init(clusters, namespaces, keep)
         return store
+
+    @classmethod
+    def for_config(
+        cls,
+        config: RepoConfig,
+        connect: Callable[[Environment], ClusterPort],
+        *,
+        keep: int = DEFAULT_KEEP,
+    ) -> ClusterStore:
+        """Each environment of a repository's config on its own cluster (`connect`, as a
+        ToolContext's `cluster`) and in its own namespace; an environment the config does not
+        name is an UnknownEnvironmentError when used."""
+        envs = config.environments or default_config().environments
+        return cls.per_environment(
+            lambda name: connect(config.environment(name)),
+            namespaces={e.name: e.namespace or e.name for e in envs},
+            keep=keep,
+        )
 
     def _init(
         self,

@@ -111,7 +111,7 @@ class SqlStore:
             actor=record.actor,
             started_at=record.started_at.timestamp(),
             finished_at=record.finished_at.timestamp() if record.finished_at else None,
-            state=json.dumps(record.state),
+            state=json.dumps(_state_document(record)),
         )
         with self._session() as s:
             s.merge(row)
@@ -265,8 +265,33 @@ def _record(row: _Deployment) -> DeployRecord:
         actor=row.actor,
         started_at=datetime.fromtimestamp(row.started_at, tz=UTC),
         finished_at=_ts(row.finished_at),
-        state=json.loads(row.state or "{}"),
+        **_from_state_document(json.loads(row.state or "{}")),
     )
+
+
+_STATE_VERSION = 2  # 1: the strategy's state as keys of one dictionary (read still)
+
+
+def _state_document(record: DeployRecord) -> dict[str, Any]:
+    """The `state` column: the typed strategy state, what was rolled back, and notes."""
+    return {
+        "version": _STATE_VERSION,
+        "strategy_state": (
+            record.strategy_state.model_dump(mode="json") if record.strategy_state else None
+        ),
+        "rollback_of": record.rollback_of,
+        "notes": record.state,
+    }
+
+
+def _from_state_document(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc.get("version") != _STATE_VERSION:
+        return {"state": doc}  # an older row: DeployRecord reads its keys into typed state
+    return {
+        "strategy_state": doc.get("strategy_state"),
+        "rollback_of": doc.get("rollback_of"),
+        "state": doc.get("notes") or {},
+    }
 
 
 def _lock(row: _Lock) -> EnvironmentLock:
