@@ -8,6 +8,7 @@ Schema that editors use to complete and check the file.
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -381,10 +382,18 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _check_depth(root: yaml.Node | None, source: str) -> None:
-    """Refuse deep nesting before anything walks it recursively."""
+    """Refuse deep nesting, and aliases that expand to more values than a config of the largest
+    size can hold (a billion laughs), before anything walks it recursively."""
     todo: list[tuple[Any, int]] = [(root, 1)] if root is not None else []
+    visits = 0
     while todo:
         node, depth = todo.pop()
+        visits += 1
+        if visits > MAX_CONFIG_BYTES:  # an alias is walked again wherever it is used
+            raise ConfigError(
+                source,
+                [ConfigProblem("", f"expands to more than {MAX_CONFIG_BYTES:,} values (aliases)")],
+            )
         if depth > MAX_DEPTH:
             line = node.start_mark.line + 1
             raise ConfigError(
@@ -411,7 +420,8 @@ def _explain(err: Any) -> str:
         return "unknown field (check its spelling against `pipeline-bot config schema`)"
     message = str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error" and "input" in err:
-        return f"{message}, got {err['input']!r}"
+        got = reprlib.repr(err["input"])  # an aliased value can be huge: say it briefly
+        return f"{message}, got {got if len(got) <= 80 else got[:77] + '...'}"
     return message
 
 

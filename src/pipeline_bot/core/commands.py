@@ -69,7 +69,8 @@ class Command:
 
 def parse_command(body: str) -> Command | None:
     """The command on the comment's first line, None when the comment is not a command."""
-    first = body.lstrip("\ufeff").strip().splitlines()[0].strip() if body.strip() else ""
+    text = body.lstrip("\ufeff").strip()  # a body of only a BOM has no first line
+    first = text.splitlines()[0].strip() if text else ""
     if not first.startswith("/"):
         return None
     words = first.split()
