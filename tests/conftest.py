@@ -111,9 +111,11 @@ class Result:
 
 @pytest.fixture(autouse=True)
 def risk_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test mines history into a cache of its own, never the user's ~/.cache."""
+    """Every test mines history into a cache of its own, never the user's ~/.cache, and keeps
+    its audit trail apart too."""
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("PIPELINE_BOT_CACHE_DIR", str(path))
+    monkeypatch.setenv("PIPELINE_BOT_AUDIT_LOG", str(path / "audit.jsonl"))
     get_settings.cache_clear()
     return path
 

@@ -192,7 +192,7 @@ def test_a_reader_cannot_deploy_and_is_told_why(app, gh, kube):
     text = app.status_comment()
     assert "refused" in text
     assert "needs write permission" in text
-    assert "@reader has read" in text
+    assert "&#64;reader has read" in text
     assert gh.made("POST", r"/deployments$") == []
     assert [c.body["content"] for c in gh.made("POST", r"/reactions$")] == ["eyes", "confused"]
 
@@ -225,7 +225,7 @@ def test_a_locked_environment_refuses_deploys_until_unlocked(app, gh, kube):
     app.comment("/lock staging release freeze", "admin")
     assert "locked **staging**: release freeze" in app.status_comment()
     app.comment("/deploy staging", "writer", comment_id=502)
-    assert "locked by @admin (release freeze)" in app.status_comment()
+    assert "locked by &#64;admin (release freeze)" in app.status_comment()
     app.comment("/unlock staging", "admin", comment_id=503)
     app.comment("/deploy staging", "writer", comment_id=504)
     assert "**succeeded**" in app.status_comment()

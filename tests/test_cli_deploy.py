@@ -168,7 +168,9 @@ def test_a_killed_deploy_leaves_a_record_of_where_it_stopped_and_its_lock(
     import sys
     from pathlib import Path
 
-    from pipeline_bot.integrations.store import SqlStore
+    from pipeline_bot import wiring
+    from pipeline_bot.repo_config import load_repo_config
+    from pipeline_bot.settings import get_settings
 
     kube_api.fail_image("registry.local/shop:hang", "Unready")
     script = Path(sys.executable).parent / "pipeline-bot"
@@ -200,7 +202,10 @@ def test_a_killed_deploy_leaves_a_record_of_where_it_stopped_and_its_lock(
     proc.wait()
     proc.stderr.close()
 
-    store = SqlStore(os.environ["PIPELINE_BOT_DATABASE_URL"])
+    # the store the CLI used (the cluster's, by default), seen as another job would see it
+    settings = get_settings()
+    config = load_repo_config(None, repo_root=deploy_env.root)
+    store = wiring.stores(settings, wiring.cluster(settings))(config)
     record = store.history("production", "shop")[0]
     assert (record.status, record.step) == ("running", "apply shop")
     lock = store.lock("production")
@@ -304,3 +309,36 @@ def test_a_services_own_manifests_are_what_is_deployed(cli, deploy_env, namespac
     assert result.exit_code == 0, result.stderr
     kinds = sorted(o["kind"] for o in result.json()["objects"])
     assert kinds == ["ConfigMap", "Deployment"]  # the service's files, not rendered objects
+
+
+def test_a_deploy_paused_in_one_job_is_promoted_from_another(
+    cli, deploy_env, tmp_path, monkeypatch
+):
+    """Deploy state lives in the cluster (PIPELINE_BOT_STORE=cluster, the default): a second job,
+    with nothing of the first's on its disk, finds the paused deploy and promotes it."""
+    from pipeline_bot.settings import get_settings
+
+    _deploy(cli, deploy_env, "--image", "registry.local/shop:1", "--strategy", "rolling")
+    paused = _deploy(
+        cli,
+        deploy_env,
+        "--image",
+        "registry.local/shop:2",
+        "--strategy",
+        "blue-green",
+        "--format",
+        "json",
+    )
+    assert paused.exit_code == 0, paused.stderr
+    assert paused.json()["status"] == "paused"
+    # another job: another machine's disk, so another (empty) SQL database and cache
+    monkeypatch.setenv("PIPELINE_BOT_DATABASE_URL", f"sqlite:///{tmp_path / 'other-job.db'}")
+    monkeypatch.setenv("PIPELINE_BOT_CACHE_DIR", str(tmp_path / "other-cache"))
+    get_settings.cache_clear()
+    promoted = cli(
+        "promote", "--repo", str(deploy_env.root), "-e", "production", "--format", "json"
+    )
+    assert promoted.exit_code == 0, promoted.stderr
+    assert promoted.json()["status"] == "succeeded"
+    status = cli("status", "--repo", str(deploy_env.root), "-e", "production")
+    assert "registry.local/shop:2" in status.stdout

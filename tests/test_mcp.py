@@ -265,6 +265,7 @@ def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
         "devops://clusters/current",
         "devops://deployments/staging",
         "devops://metrics/prometheus",
+        "devops://audit",
     ]
     templates, listed, texts = anyio.run(_resources, server, mode, uris)
     assert {t.uri_template for t in templates} == {
@@ -272,6 +273,7 @@ def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
         "devops://deployments/{environment}",
     }
     assert sorted(str(r.uri) for r in listed) == [
+        "devops://audit",
         "devops://metrics/prometheus",
         "devops://pipelines/github-actions",
     ]
@@ -285,6 +287,8 @@ def test_resources_have_real_content_or_say_why_not(env, base_repo, mode):
     assert [(d["app"], d["status"]) for d in deploys] == [("shop", "succeeded")]
     metrics = json.loads(texts["devops://metrics/prometheus"])
     assert metrics["prometheus"] is None
+    audit = json.loads(texts["devops://audit"])  # the deploy above, made over MCP
+    assert any(e["tool"] == "deploy_application" and e["front_end"] == "mcp" for e in audit)
     assert [g["name"] for g in metrics["gates"]] == ["request-success-rate", "request-duration-p99"]
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -157,7 +157,25 @@ def _render(result: Analysis, output: OutputFormat) -> None:
     else:
         # piped output (CI logs) is read in wide windows: do not wrap it at 80 columns
         width = None if sys.stdout.isatty() else 160
-        _render_text(result, Console(highlight=False, soft_wrap=True, width=width))
+        _render_text(_terminal_safe(result), Console(highlight=False, soft_wrap=True, width=width))
+
+
+def _terminal_safe(result: Analysis) -> Analysis:
+    """The analysis with every string one terminal line: a file name or commit message with a
+    line break or an escape sequence cannot start a new line (a workflow command in a CI log,
+    `::error ...`) or act on the terminal."""
+    from pipeline_bot.core.escape import terminal
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return terminal(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return Analysis.model_validate(clean(result.model_dump(mode="json")))
 
 
 def _render_text(a: Analysis, console: Console) -> None:
@@ -224,7 +242,10 @@ def _render_text(a: Analysis, console: Console) -> None:
         )
         for f in a.findings[:40]:
             table.add_row(
-                Text(f.severity, LEVEL_STYLE.get(f.severity, "")), location(f), f.rule, f.message
+                Text(f.severity, LEVEL_STYLE.get(f.severity, "")),
+                Text(location(f)),
+                Text(f.rule),
+                Text(f.message),
             )
         console.print(table)
         if len(a.findings) > 40:
@@ -297,6 +318,7 @@ def config_validate(
 cli_deploy.register(app)
 cli_app.register(app)
 cli_ai.register(app)
+cli_ai.register_audit(app)
 
 
 def main() -> None:

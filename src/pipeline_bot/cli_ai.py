@@ -92,3 +92,35 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(EXIT_BAD_INPUT)
         print_investigation(review, output)
+
+
+def register_audit(app: typer.Typer) -> None:
+    @app.command()
+    def audit(
+        limit: Annotated[int, typer.Option(help="Entries to show, newest first.")] = 50,
+        tool: Annotated[str | None, typer.Option(help="Only calls of this tool.")] = None,
+        actor: Annotated[str | None, typer.Option(help="Only calls by this actor.")] = None,
+        output: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    ) -> None:
+        """Show the audit trail: every tool call from the CLI, the Action, the App and MCP, with
+        who asked, the inputs (redacted), the policy's decision, the outcome and the time it
+        took (PIPELINE_BOT_AUDIT_LOG)."""
+        import json
+
+        from pipeline_bot.settings import get_settings
+        from pipeline_bot.wiring import audit as audit_log
+
+        entries = audit_log(get_settings()).entries(limit=limit, tool=tool, actor=actor)
+        if output == "json":
+            sys.stdout.write(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+            sys.stdout.write("\n")
+            return
+        if not entries:
+            typer.echo("no tool calls recorded yet")
+            return
+        for e in entries:
+            decision = "" if e.decision == "allowed" else f" [{e.decision}]"
+            typer.echo(
+                f"{e.at:%Y-%m-%d %H:%M:%S} {e.front_end:<6} {e.actor or '-':<16} {e.tool:<22} "
+                f"{e.outcome:<7} {e.seconds:>7.2f}s {e.result}{decision}"
+            )

@@ -83,7 +83,11 @@ def metrics_for(url: str | None) -> Any:
 
 
 def tool_context(
-    kubeconfig: str | None, context: str | None, prometheus_url: str | None = None
+    kubeconfig: str | None,
+    context: str | None,
+    prometheus_url: str | None = None,
+    *,
+    front_end: str = "cli",
 ) -> Any:
     """The ToolContext of a command (wiring.tool_context, with progress on stderr)."""
     from pipeline_bot.settings import get_settings
@@ -99,6 +103,7 @@ def tool_context(
             kubeconfig=kubeconfig,
             context=context,
             prometheus_url=prometheus_url,
+            front_end=front_end,
         )
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -478,7 +483,9 @@ def register_mcp(app: typer.Typer) -> None:
         if transport not in ("stdio", "http"):
             raise typer.BadParameter(f"--transport {transport!r}: use stdio or http")
         # collaborators are built on the first tool call: starting has no side effects
-        ctx = functools.cache(lambda: tool_context(kubeconfig, context, prometheus_url))
+        ctx = functools.cache(
+            lambda: tool_context(kubeconfig, context, prometheus_url, front_end="mcp")
+        )
         try:
             # the policy comes from the command line, never from a tool call's arguments
             where = repo.expanduser() if repo is not None else None

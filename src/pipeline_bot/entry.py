@@ -7,6 +7,10 @@ import sys
 
 
 def main() -> None:
+    from pipeline_bot.redaction import redact_logs, redact_streams
+
+    redact_streams()  # every registered secret is masked in whatever this process prints
+    redact_logs()
     if sys.argv[1:2] == ["action"]:
         from pipeline_bot.action.main import main as action_main
 

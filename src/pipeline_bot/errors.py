@@ -31,6 +31,9 @@ class PipelineBotError(Exception):
     """Root of every error pipeline-bot raises on purpose."""
 
     def __init__(self, message: str) -> None:
+        from pipeline_bot.redaction import redact  # a registered secret never rides an error
+
+        message = redact(message)
         super().__init__(message)
         self.message = message
 

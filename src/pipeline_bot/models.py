@@ -586,3 +586,20 @@ class MetricSeries(_Model):
 
     labels: dict[str, str] = Field(default_factory=dict)
     points: list[tuple[datetime, float]] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditEntry(_Model):
+    """One tool call, whoever made it and however it ended."""
+
+    at: datetime
+    front_end: str = Field(description="cli, action, app or mcp")
+    actor: str | None = Field(None, description="who asked, as the front end knows them")
+    tool: str
+    inputs: dict[str, Any] = Field(default_factory=dict, description="the arguments, redacted")
+    decision: str = Field("allowed", description="allowed, or refused and why")
+    outcome: Literal["ok", "error", "refused"] = "ok"
+    result: str = Field("", description="what came of it, in a line")
+    seconds: float = 0.0

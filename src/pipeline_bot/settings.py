@@ -39,6 +39,26 @@ class Settings(BaseSettings):
         description="Where mined history and fitted risk models are kept; default: "
         "$XDG_CACHE_HOME/pipeline-bot (~/.cache/pipeline-bot).",
     )
+    store: Literal["cluster", "sql"] = Field(
+        "cluster",
+        description="Where deploy records and environment locks live: cluster (a Lease and one "
+        "Secret per deploy in each environment's namespace, seen by every job and front end) "
+        "or sql (PIPELINE_BOT_DATABASE_URL).",
+    )
+    audit_log: str | None = Field(
+        None,
+        description="The audit trail of every tool call (JSON lines); default: "
+        "~/.local/state/pipeline-bot/audit.jsonl.",
+    )
+    audit_retention_days: float = Field(
+        90, gt=0, description="Audit entries older than this are dropped."
+    )
+    history_keep: int = Field(
+        20, ge=1, le=1000, description="Deploy records kept per app in the cluster store."
+    )
+    lock_lease_seconds: float = Field(
+        60, ge=5, le=3600, description="An environment lock's lease; renewed while a deploy runs."
+    )
     database_url: str | None = Field(
         None, description="Deploy records and locks; default: a SQLite file in ~/.local/state."
     )
@@ -134,6 +154,41 @@ class Settings(BaseSettings):
     mcp_token: SecretStr | None = Field(
         None, description="Bearer token the MCP HTTP server requires (always, once set)."
     )
+    public_url: str | None = Field(
+        None,
+        description="The App's public address as clients reach it (https://bot.example.com); "
+        "its host and origin are allowed on /mcp.",
+    )
+    mcp_allowed_hosts: str | None = Field(
+        None,
+        description="Comma-separated Host values the MCP HTTP transport accepts besides "
+        "loopback (name: any port; name:port; name:*), e.g. mcp.example.com.",
+    )
+    mcp_allowed_origins: str | None = Field(
+        None,
+        description="Comma-separated Origin values accepted besides those of the allowed hosts, "
+        "e.g. https://assistant.example.com.",
+    )
+    mcp_session_idle_timeout: float = Field(
+        600, gt=0, description="Seconds an idle MCP HTTP session lives before it is closed."
+    )
+    mcp_max_sessions: int = Field(
+        200, ge=1, description="Open MCP HTTP sessions at most; one more is answered 503."
+    )
+    http_max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body of the REST API and MCP over HTTP (webhooks: 25 MB).",
+    )
+    http_body_timeout: float = Field(
+        10, gt=0, description="Seconds a request's body may take to arrive (then 408)."
+    )
+    webhook_buffer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Webhook bytes held at once before their signatures are verified; beyond "
+        "it a delivery is answered 503 (one is always admitted when none is held).",
+    )
     metrics_pushgateway: str | None = Field(
         None, description="Push pipeline-bot's own metrics to this Pushgateway after a command."
     )
@@ -144,4 +199,20 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    register_secrets(settings)
+    return settings
+
+
+def register_secrets(settings: Settings) -> None:
+    """Every secret setting, and the credentials inside URL settings, for redaction by value."""
+    from pydantic import SecretStr
+
+    from pipeline_bot import redaction
+
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            redaction.register(value.get_secret_value())
+        elif isinstance(value, str) and "://" in value and "@" in value:
+            redaction.register(value)

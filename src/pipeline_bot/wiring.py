@@ -19,6 +19,7 @@ from pipeline_bot.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline_bot.integrations.ports import (
+        AuditPort,
         ClusterPort,
         LLMPort,
         MetricsPort,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
         StorePort,
         WorkflowsPort,
     )
-    from pipeline_bot.repo_config import Environment
+    from pipeline_bot.repo_config import Environment, RepoConfig
     from pipeline_bot.tools import ToolContext
 
 Progress = Callable[[str], None]
@@ -121,10 +122,21 @@ def cluster(
 
 
 def store(settings: Settings) -> StorePort:
-    """Deploy records and locks: PIPELINE_BOT_DATABASE_URL, else a SQLite file of this user's."""
+    """The SQL store: PIPELINE_BOT_DATABASE_URL, else a SQLite file of this user's (the App's
+    own bookkeeping, and deploy state with PIPELINE_BOT_STORE=sql)."""
     from pipeline_bot.integrations.store import SqlStore, default_database_url
 
     return SqlStore(settings.database_url or default_database_url())
+
+
+def stores(
+    settings: Settings, connect: Callable[[Environment], ClusterPort]
+) -> Callable[[RepoConfig], StorePort]:
+    """Deploy records and locks in the cluster (PIPELINE_BOT_STORE=cluster, the default): for a
+    repository's config, a Lease and the records in each environment's namespace."""
+    from pipeline_bot.deploy.cluster_store import ClusterStore
+
+    return lambda config: ClusterStore.for_config(config, connect, keep=settings.history_keep)
 
 
 def workflows(settings: Settings) -> WorkflowsPort | None:
@@ -144,6 +156,16 @@ def llm(settings: Settings) -> LLMPort | None:
     return llm_from_settings(settings)
 
 
+def audit(settings: Settings) -> AuditPort:
+    """The audit trail: PIPELINE_BOT_AUDIT_LOG, else this user's state folder."""
+    from pipeline_bot.integrations.audit import AuditLog
+
+    path = settings.audit_log or str(
+        Path.home() / ".local" / "state" / "pipeline-bot" / "audit.jsonl"
+    )
+    return AuditLog(Path(path).expanduser(), retention_days=settings.audit_retention_days)
+
+
 def source(settings: Settings) -> SourcePort:
     from pipeline_bot.integrations.git import GitSource
 
@@ -158,15 +180,21 @@ def tool_context(
     context: str | None = None,
     prometheus_url: str | None = None,
     deploys: bool = True,
+    front_end: str = "cli",
+    actor: str | None = None,
 ) -> ToolContext:
     """Everything a tool may use, from settings. `deploys=False` leaves out the store and the
     cluster (an analysis needs neither, and opening the store creates its file)."""
     from pipeline_bot.tools import AILimits, ToolContext
 
+    connect = cluster(settings, kubeconfig=kubeconfig, context=context)
+    in_sql = deploys and settings.store == "sql"
     return ToolContext(
         source=source(settings),
-        cluster=cluster(settings, kubeconfig=kubeconfig, context=context) if deploys else None,
-        store=store(settings) if deploys else None,
+        cluster=connect if deploys else None,
+        store=store(settings) if in_sql else None,
+        stores=stores(settings, connect) if deploys and not in_sql else None,
+        lock_lease_seconds=settings.lock_lease_seconds,
         progress=progress,
         metrics=metrics(settings, prometheus_url),
         risk=risk_port(settings, progress),
@@ -174,4 +202,20 @@ def tool_context(
         llm=llm(settings),
         ai=AILimits(max_steps=settings.llm_max_steps, prompt_tokens=settings.llm_max_prompt_tokens),
         github_repository=settings.github_repository,
+        audit=audit(settings),
+        front_end=front_end,
+        actor=actor or default_actor(),
     )
+
+
+def default_actor() -> str:
+    """Who runs this process: GitHub's actor in a workflow, else the login user."""
+    actor = os.environ.get("GITHUB_ACTOR")
+    if actor:
+        return actor
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"

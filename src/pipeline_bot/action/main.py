@@ -223,6 +223,7 @@ def _summary_file(env: Mapping[str, str]) -> Path:
 
 
 def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
+    from pipeline_bot.core.escape import md_cell
     from pipeline_bot.core.report import duration
     from pipeline_bot.models import DeploymentStatus, DeployResult
 
@@ -290,7 +291,7 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
     ]
     lines += [
         f"| {s.name} | {s.status} | {duration(int(s.seconds)) if s.seconds >= 1 else '<1s'} "
-        f"| {s.message.replace('|', '/')} |"
+        f"| {md_cell(s.message)} |"
         for s in result.steps
     ]
     if result.rolled_back and input_value("model", env):
@@ -351,7 +352,12 @@ def _context(env: dict[str, str]) -> Any:
     def progress(message: str) -> None:
         print(f"  {message}", flush=True)
 
-    return tool_context(action_settings(env), progress=progress)
+    return tool_context(
+        action_settings(env),
+        progress=progress,
+        front_end="action",
+        actor=env.get("GITHUB_ACTOR") or None,
+    )
 
 
 def action_settings(env: Mapping[str, str]) -> Any:

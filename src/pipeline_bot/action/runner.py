@@ -16,7 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipeline_bot.redaction import kubeconfig_parts, redact, register, url_parts
+
 SECRET_INPUTS = ("kubeconfig", "github-token", "openai-api-key")
+URL_INPUTS = ("prometheus-url", "openai-base-url")
+SECRET_SETTINGS = (
+    "PIPELINE_BOT_KUBECONFIG_CONTENT",
+    "PIPELINE_BOT_PROMETHEUS_TOKEN",
+    "PIPELINE_BOT_PROMETHEUS_PASSWORD",
+    "PIPELINE_BOT_PROMETHEUS_HEADERS",
+    "PIPELINE_BOT_GITHUB_TOKEN",
+    "OPENAI_API_KEY",
+    "PIPELINE_BOT_OPENAI_API_KEY",
+    "PIPELINE_BOT_API_TOKEN",
+    "PIPELINE_BOT_MCP_TOKEN",
+    "GITHUB_APP_PRIVATE_KEY",
+    "GITHUB_WEBHOOK_SECRET",
+)
+URL_SETTINGS = ("PIPELINE_BOT_PROMETHEUS_URL", "PIPELINE_BOT_DATABASE_URL", "OPENAI_BASE_URL")
 ANNOTATION_CAP = 50  # GitHub shows at most 10 per level per step in the UI; 50 in the API
 
 
@@ -34,18 +51,34 @@ def escape_property(text: str) -> str:
 
 
 def command(name: str, message: str = "", **props: object) -> str:
+    if name != "add-mask":
+        message = redact(message)
+        props = {k: redact(str(v)) if v is not None else None for k, v in props.items()}
     rendered = ",".join(f"{k}={escape_property(str(v))}" for k, v in props.items() if v is not None)
     return f"::{name}{' ' + rendered if rendered else ''}::{escape_data(message)}"
 
 
 def mask_secrets(env: Mapping[str, str] | None = None, out: TextIO | None = None) -> None:
-    """Every secret input, and each line of a multi-line one, is masked before anything else."""
+    """Every secret the step was given is masked before anything else, by value: each secret
+    input whole and line by line, each token, key and certificate inside a kubeconfig, the
+    credentials of a URL input, and the secret PIPELINE_BOT_* settings. Each is registered for
+    the step's own redaction too (summary, outputs, annotations, errors)."""
+    env = os.environ if env is None else env
     stream = out or sys.stdout
+    found: set[str] = set()
     for name in SECRET_INPUTS:
         value = input_value(name, env)
-        for part in {value, *value.splitlines()}:
-            if len(part.strip()) >= 4:
-                print(command("add-mask", part.strip()), file=stream)
+        found.update({value, *value.splitlines(), *kubeconfig_parts(value)})
+    for name in URL_INPUTS:
+        found.update(url_parts(input_value(name, env)))
+    for key in SECRET_SETTINGS:
+        found.update({env.get(key, ""), *kubeconfig_parts(env.get(key, ""))})
+    for key in URL_SETTINGS:
+        found.update(url_parts(env.get(key, "")))
+    for part in sorted(found):
+        if len(part.strip()) >= 4:
+            print(command("add-mask", part.strip()), file=stream)
+    register(*found)
 
 
 def set_outputs(values: Mapping[str, str], env: Mapping[str, str] | None = None) -> None:
@@ -56,7 +89,7 @@ def set_outputs(values: Mapping[str, str], env: Mapping[str, str] | None = None)
     with Path(target).open("a", encoding="utf-8") as f:
         for key, value in values.items():
             delimiter = f"ghadelimiter_{uuid.uuid4()}"
-            f.write(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
+            f.write(f"{key}<<{delimiter}\n{redact(value)}\n{delimiter}\n")
 
 
 def write_summary(markdown: str, env: Mapping[str, str] | None = None) -> None:
@@ -64,7 +97,7 @@ def write_summary(markdown: str, env: Mapping[str, str] | None = None) -> None:
     target = env.get("GITHUB_STEP_SUMMARY")
     if target:
         with Path(target).open("a", encoding="utf-8") as f:
-            f.write(markdown + "\n")
+            f.write(redact(markdown) + "\n")
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def _requester(
 def _deployed_to(ctx: EventContext, env: Environment | None, sha: str) -> set[str]:
     done = set()
     for required in env.requires if env else []:
-        records = ctx.services.store.history(required, limit=50, status="succeeded")
+        records = ctx.deploy_store().history(required, limit=50, status="succeeded")
         if any(r.commit_sha == sha for r in records):
             done.add(required)
     return done
@@ -151,7 +151,7 @@ def _deploy(
 ) -> tuple[bool, str]:
     gh, repo = ctx.gh, ctx.repo
     if "acted" in ctx.state:  # a retried delivery: the deploy ran; report it, do not repeat it
-        record = ctx.services.store.get(str(ctx.state["acted"]))
+        record = ctx.deploy_store().get(str(ctx.state["acted"]))
         status = record.status if record else "unknown"
         return status == "succeeded", replies.resumed(actor, command, status)
     app = _app(config, command, repo)
@@ -223,14 +223,14 @@ def _status(ctx: EventContext, config: RepoConfig, env: Environment | None) -> s
 
 
 def _lock(ctx: EventContext, env: Environment, actor: str, reason: str) -> tuple[bool, str]:
-    lock = ctx.services.store.acquire(
+    lock = ctx.deploy_store().acquire(
         env.name, f"@{actor}", reason or f"locked by @{actor}", ttl=LOCK_TTL
     )
     return True, replies.locked(actor, env.name, lock.reason)
 
 
 def _unlock(ctx: EventContext, env: Environment, actor: str) -> tuple[bool, str]:
-    lock = ctx.services.store.lock(env.name)
+    lock = ctx.deploy_store().lock(env.name)
     if lock is None:
         return True, f"@{actor}: `{env.name}` was not locked."
     if not lock.owner.startswith("@"):
@@ -238,7 +238,7 @@ def _unlock(ctx: EventContext, env: Environment, actor: str) -> tuple[bool, str]
             f"@{actor}: `{env.name}` is held by a running deploy ({lock.owner}, {lock.reason}); "
             "it is released when that deploy ends."
         )
-    ctx.services.store.release(env.name, lock.owner)
+    ctx.deploy_store().release(env.name, lock.owner)
     return True, f"@{actor} unlocked `{env.name}` (it was locked by {lock.owner})."
 
 

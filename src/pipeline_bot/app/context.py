@@ -12,6 +12,7 @@ from pipeline_bot.integrations.deliveries import Delivery, DeliveryStore
 from pipeline_bot.integrations.github_app import GitHubApp, Installation
 from pipeline_bot.integrations.mirror import MirroredRisk, Mirrors
 from pipeline_bot.integrations.ports import (
+    AuditPort,
     ChangeSource,
     ClusterPort,
     LLMPort,
@@ -67,6 +68,10 @@ class AppServices:
     ai: AILimits = field(default_factory=AILimits)
     registry: ToolRegistry = field(default_factory=build_registry)
     configs: ConfigCache = field(default_factory=ConfigCache)
+    audit: AuditPort | None = None
+    # deploy state in the cluster, per repository config (None: deploy state in `store`)
+    stores: Callable[[RepoConfig], StorePort] | None = None
+    lock_lease_seconds: float = 60
     # the risk model, with the history of each repository read from a bare mirror of it
     risk: RiskPort | None = None
     mirrors: Mirrors | None = None
@@ -95,6 +100,7 @@ class EventContext:
     # set by `fail`: the handler reported its outcome, and the delivery is failed without the
     # queue's retries (a deploy that ran and failed is not pushed at the environment again)
     failure: str | None = None
+    _deploy_store: StorePort | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, delivery: Delivery, services: AppServices) -> EventContext:
@@ -121,6 +127,24 @@ class EventContext:
 
     def config(self) -> RepoConfig:
         return self.services.configs.load(self.gh, self.repo, self.default_branch)
+
+    @property
+    def actor(self) -> str | None:
+        """Who made the event: the comment's author, else the sender (a REST job's: the API)."""
+        comment = self.payload.get("comment") or {}
+        login = (comment.get("user") or {}).get("login") or (self.payload.get("sender") or {}).get(
+            "login"
+        )
+        return str(login) if login else None
+
+    def deploy_store(self) -> StorePort:
+        """Where this repository's deploy records and locks are: the cluster store for its
+        config (read once per delivery), or the App's own database."""
+        if self.services.stores is None:
+            return self.services.store
+        if self._deploy_store is None:
+            self._deploy_store = self.services.stores(self.config())
+        return self._deploy_store
 
     def save(self, **values: Any) -> None:
         """Remember progress in the delivery's row, so a retry does not repeat it."""
@@ -153,7 +177,12 @@ class EventContext:
             llm=self.services.llm,
             ai=self.services.ai,
             cluster=self.services.cluster,
-            store=self.services.store,
+            store=self.services.store if self.services.stores is None else None,
+            stores=self.services.stores,
+            lock_lease_seconds=self.services.lock_lease_seconds,
+            audit=self.services.audit,
+            front_end="app",
+            actor=self.actor,
             metrics=self.services.metrics,
             github_repository=self.repo,
             config=config,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline_bot.core.commands import Command
+from pipeline_bot.core.escape import md_cell, md_code, md_text
 from pipeline_bot.errors import ConfigError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 
@@ -12,7 +13,7 @@ _ICON = {"succeeded": "✅", "paused": "⏸️", "failed": "❌", "rolled_back":
 def _cmd(command: Command | None) -> str:
     if command is None:
         return "the command"
-    return f"`/{command.name}{' ' + command.environment if command.environment else ''}`"
+    return md_code(f"/{command.name}{' ' + command.environment if command.environment else ''}")
 
 
 def syntax(actor: str, message: str) -> str:
@@ -20,20 +21,20 @@ def syntax(actor: str, message: str) -> str:
 
 
 def refused(actor: str, command: Command, reason: str) -> str:
-    return f"🚫 @{actor}: {_cmd(command)} was refused: {reason}."
+    return f"🚫 @{actor}: {_cmd(command)} was refused: {md_text(reason)}."
 
 
 def failed(actor: str, command: Command | None, message: str) -> str:
-    return f"❌ @{actor}: {_cmd(command)} failed: {message}"
+    return f"❌ @{actor}: {_cmd(command)} failed: {md_text(message)}"
 
 
 def config_error(exc: ConfigError) -> str:
-    problems = "\n".join(f"- {p.render(exc.source)}" for p in exc.problems)
+    problems = "\n".join(f"- {md_text(p.render(exc.source))}" for p in exc.problems)
     return f"❌ The configuration on the default branch is invalid:\n\n{problems}"
 
 
 def deploying(actor: str, env: str, app: str, sha: str) -> str:
-    return f"🚀 @{actor}: deploying `{app}` at `{sha[:12]}` to **{env}**…"
+    return f"🚀 @{actor}: deploying {md_code(app)} at `{sha[:12]}` to **{md_text(env)}**…"
 
 
 def head_moved(actor: str, command: Command, accepted: str, current: str) -> str:
@@ -48,36 +49,40 @@ def resumed(actor: str, command: Command, status: str) -> str:
 
 
 def not_repeated(actor: str, command: Command, reason: str) -> str:
-    return f"🚫 @{actor}: {_cmd(command)} was not carried out again: {reason}."
+    return f"🚫 @{actor}: {_cmd(command)} was not carried out again: {md_text(reason)}."
 
 
 def locked(actor: str, env: str, reason: str) -> str:
-    return f"🔒 @{actor} locked **{env}**: {reason}. `/unlock {env}` releases it."
+    return (
+        f"🔒 @{actor} locked **{md_text(env)}**: {md_text(reason)}. "
+        f"{md_code('/unlock ' + env)} releases it."
+    )
 
 
 def deploy_result(actor: str, command: Command, r: DeployResult) -> str:
     lines = [
-        f"{_ICON.get(r.status, '')} @{actor}: {_cmd(command)}: **{r.status}**: {r.message}",
+        f"{_ICON.get(r.status, '')} @{actor}: {_cmd(command)}: **{r.status}**: "
+        f"{md_text(r.message)}",
         "",
-        f"`{r.app}` → `{r.environment}` (namespace `{r.namespace}`), image `{r.image}`, "
-        f"strategy **{r.strategy}**, deploy `{r.deploy_id}`",
+        f"{md_code(r.app)} → {md_code(r.environment)} (namespace {md_code(r.namespace)}), "
+        f"image {md_code(r.image)}, strategy **{r.strategy}**, deploy {md_code(r.deploy_id)}",
     ]
     if r.reasons:
-        lines += ["", "Why this strategy: " + "; ".join(r.reasons)]
+        lines += ["", "Why this strategy: " + "; ".join(md_text(x) for x in r.reasons)]
     if r.steps:
         lines += ["", "| Step | Status | Details |", "|---|---|---|"]
         for step in r.steps:
-            message = step.message.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {step.name} | {step.status} | {message} |")
+            lines.append(f"| {md_cell(step.name)} | {step.status} | {md_cell(step.message)} |")
             for d in step.details:
                 lines.append(
-                    f"| ↳ gate {d.get('metric', '')} | "
+                    f"| ↳ gate {md_cell(str(d.get('metric', '')))} | "
                     f"{'pass' if d.get('passed') else 'fail'} | "
-                    f"`{str(d.get('query', '')).replace('|', '/')}` = {d.get('value')} "
-                    f"(threshold {d.get('threshold')}) |"
+                    f"{md_code(str(d.get('query', '')).replace('|', '/'))} = "
+                    f"{md_cell(str(d.get('value')))} "
+                    f"(threshold {md_cell(str(d.get('threshold')))}) |"
                 )
     if r.rolled_back:
-        lines += ["", f"↩️ Rolled back: {r.rollback_reason}"]
+        lines += ["", f"↩️ Rolled back: {md_text(r.rollback_reason or '')}"]
     return "\n".join(lines)
 
 
@@ -90,17 +95,20 @@ def status_table(statuses: list[DeploymentStatus]) -> str:
         ready = ", ".join(f"{w.name} {w.ready}/{w.replicas}" for w in s.workloads) or "-"
         images = ", ".join(sorted({i for w in s.workloads for i in w.images})) or "-"
         latest = f"{s.latest.status} `{(s.latest.commit_sha or '')[:12]}`" if s.latest else "none"
-        lock = f"🔒 {s.lock.owner}: {s.lock.reason}" if s.lock else ""
-        lines.append(f"| {s.environment} | {s.app} | {ready} | {images} | {latest} | {lock} |")
+        lock = f"🔒 {md_cell(s.lock.owner)}: {md_cell(s.lock.reason)}" if s.lock else ""
+        lines.append(
+            f"| {md_cell(s.environment)} | {md_cell(s.app)} | {md_cell(ready)} | "
+            f"{md_cell(images)} | {latest} | {lock} |"
+        )
     return "\n".join(lines)
 
 
 def investigation(review: AIReview) -> str:
     found = review.investigation
     if found is None:
-        return f"\n\nAI investigation not available: {review.error or 'no reason given'}"
-    steps = "".join(f"\n- next: {s}" for s in found.next_steps)
+        return f"\n\nAI investigation not available: {md_text(review.error or 'no reason given')}"
+    steps = "".join(f"\n- next: {md_text(s)}" for s in found.next_steps)
     return (
-        f"\n\n**AI investigation** (confidence {found.confidence:.2f}): {found.summary}\n\n"
-        f"Likely cause: {found.likely_cause}{steps}"
+        f"\n\n**AI investigation** (confidence {found.confidence:.2f}): "
+        f"{md_text(found.summary)}\n\nLikely cause: {md_text(found.likely_cause)}{steps}"
     )

@@ -33,7 +33,7 @@ NOT_ROLLED_BACK = (
 
 def latest_deploy(ctx: EventContext, environment: str, app: str) -> str | None:
     """The id of the newest deploy record of `app` in `environment`."""
-    latest = next(iter(ctx.services.store.history(environment, app, limit=1)), None)
+    latest = next(iter(ctx.deploy_store().history(environment, app, limit=1)), None)
     return latest.id if latest is not None else None
 
 
@@ -50,7 +50,7 @@ def began(
     if isinstance(exc, LockedError):  # raised before the record is written
         return None
     try:
-        latest = next(iter(ctx.services.store.history(environment, app, limit=1)), None)
+        latest = next(iter(ctx.deploy_store().history(environment, app, limit=1)), None)
     except PipelineBotError:  # the store is unreachable: the engine could not record either
         return None
     if latest is None or latest.id == before or latest.commit_sha != sha:

@@ -63,7 +63,7 @@ def wiring_context() -> Any:
     from pipeline_bot.settings import get_settings
     from pipeline_bot.wiring import tool_context
 
-    return tool_context(get_settings())
+    return tool_context(get_settings(), front_end="mcp", actor="the App's /mcp client")
 
 
 def _missing(message: str) -> ConfigError:
@@ -84,11 +84,18 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
         deliveries=DeliveryStore(settings.database_url or default_database_url()),
         github=GitHubApp(app_id, key, api_url=settings.github_api_url),
         store=wiring.store(settings),
+        stores=(
+            wiring.stores(settings, wiring.cluster(settings))
+            if settings.store == "cluster"
+            else None
+        ),
+        lock_lease_seconds=settings.lock_lease_seconds,
         cluster=wiring.cluster(settings),
         metrics=wiring.metrics(settings),
         llm=wiring.llm(settings),
         ai=AILimits(settings.llm_max_steps, settings.llm_max_prompt_tokens),
         risk=wiring.risk_port(settings),
+        audit=wiring.audit(settings),
         mirrors=Mirrors(
             wiring.cache_dir(settings) / "mirrors", server_url=settings.github_server_url
         ),

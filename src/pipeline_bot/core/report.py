@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline_bot.core.escape import md_cell, md_code
 from pipeline_bot.models import AIReview, Analysis, Finding, Risk, Strategy
 
 MARKDOWN_FINDINGS = 50
@@ -51,7 +52,7 @@ def short(sha: str) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return md_cell(text)
 
 
 def risk_summary(r: Risk) -> str:
@@ -103,7 +104,7 @@ def analysis_markdown(a: Analysis) -> str:
     if shown:
         lines += ["", "| Points | Why |", "|---:|---|"]
         for f in shown:
-            paths = ", ".join(f"`{_cell(p)}`" for p in f.paths[:3])
+            paths = ", ".join(md_code(p) for p in f.paths[:3])
             more = f" and {f.count - 3} more" if f.paths and f.count > 3 else ""
             detail = _cell(f.reason) + (f": {paths}{more}" if paths else "")
             lines.append(f"| {factor_points(f.points)} | {detail} |")
@@ -112,7 +113,7 @@ def analysis_markdown(a: Analysis) -> str:
     else:
         lines += ["", "No risk factors: nothing in this change moved the score."]
     st = a.strategy
-    lines += ["", f"### Strategy for `{st.environment}`: **{st.name}**", ""]
+    lines += ["", f"### Strategy for {md_code(st.environment)}: **{st.name}**", ""]
     lines += [f"- {_cell(reason)}" for reason in st.reasons]
     if st.name != "none":
         lines += ["", f"Plan: {strategy_plan(st)}."]
@@ -121,11 +122,17 @@ def analysis_markdown(a: Analysis) -> str:
                 "",
                 "Checkpoints: "
                 + "; ".join(
-                    f"`{c.metric}` {c.condition} ({c.when})" for c in st.parameters.checkpoints
+                    f"{md_code(c.metric)} {_cell(c.condition)} ({_cell(c.when)})"
+                    for c in st.parameters.checkpoints
                 ),
             ]
     if a.affected_services:
-        lines += ["", "### Affected services", "", ", ".join(f"`{x}`" for x in a.affected_services)]
+        lines += [
+            "",
+            "### Affected services",
+            "",
+            ", ".join(md_code(x) for x in a.affected_services),
+        ]
     lines += _findings_markdown(a.findings)
     text = "\n".join(lines) + "\n"
     return text + ai_markdown(a.ai) if a.ai is not None else text
@@ -142,7 +149,9 @@ def _findings_markdown(findings: list[Finding]) -> list[str]:
         "|---|---|---|---|",
     ]
     for f in findings[:MARKDOWN_FINDINGS]:
-        out.append(f"| {f.severity} | `{_cell(location(f))}` | {f.rule} | {_cell(f.message)} |")
+        out.append(
+            f"| {f.severity} | {md_code(location(f))} | {_cell(f.rule)} | {_cell(f.message)} |"
+        )
     if len(findings) > MARKDOWN_FINDINGS:
         out += ["", f"…and {len(findings) - MARKDOWN_FINDINGS} more (see the JSON output)."]
     return out
@@ -166,7 +175,8 @@ def ai_markdown(ai: AIReview) -> str:
             lines += ["", "| Severity | Risk | Evidence |", "|---|---|---|"]
             for r in ai.risks:
                 where = ", ".join(
-                    f"`{e.file}`" + (f":{e.start_line}" if e.start_line else "") for e in r.evidence
+                    md_code(e.file) + (f":{e.start_line}" if e.start_line else "")
+                    for e in r.evidence
                 )
                 lines.append(f"| {r.severity} | {_cell(r.title)} | {where} |")
         if ai.strategy:
@@ -175,7 +185,10 @@ def ai_markdown(ai: AIReview) -> str:
             lines += [
                 "",
                 "Checkpoints: "
-                + "; ".join(f"`{c.metric}` {c.condition} ({c.when})" for c in ai.checkpoints),
+                + "; ".join(
+                    f"{md_code(c.metric)} {_cell(c.condition)} ({_cell(c.when)})"
+                    for c in ai.checkpoints
+                ),
             ]
     if ai.refused:
         lines += ["", "Refused by policy:"]

@@ -21,6 +21,7 @@ from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.github import _file_change, send
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange
+from pipeline_bot.redaction import redact_data
 
 MEMBERS_PERMISSION = (
     "cannot tell whether @{user} is in team {org}/{team}: the App's installation on {org} lacks "
@@ -348,7 +349,10 @@ def _epoch(stamp: Any) -> float | None:
 
 
 def _request(gh: GitHub[Any], method: str, path: str, what: str, **kw: Any) -> tuple[Any, Any]:
-    """(JSON body, raw response) of one request; errors as `send` words them."""
+    """(JSON body, raw response) of one request; errors as `send` words them. What the App
+    writes to GitHub (comments, check runs, deployments) never carries a registered secret."""
+    if "json" in kw:
+        kw["json"] = redact_data(kw["json"])
     raw = send(lambda: gh.request(method, path, **kw), what).raw_response
     data = raw.json() if raw.content else {}
     return data, raw

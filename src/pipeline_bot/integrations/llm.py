@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline_bot.core.agent import ModelTurn, ToolRequest
 from pipeline_bot.errors import IntegrationError
+from pipeline_bot.redaction import redact_data
 from pipeline_bot.settings import Settings
 
 
@@ -62,7 +63,8 @@ class OpenAIChat:
 
         options: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            # a registered secret never reaches the model, whatever text carried it in
+            "messages": redact_data(messages),
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": schema_name, "strict": True, "schema": schema},

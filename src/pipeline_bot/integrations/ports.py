@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from pipeline_bot.core.agent import ModelTurn
 from pipeline_bot.core.riskmodel import RiskInputs
 from pipeline_bot.models import (
+    AuditEntry,
     ChangeSet,
     DeployRecord,
     EnvironmentLock,
@@ -38,6 +39,16 @@ class SourcePort(Protocol):
     def excerpts(self, repository: str, base: str, head: str, paths: list[str]) -> dict[str, str]:
         """Each path's patch text from base to head (cut short), for an AI review."""
         ...
+
+
+class AuditPort(Protocol):
+    """Where every tool call is recorded (integrations/audit.py)."""
+
+    def record(self, entry: AuditEntry) -> None: ...
+
+    def entries(
+        self, *, limit: int = 100, tool: str | None = None, actor: str | None = None
+    ) -> list[AuditEntry]: ...
 
 
 class RiskPort(Protocol):

@@ -19,6 +19,7 @@ from urllib3.util.retry import Retry
 
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.models import MetricSample, MetricSeries
+from pipeline_bot.redaction import safe_url
 
 
 class PrometheusMetrics:
@@ -67,12 +68,12 @@ class PrometheusMetrics:
             return fn()
         except PrometheusApiClientException as exc:
             raise IntegrationError(
-                f"Prometheus at {self.url} rejected the query: {_prometheus_error(exc)}",
+                f"Prometheus at {safe_url(self.url)} rejected the query: {_prometheus_error(exc)}",
                 service="prometheus",
             ) from None
         except requests.exceptions.RequestException as exc:
             raise IntegrationError(
-                f"Prometheus at {self.url} is unreachable: {type(exc).__name__}",
+                f"Prometheus at {safe_url(self.url)} is unreachable: {type(exc).__name__}",
                 service="prometheus",
             ) from None
 

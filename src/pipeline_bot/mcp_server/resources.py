@@ -41,6 +41,22 @@ def add_resources(
         )
 
     @server.resource(
+        "devops://audit",
+        mime_type="application/json",
+        description="The newest 100 tool calls from every front end: who, which tool, inputs "
+        "(redacted), the policy's decision, the outcome and how long it took.",
+    )
+    async def audit_trail() -> str:
+        def read() -> str:
+            ctx = context()
+            if ctx.audit is None:
+                return json.dumps({"unavailable": "no audit trail is configured"})
+            entries = ctx.audit.entries(limit=100)
+            return json.dumps([e.model_dump(mode="json") for e in entries], indent=2)
+
+        return await anyio.to_thread.run_sync(read)
+
+    @server.resource(
         "devops://deployments/{environment}",
         mime_type="application/json",
         description="Recent deploys to an environment, from the deploy store.",
@@ -48,13 +64,14 @@ def add_resources(
     async def deployments(environment: str) -> str:
         def read() -> str:
             ctx = context()
-            if ctx.store is None:
+            if ctx.store is None and ctx.stores is None:
                 return json.dumps({"unavailable": "no deploy store is configured"})
-            records = ctx.store.history(environment, limit=20)
+            store = ctx.require_store("devops://deployments", policy.load())
+            records = store.history(environment, limit=20)
             return json.dumps(
                 {
                     "environment": environment,
-                    "lock": _dump(ctx.store.lock(environment)),
+                    "lock": _dump(store.lock(environment)),
                     "deploys": [r.model_dump(mode="json", exclude={"state"}) for r in records],
                 },
                 indent=2,

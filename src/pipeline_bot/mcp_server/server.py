@@ -21,7 +21,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -29,8 +29,10 @@ from pipeline_bot import __version__
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.mcp_server.resources import add_resources
 from pipeline_bot.mcp_server.trust import TrustedPolicy
+from pipeline_bot.redaction import redact_data
 from pipeline_bot.repo_config import RepoConfig
 from pipeline_bot.tools import Tool, ToolContext, ToolRegistry
+from pipeline_bot.tools.registry import audit
 
 INSTRUCTIONS = (
     "pipeline-bot analyses changes and deploys them to Kubernetes safely. Read-only tools "
@@ -131,13 +133,19 @@ NO_CONFIRMATION = (
 )
 
 
-def _ask(tool: str, policy: TrustedPolicy) -> Callable[..., Elicit[Confirmation]]:
+def _ask(
+    tool: str, policy: TrustedPolicy, context: Callable[[], ToolContext]
+) -> Callable[..., Elicit[Confirmation]]:
     def ask(ctx: Context[Any, Any], **arguments: Any) -> Elicit[Confirmation]:
-        _admit(policy, tool, arguments, changes_cluster=True)  # refused before anyone is asked
-        caps = ctx.client_capabilities
-        if caps is None or caps.elicitation is None:  # fail closed, and say how to proceed
-            verb = tool.split("_")[0].replace("get", "status")
-            raise McpToolError(NO_CONFIRMATION.format(tool=tool, verb=verb))
+        try:
+            _admit(policy, tool, arguments, changes_cluster=True)  # refused before anyone asks
+            caps = ctx.client_capabilities
+            if caps is None or caps.elicitation is None:  # fail closed, and say how to proceed
+                verb = tool.split("_")[0].replace("get", "status")
+                raise McpToolError(NO_CONFIRMATION.format(tool=tool, verb=verb))
+        except McpToolError as exc:
+            _audit_refusal(context, tool, arguments, str(exc))
+            raise
         shown = {
             k: (v.model_dump(exclude_defaults=True) if isinstance(v, BaseModel) else v)
             for k, v in arguments.items()
@@ -173,6 +181,24 @@ def _without_default(info: FieldInfo) -> FieldInfo:
     return out
 
 
+def _audit_refusal(
+    context: Callable[[], ToolContext], tool: str, arguments: dict[str, Any], reason: str
+) -> None:
+    plain = {k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in arguments.items()}
+    audit(context(), tool, plain, "refused", reason, decision=f"refused: {reason}")
+
+
+def _redacted(result: Any) -> Any:
+    """A tool's result with every registered secret masked, before it reaches the client."""
+    if not isinstance(result, BaseModel):
+        return result
+    data = redact_data(result.model_dump(mode="json"))
+    try:
+        return type(result).model_validate(data)
+    except ValidationError:  # a masked value no longer fits its field: keep the mask anyway
+        return type(result).model_construct(**data)
+
+
 def _function_for(
     tool: Tool[Any, Any],
     registry: ToolRegistry,
@@ -197,18 +223,22 @@ def _function_for(
     destructive = tool.annotations.destructive
 
     def call(confirmation: Any, kwargs: dict[str, Any]) -> Any:
-        config = _admit(policy, tool.name, kwargs, changes_cluster=destructive)
-        if destructive and not (
-            isinstance(confirmation, AcceptedElicitation) and confirmation.data.confirm
-        ):
-            raise McpToolError(f"{tool.name} was not confirmed, so nothing was changed")
+        try:
+            config = _admit(policy, tool.name, kwargs, changes_cluster=destructive)
+            if destructive and not (
+                isinstance(confirmation, AcceptedElicitation) and confirmation.data.confirm
+            ):
+                raise McpToolError(f"{tool.name} was not confirmed, so nothing was changed")
+        except McpToolError as exc:  # the policy's refusals go to the audit trail too
+            _audit_refusal(context, tool.name, kwargs, str(exc))
+            raise
         arguments = {
             k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in kwargs.items()
         }
         try:
             # the trusted config: a tool never falls back to a repository's own file
             ctx = context() if config is None else dataclasses.replace(context(), config=config)
-            return registry.call(tool.name, arguments, ctx)
+            return _redacted(registry.call(tool.name, arguments, ctx))
         except PipelineBotError as exc:
             raise McpToolError(exc.message) from None
 
@@ -217,7 +247,7 @@ def _function_for(
         return await anyio.to_thread.run_sync(lambda: call(confirmation, kwargs))
 
     if destructive:
-        ask = _ask(tool.name, policy)
+        ask = _ask(tool.name, policy, context)
         ask.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context)]
             + [

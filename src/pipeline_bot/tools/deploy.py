@@ -103,7 +103,11 @@ def _engine(
     if gate is None and ctx.metrics is not None:
         gate = PrometheusGate(ctx.metrics, (config.gates if config else None) or DEFAULT_GATES)
     return DeployEngine(
-        ctx.require_cluster(tool, env), ctx.require_store(tool), gate=gate, progress=ctx.progress
+        ctx.require_cluster(tool, env),
+        ctx.require_store(tool, config),
+        gate=gate,
+        progress=ctx.progress,
+        lease_seconds=ctx.lock_lease_seconds,
     )
 
 
@@ -232,7 +236,7 @@ def promote_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     config = ctx.repo_config(args.repository)
     env = config.environment(args.environment)
     app = choose_app(args.app_name, config, args.repository)
-    return _engine(ctx, "promote_deployment", env).promote(
+    return _engine(ctx, "promote_deployment", env, config).promote(
         env.name, app, timeout=args.timeout_seconds
     )
 
@@ -242,7 +246,7 @@ def abort_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     config = ctx.repo_config(args.repository)
     env = config.environment(args.environment)
     app = choose_app(args.app_name, config, args.repository)
-    return _engine(ctx, "abort_deployment", env).abort(env.name, app)
+    return _engine(ctx, "abort_deployment", env, config).abort(env.name, app)
 
 
 def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
@@ -252,7 +256,7 @@ def rollback_deployment(args: AppInput, ctx: ToolContext) -> DeployResult:
     env = config.environment(args.environment)
     app = choose_app(args.app_name, config, args.repository)
     namespace = args.namespace or env.namespace or env.name
-    return _engine(ctx, "rollback_deployment", env).rollback(
+    return _engine(ctx, "rollback_deployment", env, config).rollback(
         env.name, app, namespace=namespace, timeout=args.timeout_seconds
     )
 
@@ -264,7 +268,7 @@ def get_deployment_status(args: AppInput, ctx: ToolContext) -> DeploymentStatus:
     env = config.environment(args.environment)
     app = choose_app(args.app_name, config, args.repository)
     namespace = args.namespace or env.namespace or env.name
-    return _engine(ctx, "get_deployment_status", env).status(env.name, app, namespace)
+    return _engine(ctx, "get_deployment_status", env, config).status(env.name, app, namespace)
 
 
 def register(registry: ToolRegistry) -> None:

@@ -8,21 +8,26 @@ person's confirmation.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline_bot.deploy.gates import Gate
 from pipeline_bot.errors import (
     NotARepositoryError,
+    PipelineBotError,
     ToolError,
     ToolInputError,
     UnknownToolError,
 )
 from pipeline_bot.integrations.ports import (
+    AuditPort,
     ClusterPort,
     LLMPort,
     MetricsPort,
@@ -31,7 +36,8 @@ from pipeline_bot.integrations.ports import (
     StorePort,
     WorkflowsPort,
 )
-from pipeline_bot.repo_config import Environment, RepoConfig, load_repo_config
+from pipeline_bot.models import AuditEntry
+from pipeline_bot.repo_config import Environment, RepoConfig, default_config, load_repo_config
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -70,11 +76,17 @@ class ToolContext:
     source: SourcePort | None = None
     cluster: Callable[[Environment], ClusterPort] | None = None
     store: StorePort | None = None
+    # the store for a repository's config (the cluster store: each environment's namespace)
+    stores: Callable[[RepoConfig], StorePort] | None = None
+    lock_lease_seconds: float = 60
     progress: Callable[[str], None] | None = None
     gate: Gate | None = None
     metrics: MetricsPort | None = None
     risk: RiskPort | None = None  # None: fixed rule weights score changes
     llm: LLMPort | None = None  # None: AI reviews and investigations are off
+    audit: AuditPort | None = None  # every call is recorded here
+    front_end: str = ""
+    actor: str | None = None
     ai: AILimits = AILimits()
     workflows: WorkflowsPort | None = None
     github_repository: str | None = None
@@ -108,10 +120,14 @@ class ToolContext:
             )
         return self.cluster(env)
 
-    def require_store(self, tool: str) -> StorePort:
-        if self.store is None:
-            raise ToolError(f"{tool} needs the deploy store, and none is configured", tool=tool)
-        return self.store
+    def require_store(self, tool: str, config: RepoConfig | None = None) -> StorePort:
+        """The deploy store: the one configured, else the cluster store for `config`'s
+        environments (the front end's config, else the defaults)."""
+        if self.store is not None:
+            return self.store
+        if self.stores is not None:
+            return self.stores(config or self.config or default_config())
+        raise ToolError(f"{tool} needs the deploy store, and none is configured", tool=tool)
 
 
 @dataclass(frozen=True)
@@ -188,12 +204,60 @@ class ToolRegistry:
             ) from None
 
     def call(self, name: str, arguments: Mapping[str, Any], ctx: ToolContext) -> BaseModel:
-        """Validate `arguments` against the tool's input model, run it, check its output."""
-        tool = self.get(name)
-        result = tool.fn(tool.parse(arguments), ctx)
-        if not isinstance(result, tool.output_model):
-            raise ToolError(
-                f"{name} returned {type(result).__name__}, not {tool.output_model.__name__}",
-                tool=name,
-            )
+        """Validate `arguments` against the tool's input model, run it, check its output; the
+        call goes to the audit trail whatever its outcome."""
+        started = time.monotonic()
+        try:
+            tool = self.get(name)
+            result = tool.fn(tool.parse(arguments), ctx)
+            if not isinstance(result, tool.output_model):
+                raise ToolError(
+                    f"{name} returned {type(result).__name__}, not {tool.output_model.__name__}",
+                    tool=name,
+                )
+        except PipelineBotError as exc:
+            audit(ctx, name, arguments, "error", exc.message, started)
+            raise
+        audit(ctx, name, arguments, "ok", _summary(result), started)
         return cast(BaseModel, result)
+
+
+def audit(
+    ctx: ToolContext,
+    tool: str,
+    arguments: Mapping[str, Any],
+    outcome: Literal["ok", "error", "refused"],
+    result: str,
+    started: float | None = None,
+    *,
+    decision: str = "allowed",
+) -> None:
+    """Record one call in the context's audit trail (a front end records its refusals too)."""
+    if ctx.audit is None:
+        return
+    entry = AuditEntry(
+        at=datetime.now(UTC),
+        front_end=ctx.front_end,
+        actor=ctx.actor,
+        tool=tool,
+        inputs=dict(arguments),
+        decision=decision,
+        outcome=outcome,
+        result=result[:500],
+        seconds=round(time.monotonic() - started, 3) if started is not None else 0.0,
+    )
+    with contextlib.suppress(OSError):  # a full disk must not stop a deploy or its rollback
+        ctx.audit.record(entry)
+
+
+def _summary(result: BaseModel) -> str:
+    """A line saying what a tool gave back: a status, a risk, a count."""
+    data = result.model_dump(mode="json")
+    for key in ("status", "strategy", "verdict"):
+        value = data.get(key)
+        if isinstance(value, str):
+            return f"{key} {value}"
+    risk = data.get("risk")
+    if isinstance(risk, dict) and "level" in risk:
+        return f"risk {risk['level']} ({risk.get('score')}/100)"
+    return type(result).__name__

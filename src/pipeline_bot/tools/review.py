@@ -254,7 +254,7 @@ def investigate_deploy(
 ) -> AIReview:
     """Investigate the app's latest deploy in the environment, and keep the finding in its
     record (state.investigation), where `status` and the App's reports show it."""
-    store = ctx.require_store("investigate")
+    store = ctx.require_store("investigate", ctx.repo_config(repository))
     latest = store.history(environment, app, limit=1)
     record = latest[0] if latest else None
     try:

@@ -1,0 +1,211 @@
+"""Every secret the process was given, registered once and redacted by value wherever text leaves.
+
+Settings register their secret fields when they are read (settings.py), the Action its secret
+inputs, and both the parts of composite secrets: each token, key and certificate of a kubeconfig
+and the credentials of a URL (`https://user:pass@host`). `redact` replaces each registered value
+in text on its way out: errors (PipelineBotError redacts its message), logs, the Action's outputs,
+summaries and annotations, the App's requests to GitHub and its API answers, MCP responses and
+requests to a model. Masking by value, not by line, catches a token that turns up alone in an
+error long after the kubeconfig it came in was masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+MASK = "***"
+MIN_LENGTH = 6
+"""Shorter values are not registered: masking every `admin` or `1234` would garble text, and a
+value that short is not what keeps anything safe."""
+_KUBE_KEYS = frozenset(
+    {
+        "token",
+        "password",
+        "client-key-data",
+        "client-certificate-data",
+        "client-secret",
+        "refresh-token",
+        "id-token",
+        "access-token",
+    }
+)
+_lock = threading.Lock()
+_values: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def register(*values: str | None) -> None:
+    """Remember secret values (and the parts of a kubeconfig or URL among them)."""
+    found: set[str] = set()
+    for value in values:
+        if not value:
+            continue
+        found.add(value)
+        found.update(_parts(value))
+    found = {v.strip() for v in found if len(v.strip()) >= MIN_LENGTH}
+    global _pattern
+    with _lock:
+        if found <= _values:
+            return
+        _values.update(found)
+        ordered = sorted(_values, key=len, reverse=True)  # the longest first, so parts follow
+        _pattern = re.compile("|".join(map(re.escape, ordered)))
+
+
+def redact(text: str) -> str:
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(MASK, text)
+
+
+def redact_data(data: Any) -> Any:
+    """Every string in nested JSON-like data, redacted."""
+    if _pattern is None:
+        return data
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact_data(k): redact_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_data(v) for v in data]
+    return data
+
+
+def values() -> frozenset[str]:
+    with _lock:
+        return frozenset(_values)
+
+
+def safe_url(url: str) -> str:
+    """A URL to show: without its user and password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _parts(value: str) -> Iterable[str]:
+    yield from _url_parts(value)
+    if "\n" in value or value.lstrip().startswith(("apiVersion", "{", "clusters", "users")):
+        yield from kubeconfig_parts(value)
+    for line in value.splitlines():
+        yield line.strip()
+
+
+def url_parts(value: str) -> list[str]:
+    """The credentials in a URL (user:password, the password, or a token given as the user)."""
+    return list(_url_parts(value))
+
+
+def _url_parts(value: str) -> Iterable[str]:
+    if "://" not in value or "@" not in value:
+        return
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return
+    if parts.password:
+        yield parts.password
+        yield f"{parts.username}:{parts.password}"
+    elif parts.username:
+        yield parts.username  # a token passed as the user (https://TOKEN@host)
+
+
+def kubeconfig_parts(text: str) -> list[str]:
+    """The credentials in a kubeconfig: tokens, passwords, client keys and certificates (the
+    base64 text and what it decodes to)."""
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):
+        return []
+    out: list[str] = []
+    todo = [data]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _KUBE_KEYS and isinstance(value, str):
+                    out.append(value)
+                    out += _decoded(value)
+                elif isinstance(value, dict | list):
+                    todo.append(value)
+        elif isinstance(node, list):
+            todo += node
+    return out
+
+
+def _decoded(value: str) -> list[str]:
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return []
+    # a PEM block is masked line by line as well: its body lines are what would leak
+    return [text, *(line for line in text.splitlines() if "-----" not in line)]
+
+
+def _reset_for_tests() -> None:
+    global _pattern
+    with _lock:
+        _values.clear()
+        _pattern = None
+
+
+class RedactingStream:
+    """A text stream whose writes are redacted (stdout and stderr of the CLI and the Action);
+    everything else (the binary buffer an MCP transport uses, fileno, isatty) passes through."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def redact_streams() -> None:
+    """Redact everything this process prints from now on."""
+    import sys
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)
+
+
+def redact_logs() -> None:
+    """Redact every log record this process makes, whatever handler later writes it."""
+    import logging
+
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _pattern is not None:
+            record.msg = redact(record.getMessage())
+            record.args = None
+        return record
+
+    factory.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
