@@ -109,6 +109,19 @@ class Result:
         return json.loads(self.stdout)
 
 
+# a test that uses one of these starts a real component (git, a server): it is an integration
+# test whatever its marks say, so `-m "not integration"` (scripts/test --quick) means it
+REAL_COMPONENTS = frozenset(
+    {"repo", "base_repo", "kube_server", "kube_api", "postgres_url", "prometheus", "database_url"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_COMPONENTS.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
 def risk_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test mines history into a cache of its own, never the user's ~/.cache, and keeps

@@ -144,6 +144,9 @@ def test_a_model_never_sees_a_registered_secret(cli, base_repo, monkeypatch):
         (PROM_URL, {PROM_PASSWORD, f"promuser:{PROM_PASSWORD}"}),
         (f"https://{PROM_TOKEN}@example.com/x", {PROM_TOKEN}),
         ("https://example.com/x", set()),
+        ("postgresql://app:pa@ss:w0rd@db:5432/x", {"pa@ss:w0rd", "app:pa@ss:w0rd"}),
+        ("https://example.com/path?next=a@b.c", set()),
+        ("not a url @ all://", set()),
     ],
 )
 def test_url_credentials(text, parts):
@@ -155,6 +158,16 @@ def test_kubeconfig_credentials_are_found_decoded_and_line_by_line():
     assert {KUBE_TOKEN, CLIENT_KEY, KEY_LINE} <= found
 
 
-def test_safe_url_drops_user_and_password():
-    assert redaction.safe_url(PROM_URL) == "http://127.0.0.1:9"
-    assert redaction.safe_url("https://example.com:8443/p?q=1") == "https://example.com:8443/p?q=1"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (PROM_URL, "http://127.0.0.1:9"),
+        ("https://example.com:8443/p?q=1", "https://example.com:8443/p?q=1"),
+        ("https://u:p@[::1]:9090/api", "https://[::1]:9090/api"),
+        ("postgresql://app:pa@ss@db/x?sslmode=require", "postgresql://db/x?sslmode=require"),
+        ("https://example.com/a?mail=x@y.z#f@g", "https://example.com/a?mail=x@y.z#f@g"),
+        ("https://TOKEN123@example.com", "https://example.com"),
+    ],
+)
+def test_safe_url_drops_user_and_password(url, shown):
+    assert redaction.safe_url(url) == shown

@@ -16,7 +16,6 @@ import re
 import threading
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -84,17 +83,27 @@ def values() -> frozenset[str]:
         return frozenset(_values)
 
 
+_AUTHORITY = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?//)([^/?#]*)(.*)$", re.DOTALL)
+"""A URL's scheme and `//`, its authority (up to the first `/`, `?` or `#`), and the rest: the
+split urllib.parse makes, kept here so that the core's errors need no I/O-side module."""
+
+
+def _userinfo(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme and //, user info, host and port, rest) of a URL with user info, else None."""
+    match = _AUTHORITY.match(url)
+    if match is None or "@" not in match.group(2):
+        return None
+    userinfo, _, hostport = match.group(2).rpartition("@")
+    return match.group(1), userinfo, hostport, match.group(3)
+
+
 def safe_url(url: str) -> str:
     """A URL to show: without its user and password."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact(url)
-    if parts.username is None and parts.password is None:
+    parts = _userinfo(url)
+    if parts is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    start, _, hostport, rest = parts
+    return f"{start}{hostport}{rest}"
 
 
 def _parts(value: str) -> Iterable[str]:
@@ -113,15 +122,15 @@ def url_parts(value: str) -> list[str]:
 def _url_parts(value: str) -> Iterable[str]:
     if "://" not in value or "@" not in value:
         return
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
+    parts = _userinfo(value.strip())
+    if parts is None:
         return
-    if parts.password:
-        yield parts.password
-        yield f"{parts.username}:{parts.password}"
-    elif parts.username:
-        yield parts.username  # a token passed as the user (https://TOKEN@host)
+    user, colon, password = parts[1].partition(":")
+    if colon and password:
+        yield password
+        yield parts[1]
+    elif user:
+        yield user  # a token passed as the user (https://TOKEN@host)
 
 
 def kubeconfig_parts(text: str) -> list[str]:

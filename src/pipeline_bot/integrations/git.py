@@ -64,7 +64,8 @@ class GitRepository:
             raise NotARepositoryError(
                 f"{path} is not inside a git repository",
                 repo=str(path),
-                hint="pass --repo with the path of a git work tree",
+                hint="give the path of a git work tree (--repo on the command line, "
+                "`repository` in a tool call)",
             )
         return Path(proc.stdout.decode("utf-8", "replace").strip())
 
