@@ -4,7 +4,8 @@ Sans-I/O: the git adapter feeds whatever chunks it reads and gets back the files
 so a diff is never held whole in memory, and parsing overlaps git's own work. Each file's patch
 text is scanned once, in place, with C-speed `bytes` operations (count, find, compiled regexes)
 for what the analysis needs: line counts, hunks, secret-like strings, removed tests, Kubernetes
-kinds, generated-file markers. Then the text is dropped.
+kinds, generated-file markers. Then the text is dropped. Every scan is linear in its input
+(core/scan.py says how): one hostile line or file cannot stall the analysis.
 
 Order matters: git prints every raw entry first, then one patch section per entry in the same
 order; a type change (T) is the one exception and gets two sections, a deletion then a creation.
@@ -18,6 +19,15 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from pipeline_bot.core.classify import is_test_path
+from pipeline_bot.core.scan import (
+    ADDED_TEST,
+    KUBE_KIND,
+    REMOVED_TEST,
+    SECRET_FINDERS,
+    LineCursor,
+    first_secret_per_line,
+    has_secret_candidate,
+)
 from pipeline_bot.core.weights import GENERATED_MIN_LINES
 from pipeline_bot.models import ContentSignals, FileChange, FileStatus, Hunk, SecretHit
 
@@ -32,16 +42,11 @@ _STATUS = {
 STATUS_BY_LETTER = _STATUS  # for other sources of patches (GitHub's compare API)
 _SECTION = b"\ndiff --git "
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
-_KIND = re.compile(rb"^[+ ]kind:[ \t]*([A-Za-z][A-Za-z0-9]*)", re.M)
-_TEST_DEF = (
-    rb"[ \t]*(?:(?:async[ \t]+)?def[ \t]+test_?\w*|func[ \t]+Test\w*|@Test\b"
-    rb"|(?:it|test|describe)[ \t]*\(|#\[test\])"
-)
-_REMOVED_TEST = re.compile(rb"^-" + _TEST_DEF, re.M)
-_ADDED_TEST = re.compile(rb"^\+" + _TEST_DEF, re.M)
 _GENERATED_MARKERS = (b"@generated", b"DO NOT EDIT")
 _GENERATED_PROBE = 4096
 # Each alternative names a kind of credential. The matched text is never stored or printed.
+# The analysis finds the same strings with core.scan.SECRET_KINDS (one anchored pattern per kind,
+# much faster); redact() keeps this alternation, which is linear too, for its exact spans.
 _SECRET = re.compile(
     rb"(?P<aws>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)"
     rb"|(?P<github>\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,}))"
@@ -62,18 +67,17 @@ def redact(text: str) -> str:
     """`text` with every secret-like string (the analysis' own rules; a private key's whole
     block) replaced by [REDACTED], for text that leaves the process (an LLM prompt)."""
     data = text.encode("utf-8", "replace")
+    if not has_secret_candidate(data.lower()):
+        return data.decode("utf-8", "replace")
     data = _KEY_BLOCK.sub(b"[REDACTED]", data)
     data = _SECRET.sub(b"[REDACTED]", data)
     return data.decode("utf-8", "replace")
 
 
-# Literal prefilter for _SECRET, searched in a lower-cased copy of each chunk of the diff (one
-# pass per literal): the regex itself only runs on patches that contain one of these. "gh" is
-# common in prose, so its hits are kept only when a GitHub token prefix follows.
-_SECRET_MARKERS = (b"akia", b"asia", b"private key", b"xox", b"sk-", b"aiza", b"passw", b"secret",
-                   b"api", b"token")  # fmt: skip
-_GITHUB_PREFIXES = (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_")
+_FIRST_HUNK = b"\n@@ "
+Markers = list[tuple[int, int]]
 _NO_SIGNALS = ContentSignals()
+_NO_KINDS: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,7 @@ class DiffStreamParser:
             None  # a type change's deletion, awaiting its creation
         )
         self._searched = 0  # bytes of the buffer already searched for a section start
+        self._raw_seen = 0  # bytes of the buffer already searched for the end of a raw field
 
     def feed(self, chunk: bytes) -> list[FileChange]:
         self._buf += chunk
@@ -130,22 +135,31 @@ class DiffStreamParser:
     # ----------------------------------------------------------------- raw entries
 
     def _parse_raw(self) -> None:
-        buf, pos = self._buf, 0
-        while pos < len(buf):
-            if buf[pos] == 0:  # an empty field ends the raw list; the patch follows
+        """Take the complete entries at the start of the buffer (all fields split at once: the
+        list has a line per changed file, tens of thousands in a large change)."""
+        buf = self._buf
+        last = buf.rfind(b"\0", self._raw_seen)
+        self._raw_seen = len(buf)
+        if last < 0:  # nothing completed since the last look (a long path arriving in pieces)
+            return
+        fields = bytes(memoryview(buf)[: last + 1]).split(b"\0")[:-1]
+        i = pos = 0
+        while i < len(fields):
+            head = fields[i]
+            if not head:  # an empty field ends the raw list; the patch follows
                 pos += 1
                 self._raw_done = True
                 break
-            if buf[pos] != ord(":"):
-                raise DiffParseError(
-                    f"unexpected byte in git's file list: {bytes(buf[pos : pos + 20])!r}"
-                )
-            entry, end = _read_entry(buf, pos)
+            if head[:1] != b":":
+                raise DiffParseError(f"unexpected byte in git's file list: {head[:20]!r}")
+            entry, used = _read_entry(head, fields, i)
             if entry is None:
                 break
             self._entries.append(entry)
-            pos = end
+            pos += sum(len(f) + 1 for f in fields[i : i + used])
+            i += used
         del buf[:pos]
+        self._raw_seen -= pos
 
     # ----------------------------------------------------------------- patch sections
 
@@ -166,7 +180,7 @@ class DiffStreamParser:
         self._searched = 0
         return out
 
-    def _take(self, start: int, end: int, markers: list[int], out: list[FileChange]) -> None:
+    def _take(self, start: int, end: int, markers: Markers, out: list[FileChange]) -> None:
         if self._next >= len(self._entries):
             raise DiffParseError("git printed more patches than changed files")
         entry = self._entries[self._next]
@@ -186,50 +200,54 @@ class DiffStreamParser:
         out.append(change)
 
 
-def _read_entry(buf: bytearray, pos: int) -> tuple[RawEntry | None, int]:
-    head_end = buf.find(b"\0", pos)
-    if head_end < 0:
-        return None, pos
-    fields = buf[pos + 1 : head_end].decode("ascii", "replace").split(" ")
-    if len(fields) != 5:
-        raise DiffParseError(f"malformed raw diff entry: {bytes(buf[pos:head_end])!r}")
-    old_mode, new_mode, _old_sha, _new_sha, status = fields
+def _read_entry(head: bytes, fields: list[bytes], i: int) -> tuple[RawEntry | None, int]:
+    """The entry whose header is fields[i], and how many fields it spans (None: not all here)."""
+    parts = head[1:].decode("ascii", "replace").split(" ")
+    if len(parts) != 5:
+        raise DiffParseError(f"malformed raw diff entry: {head!r}")
+    old_mode, new_mode, _old_sha, _new_sha, status = parts
     letter = status[:1]
     if letter not in _STATUS:
         raise DiffParseError(f"unsupported change status {status!r}")
     npaths = 2 if letter in "RC" else 1
-    paths: list[str] = []
-    cursor = head_end + 1
-    for _ in range(npaths):
-        nul = buf.find(b"\0", cursor)
-        if nul < 0:
-            return None, pos
-        paths.append(bytes(buf[cursor:nul]).decode("utf-8", "backslashreplace"))
-        cursor = nul + 1
+    if i + npaths >= len(fields):
+        return None, 0
+    paths = [f.decode("utf-8", "backslashreplace") for f in fields[i + 1 : i + 1 + npaths]]
     old_path = paths[0] if npaths == 2 else None
-    return RawEntry(_STATUS[letter], paths[-1], old_path, old_mode, new_mode), cursor
+    return RawEntry(_STATUS[letter], paths[-1], old_path, old_mode, new_mode), 1 + npaths
 
 
-def _any_between(offsets: list[int], start: int, end: int) -> bool:
-    i = bisect_left(offsets, start)
-    return i < len(offsets) and offsets[i] < end
+def _kinds_between(markers: Markers, start: int, end: int) -> frozenset[int]:
+    i = bisect_left(markers, (start, -1))
+    if i == len(markers) or markers[i][0] >= end:
+        return _NO_KINDS
+    kinds: set[int] = set()
+    while i < len(markers) and markers[i][0] < end:
+        kinds.add(markers[i][1])
+        i += 1
+    return frozenset(kinds)
 
 
-def marker_positions(buf: bytearray, cut: int) -> list[int]:
-    """Sorted offsets in buf[:cut] of literals that may start a secret: one pass per literal over
-    the whole stretch is far cheaper than searching each file's patch."""
-    lower = bytes(buf[:cut]).lower()
-    found: list[int] = []
-    for needle in _SECRET_MARKERS:
-        at = lower.find(needle, 0, cut)
+def marker_positions(buf: bytearray, cut: int) -> Markers:
+    """Sorted (offset, kind) in buf[:cut] where a secret-like string of that kind (an index into
+    SECRET_KINDS) may start, in the patch text (from a section's first hunk header): for each
+    kind, the first in each section (`diff --git` to the next) that has one. Which kinds a
+    file's patch may hold is all scan_file asks: one pass per kind over the whole stretch is
+    far cheaper than searching each file's patch, the scan of a patch then looks for those
+    kinds only, and keeping every offset took memory in proportion to a hostile input."""
+    lower = buf.lower()  # past `cut` is at most the section being read: no need to copy twice
+    found: Markers = []
+    for kind, finder in enumerate(SECRET_FINDERS):
+        at = lower.find(_FIRST_HUNK, 0, cut)
         while at >= 0:
-            found.append(at)
-            at = lower.find(needle, at + 1, cut)
-    at = lower.find(b"gh", 0, cut)
-    while at >= 0:
-        if lower.startswith(_GITHUB_PREFIXES, at):
-            found.append(at)
-        at = lower.find(b"gh", at + 2, cut)
+            hit = finder.search(lower, at, cut)
+            if hit is None:
+                break
+            at = hit.start()
+            found.append((at, kind))
+            at = lower.find(_SECTION, at, cut)  # on to the next section's patch text
+            if at >= 0:
+                at = lower.find(_FIRST_HUNK, at, cut)
     found.sort()
     return found
 
@@ -238,30 +256,29 @@ def marker_positions(buf: bytearray, cut: int) -> list[int]:
 
 
 def scan_file(
-    entry: RawEntry, buf: bytearray, start: int, end: int, markers: list[int]
+    entry: RawEntry, buf: bytearray, start: int, end: int, markers: Markers
 ) -> FileChange:
     """Everything the analysis needs from one file's patch text in buf[start:end]."""
     first = buf.find(b"\n@@ ", start, end)
     if first < 0:  # mode change, binary file, or empty file
         binary = buf.find(b"\nBinary files ", start, end) >= 0
         return _file(entry, 0, 0, binary, [], _NO_SIGNALS)
-    added = buf.count(b"\n+", first, end)
-    removed = buf.count(b"\n-", first, end)
+    # an added file's patch has no removed line, a deleted file's no added one
+    added = 0 if entry.status is FileStatus.DELETED else buf.count(b"\n+", first, end)
+    removed = 0 if entry.status is FileStatus.ADDED else buf.count(b"\n-", first, end)
     # an added or deleted file's patch is a single hunk: no need to look for more
     single = entry.status in (FileStatus.ADDED, FileStatus.DELETED)
     hunk_at = _hunks(buf, first, end, single=single)
     hunks = [h for _, h in hunk_at]
     signals = _NO_SIGNALS
-    has_marker = _any_between(markers, first, end)
+    kinds = _kinds_between(markers, first, end) if added and markers else _NO_KINDS
     yaml = entry.path.endswith((".yaml", ".yml"))
     big = added >= GENERATED_MIN_LINES
     tests = removed > 0 and is_test_path(entry.path)
-    if has_marker or tests or yaml or big:
-        body = bytes(buf[first + 1 : end])
+    if kinds or tests or yaml or big:
+        body = bytes(memoryview(buf)[first + 1 : end])
         shifted = [(at - first - 1, h) for at, h in hunk_at]
-        signals = _signals(
-            body, shifted, secrets=has_marker and added > 0, tests=tests, yaml=yaml, big=big
-        )
+        signals = _signals(body, shifted, secrets=kinds, tests=tests, yaml=yaml, big=big)
     return _file(entry, added, removed, False, hunks, signals)
 
 
@@ -293,19 +310,27 @@ def _hunks(buf: bytearray, first: int, end: int, *, single: bool) -> list[tuple[
     An added or deleted file's patch is a single hunk of changes, so only modified files are
     searched for more hunks and for where, inside each, the changes start and end.
     """
+    if single:
+        return [(first + 1, _hunk(_hunk_header(buf, first, end), buf, end, single=True))]
     heads: list[tuple[int, re.Match[bytes]]] = []
     at = first
     while at >= 0:
-        m = _HUNK.match(buf, at + 1, end)
-        if m is None:
-            raise DiffParseError(f"malformed hunk header: {bytes(buf[at + 1 : at + 60])!r}")
+        m = _hunk_header(buf, at, end)
         heads.append((at + 1, m))
-        at = -1 if single else buf.find(b"\n@@ ", m.end(), end)
+        at = buf.find(b"\n@@ ", m.end(), end)
     out: list[tuple[int, Hunk]] = []
     for i, (offset, m) in enumerate(heads):
         stop = heads[i + 1][0] - 1 if i + 1 < len(heads) else end
         out.append((offset, _hunk(m, buf, stop, single=single)))
     return out
+
+
+def _hunk_header(buf: bytearray, at: int, end: int) -> re.Match[bytes]:
+    """The hunk header after the newline at `at`."""
+    m = _HUNK.match(buf, at + 1, end)
+    if m is None:
+        raise DiffParseError(f"malformed hunk header: {bytes(buf[at + 1 : at + 60])!r}")
+    return m
 
 
 def _hunk(m: re.Match[bytes], buf: bytearray, stop: int, *, single: bool) -> Hunk:
@@ -335,49 +360,31 @@ def _signals(
     body: bytes,
     hunks: list[tuple[int, Hunk]],
     *,
-    secrets: bool,
+    secrets: frozenset[int],
     tests: bool,
     yaml: bool,
     big: bool,
 ) -> ContentSignals:
-    removed = (
-        [_line_at(body, hunks, m.start()) for m in _REMOVED_TEST.finditer(body)] if tests else []
-    )
-    kinds = sorted({m.group(1).decode("ascii") for m in _KIND.finditer(body)}) if yaml else []
+    removed: list[int] = []
+    if tests:
+        lines = LineCursor(body, hunks)
+        removed = [lines.line(m.start() + 1) for m in REMOVED_TEST.finditer(body)]
+    kinds = sorted({m.group(1).decode("ascii") for m in KUBE_KIND.finditer(body)}) if yaml else []
     return ContentSignals(
-        secrets=_secrets(body, hunks) if secrets else [],
+        secrets=_secrets(body, hunks, secrets) if secrets else [],
         removed_tests=len(removed),
         removed_test_lines=removed,
-        added_tests=len(_ADDED_TEST.findall(body)) if removed else 0,
+        added_tests=len(ADDED_TEST.findall(body)) if removed else 0,
         kube_kinds=kinds,
         generated_marker=big and any(m in body[:_GENERATED_PROBE] for m in _GENERATED_MARKERS),
     )
 
 
-def _secrets(body: bytes, hunks: list[tuple[int, Hunk]]) -> list[SecretHit]:
-    hits: list[SecretHit] = []
-    for m in _SECRET.finditer(body):
-        line_start = body.rfind(b"\n", 0, m.start()) + 1
-        if body[line_start : line_start + 1] != b"+":
-            continue  # context or removed line: not added by this change
-        line = _line_at(body, hunks, line_start)
-        if not hits or hits[-1].line != line:
-            hits.append(SecretHit(line=line, kind=m.lastgroup or "secret"))
-    return hits
-
-
-def _line_at(body: bytes, hunks: list[tuple[int, Hunk]], pos: int) -> int:
-    """Head-version line number of the patch line at offset `pos` (for a removed line: the line
-    that now stands where it was)."""
-    offset, hunk = hunks[0]
-    for candidate in hunks:
-        if candidate[0] > pos:
-            break
-        offset, hunk = candidate
-    line = hunk.new_start
-    first = body.find(b"\n", offset) + 1
-    line_start = body.rfind(b"\n", 0, pos) + 1
-    for raw in body[first:line_start].split(b"\n")[:-1]:
-        if raw[:1] not in (b"-", b"\\"):
-            line += 1
-    return line
+def _secrets(body: bytes, hunks: list[tuple[int, Hunk]], kinds: frozenset[int]) -> list[SecretHit]:
+    """One hit per added line that holds a secret-like string of `kinds`: the first there."""
+    lines = LineCursor(body, hunks)
+    return [
+        SecretHit(line=lines.line(start), kind=kind)
+        for start, kind in first_secret_per_line(body, body.lower(), kinds)
+        if body[start : start + 1] == b"+"  # not a context or removed line
+    ]
