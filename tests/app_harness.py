@@ -26,7 +26,7 @@ from tests.conftest import github_examples, webhook_example
 from tests.fakes.github_api import GitHubApiDouble, PullRequest
 
 SECRET = b"webhook-test-secret"
-API_TOKEN = "api-test-token"
+API_TOKEN = "api-test-token-0f3b9c2d"  # 16+ characters: serve refuses shorter ones
 HEAD = "a" * 40
 BASE = "b" * 40
 

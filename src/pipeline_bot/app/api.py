@@ -1,8 +1,11 @@
 """The REST API from the original design, behind `Authorization: Bearer $PIPELINE_BOT_API_TOKEN`.
 
-`GET /health` is open and tells nothing secret. Deploys and pipelines are queued like webhook
-deliveries (durable, retried, visible in /deliveries) and reported by `GET /pipeline/status/{id}`
-from the store. Without a configured token every protected route answers 401: fail closed.
+`GET /health`, `/metrics` and the docs are open and tell nothing secret (`public`). Every other
+request passes the server's Guard first: the token is checked before a byte of the body is read,
+and the body is capped in size and time. Deploys and pipelines are queued like webhook deliveries
+(durable, retried, visible in /deliveries) and reported by `GET /pipeline/status/{id}` from the
+store; their environments are checked against the repository's config first (422). Without a
+configured token every protected route answers 401: fail closed.
 """
 
 from __future__ import annotations
@@ -19,17 +22,29 @@ from starlette.responses import Response
 
 from pipeline_bot import __version__
 from pipeline_bot.app import metrics
+from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.integrations.deliveries import STATUSES, NewDelivery
+from pipeline_bot.repo_config import default_config
 
 _REPO = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
 _SHA = r"^[0-9a-f]{40}$"
+_ENVIRONMENT = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+EnvironmentName = Annotated[str, Field(pattern=_ENVIRONMENT)]
+PUBLIC = frozenset(
+    {"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+
+
+def public(scope: Any) -> bool:
+    """Routes anyone may read: no token, and no body."""
+    return scope["method"] in ("GET", "HEAD") and scope.get("path") in PUBLIC
 
 
 class DeployBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     repository: str = Field(pattern=_REPO, description="owner/name; the App must be installed")
-    environment: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    environment: str = Field(pattern=_ENVIRONMENT)
     sha: str = Field(pattern=_SHA, description="Commit to deploy (its image is tagged with it)")
     base: str | None = Field(None, pattern=_SHA, description="For the auto strategy's analysis")
     app: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -41,8 +56,12 @@ class PipelineBody(BaseModel):
     repository: str = Field(pattern=_REPO)
     sha: str = Field(pattern=_SHA)
     base: str | None = Field(None, pattern=_SHA)
-    environments: list[str] | None = Field(
-        None, description="In promotion order; default: every configured environment"
+    environments: list[EnvironmentName] | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="Environments of the repository's config (run in promotion order); "
+        "default: every configured environment",
     )
 
 
@@ -101,13 +120,18 @@ def router() -> APIRouter:
     @api.post("/deploy", status_code=202, tags=["pipeline"])
     def deploy(body: DeployBody, request: Request, _: Protected) -> Queued:
         """Queue a deploy of a commit to one environment."""
-        return _queue(request, "api.deploy", body.repository, body.model_dump())
+        installation = _installation(request, body.repository)
+        _check_environments(request, installation, body.repository, [body.environment])
+        return _queue(request, installation, "api.deploy", body.repository, body.model_dump())
 
     @api.post("/pipeline/execute", status_code=202, tags=["pipeline"])
     def execute(body: PipelineBody, request: Request, _: Protected) -> Queued:
         """Queue a commit's way through the environments in promotion order, stopping at the
         first deploy that does not succeed."""
-        return _queue(request, "api.pipeline", body.repository, body.model_dump())
+        installation = _installation(request, body.repository)
+        if body.environments is not None:
+            _check_environments(request, installation, body.repository, body.environments)
+        return _queue(request, installation, "api.pipeline", body.repository, body.model_dump())
 
     @api.get("/deliveries", tags=["deliveries"])
     def deliveries(
@@ -143,15 +167,45 @@ def _deploys_of(state: dict[str, Any]) -> set[str]:
     return ids | {str(d) for d in state.get("failed_deploys", [])}
 
 
-def _queue(request: Request, event: str, repository: str, job: dict[str, Any]) -> Queued:
-    state = request.app.state
-    installation = state.deliveries.installation_for(repository)
+def _installation(request: Request, repository: str) -> int:
+    installation: int | None = request.app.state.deliveries.installation_for(repository)
     if installation is None:
         raise HTTPException(
             404,
             f"the App is not installed on {repository} (or its installation event was not "
             "received): install it there first",
         )
+    return installation
+
+
+def _check_environments(
+    request: Request, installation: int, repository: str, names: list[str]
+) -> None:
+    """422 unless every name is an environment of the config on the default branch (the one the
+    job will read); 502 when GitHub cannot tell."""
+    services = request.app.state.services
+    try:
+        gh = services.github.installation(installation)
+        branch = gh.default_branch(repository)
+        config = services.configs.load(gh, repository, branch)
+    except PipelineBotError as exc:
+        raise HTTPException(
+            502, f"cannot read {repository}'s config to check the environments: {exc.message}"
+        ) from None
+    known = [e.name for e in config.environments or default_config().environments]
+    unknown = [n for n in dict.fromkeys(names) if n not in known]
+    if unknown:
+        raise HTTPException(
+            422,
+            f"{repository}'s config on {branch} defines no environment "
+            f"{', '.join(repr(n) for n in unknown)}; it defines {', '.join(known) or 'none'}",
+        )
+
+
+def _queue(
+    request: Request, installation: int, event: str, repository: str, job: dict[str, Any]
+) -> Queued:
+    state = request.app.state
     job_id = f"job-{uuid.uuid4()}"
     actor = "api"
     payload = {"repository": {"full_name": repository}, "job": {**job, "actor": actor}}

@@ -1,9 +1,13 @@
 """POST /webhooks: verify, store durably, acknowledge. The work happens in the worker thread.
 
-Order of checks: size (413), signature (401: nothing stored, nothing of the payload logged),
-headers and JSON (400), then the delivery is written under its X-GitHub-Delivery before the 202.
-A redelivery finds its row and is acknowledged as a duplicate; an event the App does not handle
-is stored as `ignored`.
+Limits before work: a declared size over GitHub's 25 MB is answered 413 and a missing or
+malformed X-Hub-Signature-256 401, before a byte of the body is read; then the body is read in
+the chunks the server hands over, HMAC'd as it comes, within a deadline (408) and within a budget
+of unverified bytes all requests share (503: GitHub redelivers); a wrong signature is 401. Each
+of these answers closes the connection. Nothing is stored and nothing of the payload logged
+before the signature holds. Then headers and JSON (400), and the delivery is written under its
+X-GitHub-Delivery before the 202. A redelivery finds its row and is acknowledged as a duplicate;
+an event the App does not handle is stored as `ignored`.
 
 This is the App's hot path, so it is a plain ASGI function rather than a FastAPI route, and its
 writes are grouped: whatever arrived meanwhile is committed in one transaction. On SQLite that
@@ -37,6 +41,7 @@ _WANTED = frozenset(
     {b"content-length", b"x-hub-signature-256", b"x-github-event", b"x-github-delivery"}
 )
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_SIGNATURE = re.compile(r"^sha256=[0-9a-fA-F]{64}$")
 # GitHub's event names are snake_case with digits (projects_v2_item); never a dot, so a delivery
 # can never pass for one of the REST API's `api.*` jobs
 _EVENT = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -140,12 +145,40 @@ def _settle(
         batch[0][1].get_loop().call_soon_threadsafe(apply)
 
 
+class Budget:
+    """Bytes of bodies held before their signature is checked, across all requests (they run on
+    one event loop: no lock). One request is always admitted when nothing is held, so a delivery
+    as large as GitHub sends gets through however small the budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
 class WebhookIntake:
     """ASGI app for POST /webhooks."""
 
-    def __init__(self, secret: bytes, writer: IntakeWriter | LoopWriter) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        writer: IntakeWriter | LoopWriter,
+        *,
+        body_timeout: float = 10.0,
+        buffer_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.secret = secret
         self.writer = writer
+        self.body_timeout = body_timeout
+        self.budget = Budget(buffer_bytes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -153,35 +186,72 @@ class WebhookIntake:
             k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED
         }
         if scope["method"] != "POST":
-            await _reply(send, 405, b'{"error": "use POST"}', "-", "rejected", started)
+            await _reply(send, 405, b'{"error": "use POST"}', "-", "rejected", started, close=True)
             return
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            await _reply(
-                send, 413, b'{"error": "the body is over 25 MB"}', "-", "rejected", started
-            )
+            await _reply(send, 413, _OVER, "-", "rejected", started, close=True)
             return
-        body = await _read(receive)
-        if body is None:
-            await _reply(
-                send, 413, b'{"error": "the body is over 25 MB"}', "-", "rejected", started
-            )
+        signature = headers.get("x-hub-signature-256", "")
+        if not _SIGNATURE.match(signature):
+            how = "missing" if not signature else "malformed"
+            await self._unsigned(send, headers, how, started)
             return
-        await self._deliver(headers, body, send, started)
+        body = await self._verified(receive, int(length) if length else 0, signature)
+        if isinstance(body, bytes):
+            await self._deliver(headers, body, send, started)
+        elif body == 401:
+            await self._unsigned(send, headers, "wrong", started)
+        elif body is not None:  # None: the sender left
+            await _reply(send, body, _LIMITS[body], "-", "rejected", started, close=True)
+
+    async def _verified(self, receive: Any, declared: int, signature: str) -> bytes | int | None:
+        """The body if its signature holds, else the status to answer: 401, 408 (too slow),
+        413 (over 25 MB), 503 (the budget of unverified bytes is spent). None: the sender left."""
+        held = declared
+        if not self.budget.take(held):
+            return 503
+        mac = hmac.new(self.secret, digestmod="sha256")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        return 413
+                    if size > held:  # chunked, or more than declared
+                        if not self.budget.take(size - held):
+                            return 503
+                        held = size
+                    mac.update(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return 408
+        finally:
+            self.budget.give(held)
+        if not hmac.compare_digest(mac.digest(), bytes.fromhex(signature[7:])):
+            return 401
+        return b"".join(chunks)
+
+    async def _unsigned(self, send: Any, headers: dict[str, str], how: str, started: float) -> None:
+        log.warning(
+            "rejected a delivery with a %s signature (delivery header %r)",
+            how,
+            headers.get("x-github-delivery", "")[:64],
+        )
+        message = b'{"error": "the X-Hub-Signature-256 signature is missing or wrong"}'
+        await _reply(send, 401, message, "-", "rejected", started, close=True)
 
     async def _deliver(
         self, headers: dict[str, str], body: bytes, send: Any, started: float
     ) -> None:
-        signature = headers.get("x-hub-signature-256", "")
-        if not _signed(self.secret, body, signature):
-            log.warning(
-                "rejected a delivery with a %s signature (delivery header %r)",
-                "wrong" if signature else "missing",
-                headers.get("x-github-delivery", "")[:64],
-            )
-            message = b'{"error": "the X-Hub-Signature-256 signature is missing or wrong"}'
-            await _reply(send, 401, message, "-", "rejected", started)
-            return
         event = headers.get("x-github-event", "")
         delivery = headers.get("x-github-delivery", "")
         if not _EVENT.match(event) or not _ID.match(delivery):
@@ -237,31 +307,12 @@ def lane_of(event: str, payload: dict[str, Any], repository: str | None) -> str 
     return f"{repository}@{event}" if event == "push" else None
 
 
-def _signed(secret: bytes, body: bytes, signature: str) -> bool:
-    if not signature.startswith("sha256=") or len(signature) != 71:
-        return False
-    try:
-        given = bytes.fromhex(signature[7:])
-    except ValueError:
-        return False
-    return hmac.compare_digest(given, hmac.digest(secret, body, "sha256"))
-
-
-async def _read(receive: Any) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+_OVER = b'{"error": "the body is over 25 MB"}'
+_LIMITS = {
+    413: _OVER,
+    408: b'{"error": "the body did not arrive in time"}',
+    503: b'{"error": "too many deliveries are being received; redeliver it"}',
+}
 
 
 _COUNTERS: dict[tuple[str, str], Any] = {}
@@ -275,18 +326,22 @@ def _count(event: str, outcome: str) -> None:
 
 
 async def _reply(
-    send: Any, status: int, body: bytes, event: str, outcome: str, started: float
+    send: Any,
+    status: int,
+    body: bytes,
+    event: str,
+    outcome: str,
+    started: float,
+    *,
+    close: bool = False,
 ) -> None:
+    """The answer; `close`: and the connection closed, so a body not read is never read."""
     _count(event, outcome)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     metrics.INTAKE_SECONDS.observe(time.perf_counter() - started)

@@ -20,6 +20,13 @@ from pipeline_bot.app.context import AppServices
 from pipeline_bot.app.intake import IntakeWriter, LoopWriter, WebhookIntake
 from pipeline_bot.app.worker import Worker
 from pipeline_bot.errors import ConfigError, ConfigProblem
+from pipeline_bot.mcp_server.http import (
+    Guard,
+    HttpOptions,
+    answer,
+    check_token,
+    transport_security,
+)
 from pipeline_bot.repo_config import RepoConfig
 from pipeline_bot.settings import Settings
 
@@ -113,13 +120,16 @@ def create_app(
     start_worker: bool = True,
     retention_days: float = 14,
     workers: int = 4,
+    http: HttpOptions | None = None,
+    webhook_buffer: int = 64 * 1024 * 1024,
 ) -> Any:
     """The App as an ASGI app. /mcp holds every call to `repository`'s (owner/name, the App's
-    installation repository) config on its default branch; without one it refuses them."""
+    installation repository) config on its default branch; without one it refuses them.
+    `http`: body limits and the hosts /mcp serves besides loopback (default: none)."""
+    http = http or HttpOptions()
     mcp_app: Any = None
     mcp_server: Any = None
     if mcp:
-        from pipeline_bot.mcp_server.http import BearerToken
         from pipeline_bot.mcp_server.server import build_server
         from pipeline_bot.mcp_server.trust import installation_policy
 
@@ -132,8 +142,14 @@ def create_app(
             lambda: wiring_context(),
             policy=installation_policy(repository, load),
         )
-        inner = mcp_server.streamable_http_app()  # serves /mcp
-        mcp_app = BearerToken(inner, api_token) if api_token else _Refuse()
+        security = transport_security(http.allowed_hosts, http.allowed_origins)
+        inner = mcp_server.streamable_http_app(  # serves /mcp
+            transport_security=security,
+            max_request_body_size=http.max_body,
+            session_idle_timeout=http.session_idle_timeout,
+            max_sessions=http.max_sessions,
+        )
+        mcp_app = Guard(inner, http, token=api_token, security=security) if api_token else _Refuse()
 
     worker = Worker(services, retention_days=retention_days, threads=workers)
     writer: IntakeWriter | LoopWriter = (
@@ -167,42 +183,45 @@ def create_app(
     app.state.services = services
     app.state.api_token = api_token
     app.include_router(api.router())
-    return _Routes(app, WebhookIntake(secret, writer), mcp_app)
+    intake = WebhookIntake(
+        secret, writer, body_timeout=http.body_timeout, buffer_bytes=webhook_buffer
+    )
+    # the token before any body; a body capped in size and time (FastAPI reads it before the
+    # route's dependencies, the token check among them)
+    guarded = Guard(app, http, token=api_token, fail_closed=True, public=api.public)
+    return _Routes(app, guarded, intake, mcp_app)
 
 
 class _Refuse:
     """/mcp without PIPELINE_BOT_API_TOKEN: closed, and says why."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        body = b'{"error": "set PIPELINE_BOT_API_TOKEN to use /mcp on the App server"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await answer(send, 401, "set PIPELINE_BOT_API_TOKEN to use /mcp on the App server")
 
 
 class _Routes:
     """ASGI: /webhooks to the intake, /mcp to the MCP transport (behind the API token), the
-    rest (REST API, /health, /metrics, /docs) to FastAPI, which also runs the lifespan."""
+    rest (REST API, /health, /metrics, /docs) to FastAPI behind its guard; FastAPI also runs
+    the lifespan."""
 
-    def __init__(self, app: FastAPI, intake: WebhookIntake, mcp_app: Any) -> None:
+    def __init__(self, app: FastAPI, guarded: Guard, intake: WebhookIntake, mcp_app: Any) -> None:
         self.app = app
+        self.guarded = guarded
         self.intake = intake
         self.mcp_app = mcp_app
         self.state = app.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
         if path == "/webhooks":
             await self.intake(scope, receive, send)
         elif self.mcp_app is not None and (path == "/mcp" or path.startswith("/mcp/")):
             await self.mcp_app(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self.guarded(scope, receive, send)
 
 
 def serve(host: str, port: int, settings: Settings) -> None:
@@ -211,8 +230,10 @@ def serve(host: str, port: int, settings: Settings) -> None:
 
     import uvicorn
 
-    services, secret = services_from_settings(settings)
     token = settings.api_token.get_secret_value() if settings.api_token else None
+    check_token("PIPELINE_BOT_API_TOKEN", token)
+    options = HttpOptions.from_settings(settings)
+    services, secret = services_from_settings(settings)
     app = create_app(
         services,
         secret,
@@ -220,6 +241,8 @@ def serve(host: str, port: int, settings: Settings) -> None:
         repository=settings.github_repository,
         retention_days=settings.delivery_retention_days,
         workers=settings.app_workers,
+        http=options,
+        webhook_buffer=settings.webhook_buffer_bytes,
     )
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"

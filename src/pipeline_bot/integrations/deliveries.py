@@ -6,7 +6,12 @@ an update that only one of them can win, and `finish()` them as done, failed or 
 Rows a killed process left `running` go back to `pending` on the next start.
 
 SQLite runs in WAL mode with automatic checkpoints off: a checkpoint costs milliseconds, and it
-must never run on the server's event loop, so the worker thread calls `checkpoint()` instead.
+must never run on the server's event loop, so the worker thread calls `checkpoint()` instead. The
+log stays bounded: `checkpoint()` truncates it (TRUNCATE) once it is over WAL_LIMIT or a minute
+after the last truncation, journal_size_limit trims it whenever it restarts, and when a writer
+finds it over the limit while nobody checkpoints (the worker busy with a long deploy), a thread of
+the store's own checkpoints it. The database, its WAL and shared memory, the body segments and
+their folder are created private to the App's user (0600, 0700); existing ones are made so.
 On SQLite a delivery's body goes to an append-only segment file beside the database (mode 0600),
 and the row holds where it is: through the WAL every body byte would be written twice, and that
 copy was the intake's largest cost. A body is in the OS's cache before its row commits, so both
@@ -19,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +53,8 @@ from pipeline_bot.integrations.store import open_engine, reason
 
 STATUSES = ("pending", "running", "done", "failed", "ignored")
 SEGMENT_BYTES = 64 * 1024 * 1024
+WAL_LIMIT = 16 * 1024 * 1024  # past this the log is truncated, not only checkpointed
+TRUNCATE_EVERY = 60.0  # seconds; a passive checkpoint never shrinks the file
 _meta = MetaData()
 deliveries = Table(
     "app_deliveries",
@@ -147,21 +155,32 @@ class Delivery:
 
 class DeliveryStore:
     def __init__(self, url: str) -> None:
+        path = url.removeprefix("sqlite:///")
+        local = url.startswith("sqlite:///") and path != ":memory:"
+        if local:
+            _private(Path(path))
         # synchronous=NORMAL in WAL mode: a commit is durable across a process kill; the
         # worker thread checkpoints instead of whichever commit crosses the threshold
         self.engine: Engine = open_engine(
-            url, _meta, pragmas=("synchronous=NORMAL", "wal_autocheckpoint=0")
+            url,
+            _meta,
+            pragmas=(
+                "synchronous=NORMAL",
+                "wal_autocheckpoint=0",
+                f"journal_size_limit={WAL_LIMIT}",
+            ),
         )
         self.sqlite = self.engine.dialect.name == "sqlite"
         self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
         self._raw: Any = None  # the intake writer thread's own DBAPI connection
         # SQLite: bodies go to append-only segment files, not through the WAL, where every byte
         # would be written twice (once to the log, once by the checkpoint)
-        path = url.removeprefix("sqlite:///")
-        self.segments: Path | None = (
-            Path(f"{path}.payloads") if self.sqlite and path != ":memory:" else None
-        )
+        self.segments: Path | None = Path(f"{path}.payloads") if self.sqlite and local else None
         self._segment: tuple[str, int, int] | None = None  # name, fd, size
+        self._wal: Path | None = Path(f"{path}-wal") if self.sqlite and local else None
+        self._truncated = time.monotonic()
+        self._checkpointing = threading.Lock()
+        self._overdue: _Checkpointer | None = None
 
     def _append(self, payload: bytes) -> tuple[str, int, int]:
         """Write a body to the current segment: (segment, offset, length). The bytes are in the
@@ -170,7 +189,7 @@ class DeliveryStore:
         if self._segment is None or self._segment[2] > SEGMENT_BYTES:
             if self._segment is not None:
                 os.close(self._segment[1])
-            self.segments.mkdir(parents=True, exist_ok=True)
+            self.segments.mkdir(mode=0o700, parents=True, exist_ok=True)
             name = f"{time.time_ns()}-{os.getpid()}.seg"
             fd = os.open(self.segments / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._segment = (name, fd, 0)
@@ -209,6 +228,7 @@ class DeliveryStore:
                     cursor.execute(self._insert_sql(), row)
                     fresh.append(cursor.rowcount == 1)
             raw.commit()
+            self._watch_wal()
         except self.engine.dialect.loaded_dbapi.Error as exc:
             with contextlib.suppress(Exception):
                 raw.rollback()
@@ -449,9 +469,32 @@ class DeliveryStore:
         return int(result.rowcount)
 
     def checkpoint(self) -> None:
-        if self.sqlite:
-            with self.engine.connect() as conn:
-                conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
+        """Copy the log into the database (PASSIVE: readers and writers go on); truncate it too
+        when it is over WAL_LIMIT or was last truncated TRUNCATE_EVERY seconds ago. TRUNCATE
+        waits for readers and holds writers off, but after the passive pass little is left."""
+        if not self.sqlite:
+            return
+        with self._checkpointing, self.engine.connect() as conn:
+            conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
+            due = time.monotonic() - self._truncated >= TRUNCATE_EVERY
+            if due or self._wal_size() > WAL_LIMIT:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+                self._truncated = time.monotonic()
+
+    def _wal_size(self) -> int:
+        try:
+            return self._wal.stat().st_size if self._wal is not None else 0
+        except OSError:
+            return 0
+
+    def _watch_wal(self) -> None:
+        """After a write: a log over the limit means nobody checkpointed it lately; the store's
+        own thread does, off the writer's thread (which may be the event loop)."""
+        if self._wal is None or self._wal_size() <= WAL_LIMIT:
+            return
+        if self._overdue is None:
+            self._overdue = _Checkpointer(self)
+        self._overdue.wake.set()
 
     # ------------------------------------------------------------------ App bookkeeping
 
@@ -544,6 +587,9 @@ class DeliveryStore:
     # ------------------------------------------------------------------ plumbing
 
     def close(self) -> None:
+        if self._overdue is not None:
+            self._overdue.stop()
+            self._overdue = None
         if self._segment is not None:
             with contextlib.suppress(OSError):
                 os.close(self._segment[1])
@@ -556,6 +602,48 @@ class DeliveryStore:
 
     def _begin(self) -> Any:
         return _Guard(self.engine)
+
+
+class _Checkpointer:
+    """A thread that checkpoints the store when a writer finds the log overdue."""
+
+    def __init__(self, store: DeliveryStore) -> None:
+        self.store = store
+        self.wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name="pipeline-bot-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if self._stopping:
+                return
+            with contextlib.suppress(SQLAlchemyError):  # busy: the next write wakes it again
+                self.store.checkpoint()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+        self._thread.join(10)
+
+
+def _private(path: Path) -> None:
+    """The database file and its folder, created for the App's user alone, before SQLite
+    creates them with the umask's permissions (SQLite gives its -wal and -shm files the
+    database's). Existing ones that others may read are made private."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.payloads")):
+        with contextlib.suppress(OSError):
+            mode = name.stat().st_mode
+            if mode & 0o077:
+                name.chmod(0o700 if name.is_dir() else 0o600)
 
 
 class _Guard:
