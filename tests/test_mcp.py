@@ -19,6 +19,7 @@ from tests.conftest import wait_until_up
 SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
 READ_ONLY = {
     "analyze_changes",
+    "get_deploy_plan",
     "get_deployment_status",
     "get_pod_events",
     "monitor_infrastructure",
@@ -28,6 +29,7 @@ READ_ONLY = {
 ALL = READ_ONLY | {
     "investigate_deploy",
     "deploy_application",
+    "deploy_plan",
     "promote_deployment",
     "abort_deployment",
     "rollback_deployment",

@@ -45,7 +45,8 @@ def test_calling_analyze_changes_returns_the_analysis(base_repo):
 def test_unknown_tool_names_the_known_ones():
     expected = (
         "unknown tool 'deploy'; known tools: abort_deployment, analyze_changes, "
-        "deploy_application, get_deployment_status, get_pod_events, investigate_deploy, "
+        "deploy_application, deploy_plan, get_deploy_plan, get_deployment_status, "
+        "get_pod_events, investigate_deploy, "
         "monitor_infrastructure, promote_deployment, query_metrics, review_change, "
         "rollback_deployment"
     )

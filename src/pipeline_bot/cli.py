@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_bot import __version__, cli_ai, cli_app, cli_deploy
+from pipeline_bot import __version__, cli_ai, cli_app, cli_deploy, cli_plan
 from pipeline_bot.errors import ConfigError, PipelineBotError
 from pipeline_bot.models import SEVERITY_ORDER, AIReview, Analysis
 
@@ -319,6 +319,7 @@ cli_deploy.register(app)
 cli_app.register(app)
 cli_ai.register(app)
 cli_ai.register_audit(app)
+cli_plan.register(app)
 
 
 def main() -> None:

@@ -230,6 +230,17 @@ def register(app: typer.Typer) -> None:
         prometheus_url: PromUrl = None,
         gates: GatesFile = None,
         output: Format = OutputFormat.text,
+        plan: Annotated[
+            bool,
+            typer.Option(
+                "--plan",
+                help="Deploy every service of the config in dependency order (see `plan`); "
+                "--image is then the tag each service's image gets.",
+            ),
+        ] = False,
+        max_parallel: Annotated[
+            int, typer.Option(min=1, max=32, help="With --plan: services deployed at once.")
+        ] = 4,
     ) -> None:
         """Deploy an image, watch the rollout, roll back on failure."""
         try:
@@ -265,6 +276,10 @@ def register(app: typer.Typer) -> None:
             "repository": str(repo),
         }
         ctx = tool_context(kubeconfig, context, prometheus_url)
+        if plan:
+            from pipeline_bot.cli_plan import deploy_plan
+
+            return deploy_plan(arguments, ctx, output=output.value, max_parallel=max_parallel)
         result = _call("deploy_application", arguments, ctx)
         from pipeline_bot.cli_ai import after_rollback
 

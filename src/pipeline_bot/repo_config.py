@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline_bot.core.plan import DependencyProblem, dependency_problems
 from pipeline_bot.errors import ConfigError, ConfigProblem, UnknownEnvironmentError
 from pipeline_bot.models import Severity, StrategyName
 
@@ -216,14 +217,9 @@ class RepoConfig(_Strict):
         _unique("gates", [g.name for g in self.gates])
         names = [s.name for s in self.services]
         _unique("services", names)
-        for service in self.services:
-            for dep in service.depends_on:
-                if dep not in names:
-                    raise ValueError(
-                        f"service {service.name!r} depends on unknown service {dep!r}"
-                        f" (known: {', '.join(names)})"
-                    )
-        _acyclic({s.name: s.depends_on for s in self.services})
+        problems = dependency_problems([(s.name, s.depends_on) for s in self.services])
+        if problems:  # each with its place, so the loader can name its line
+            raise DependencyProblem(problems)
         envs = [e.name for e in self.environments]
         for env in self.environments:
             for required in env.requires:
@@ -251,24 +247,6 @@ def _unique(kind: str, names: list[str]) -> None:
         if name in seen:
             raise ValueError(f"{kind}: name {name!r} is used twice")
         seen.add(name)
-
-
-def _acyclic(graph: dict[str, list[str]]) -> None:
-    state: dict[str, int] = {}
-
-    def visit(node: str, trail: list[str]) -> None:
-        if state.get(node) == 2:
-            return
-        if state.get(node) == 1:
-            cycle = " -> ".join([*trail[trail.index(node) :], node])
-            raise ValueError(f"services depend on each other in a cycle: {cycle}")
-        state[node] = 1
-        for dep in graph.get(node, []):
-            visit(dep, [*trail, node])
-        state[node] = 2
-
-    for name in graph:
-        visit(name, [])
 
 
 def default_config() -> RepoConfig:
@@ -371,8 +349,9 @@ def parse_repo_config(text: str, *, source: str = "<config>") -> RepoConfig:
         return RepoConfig.model_validate(data)
     except ValidationError as exc:
         problems = [
-            ConfigProblem(_field_path(err["loc"]), _explain(err), _line_of(node, err["loc"]))
+            ConfigProblem(_field_path(loc), message, _line_of(node, loc))
             for err in exc.errors(include_url=False)
+            for loc, message in _located(err)
         ]
         raise ConfigError(source, problems) from None
 
@@ -403,6 +382,14 @@ def _check_depth(root: yaml.Node | None, source: str) -> None:
             todo += [(v, depth + 1) for _, v in node.value]
         elif isinstance(node, yaml.SequenceNode):
             todo += [(v, depth + 1) for v in node.value]
+
+
+def _located(err: Any) -> list[tuple[tuple[int | str, ...], str]]:
+    """An error's place and message; a dependency problem knows its own place in the file."""
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, DependencyProblem):
+        return [(tuple(err["loc"]) + loc, message) for loc, message in cause.problems]
+    return [(tuple(err["loc"]), _explain(err))]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -1,0 +1,182 @@
+"""Deploy plan tools: get_deploy_plan (reads only) and deploy_plan (every service of the
+repository, in dependency order, each from its own manifests and image)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline_bot.core.manifests import image_reference
+from pipeline_bot.core.plan import (
+    MAX_PARALLEL_DEFAULT,
+    DeployPlan,
+    PlanResult,
+    PlanService,
+    build_plan,
+)
+from pipeline_bot.deploy.plans import run_plan
+from pipeline_bot.errors import ToolError
+from pipeline_bot.integrations.ports import StorePort
+from pipeline_bot.models import DeployResult
+from pipeline_bot.repo_config import RepoConfig
+from pipeline_bot.tools.deploy import (
+    CHANGES_CLUSTER,
+    DeployConfig,
+    DeployInput,
+    deploy_application,
+)
+from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
+
+READS_CONFIG = ToolAnnotations(read_only=True, destructive=False, idempotent=True, open_world=False)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanInput(_Input):
+    environment: str | None = Field(
+        None, description="Environment the plan is for. Default: the last in promotion order."
+    )
+    repository: str = Field(".", description="Repository whose config lists the services")
+    max_parallel: int = Field(
+        MAX_PARALLEL_DEFAULT, ge=1, le=32, description="Services deployed at once"
+    )
+
+
+class DeployPlanInput(_Input):
+    environment: str = Field(description="Environment from .github/pipeline-bot.yml")
+    image_tag: str = Field(
+        description="The tag every service deploys (on its configured image), or a full image "
+        "reference when the plan has one service"
+    )
+    images: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per service: a tag or full image reference, instead of image_tag",
+    )
+    strategy: Literal["auto", "rolling", "blue-green", "canary"] = "auto"
+    repository: str = Field(".", description="Repository whose config lists the services")
+    max_parallel: int = Field(
+        MAX_PARALLEL_DEFAULT, ge=1, le=32, description="Services deployed at once"
+    )
+    timeout_seconds: float = Field(300, gt=0, description="Each service's rollout timeout")
+    auto_rollback: bool = Field(True, description="Roll a failed service back")
+    dry_run: Literal["none", "client", "server"] = "none"
+    commit_sha: str | None = None
+    requested_by: str | None = Field(None, description="Who asked, for the deploy records")
+
+
+def plan_for(config: RepoConfig, environment: str | None, max_parallel: int) -> DeployPlan:
+    """The config's services as a plan (the config loader has checked their dependencies)."""
+    if not config.services:
+        raise ToolError(
+            "the config has no services, so there is nothing to plan: list them under "
+            "`services:` in .github/pipeline-bot.yml",
+            tool="deploy_plan",
+        )
+    env = config.environment(environment)
+    services = [
+        PlanService(
+            name=s.name, stage=0, depends_on=s.depends_on, image=s.image, manifests=s.manifests
+        )
+        for s in config.services
+    ]
+    return build_plan(services, environment=env.name, max_parallel=max_parallel)
+
+
+def get_deploy_plan(args: PlanInput, ctx: ToolContext) -> DeployPlan:
+    """The repository's services in deploy order: stages of services that deploy in parallel,
+    each after the services it depends on. Reads only the config."""
+    return plan_for(ctx.repo_config(args.repository), args.environment, args.max_parallel)
+
+
+def _images(args: DeployPlanInput, config: RepoConfig, plan: DeployPlan) -> dict[str, str]:
+    unknown = sorted(set(args.images) - {s.name for s in plan.services})
+    if unknown:
+        raise ToolError(
+            f"images names service(s) the config does not have: {', '.join(unknown)}",
+            tool="deploy_plan",
+        )
+    images = {
+        s.name: image_reference(config, s.name, args.images.get(s.name, args.image_tag))
+        for s in plan.services
+    }
+    missing = [name for name, image in images.items() if image is None]
+    if missing:
+        raise ToolError(
+            f"image_tag {args.image_tag!r} is only a tag, and service(s) {', '.join(missing)} "
+            "have no image in .github/pipeline-bot.yml: give them one, or pass their full "
+            "image references in images",
+            tool="deploy_plan",
+        )
+    return {name: image for name, image in images.items() if image is not None}
+
+
+def deploy_plan(args: DeployPlanInput, ctx: ToolContext) -> PlanResult:
+    """Deploy every service of the repository to an environment in dependency order: services
+    that depend on nothing first, independent ones in parallel (at most max_parallel), each from
+    its own manifests and image. A service that fails is rolled back and the services depending
+    on it are skipped; the others' results are kept. Changes the cluster; holds the
+    environment's lock for the whole plan."""
+    config = ctx.repo_config(args.repository)
+    env = config.environment(args.environment)
+    plan = plan_for(config, env.name, args.max_parallel)
+    images = _images(args, config, plan)
+    store = None
+    if args.dry_run != "client":  # a client dry run renders only: no cluster, no lock
+        ctx.require_cluster("deploy_plan", env)  # say so before anything is locked
+        store = ctx.require_store("deploy_plan", config)
+
+    def deploy_one(service: PlanService, held: StorePort | None) -> DeployResult:
+        say = ctx.progress
+        scoped = dataclasses.replace(
+            ctx,
+            store=held,
+            stores=None,
+            config=config,
+            progress=(lambda m: say(f"{service.name}: {m}")) if say else None,
+        )
+        request = DeployInput(
+            app_name=service.name,
+            environment=env.name,
+            image_tag=images[service.name],
+            strategy=args.strategy,
+            repository=args.repository,
+            requested_by=args.requested_by or ctx.actor,
+            config=DeployConfig(
+                timeout_seconds=args.timeout_seconds,
+                auto_rollback=args.auto_rollback,
+                dry_run=args.dry_run,
+                commit_sha=args.commit_sha,
+            ),
+        )
+        return deploy_application(request, scoped)
+
+    return run_plan(
+        plan,
+        env.name,
+        deploy_one,
+        store,
+        progress=ctx.progress,
+        lease_seconds=ctx.lock_lease_seconds,
+        actor=args.requested_by or ctx.actor,
+    )
+
+
+def register(registry: ToolRegistry) -> None:
+    registry.tool(
+        name="get_deploy_plan",
+        title="Deploy plan",
+        input_model=PlanInput,
+        output_model=DeployPlan,
+        annotations=READS_CONFIG,
+    )(get_deploy_plan)
+    registry.tool(
+        name="deploy_plan",
+        title="Deploy plan: every service in dependency order",
+        input_model=DeployPlanInput,
+        output_model=PlanResult,
+        annotations=CHANGES_CLUSTER,
+    )(deploy_plan)
