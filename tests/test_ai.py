@@ -389,6 +389,23 @@ def test_investigate_without_a_model_says_how_to_configure_one(cli, deploy_env, 
     assert "PIPELINE_BOT_LLM_MODEL" in result.stderr
 
 
+def test_investigate_whose_model_does_not_answer_exits_4(cli, deploy_env, monkeypatch):
+    """Issue 16, point 6: investigate printed "not available" and exited 0 when it failed."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("PIPELINE_BOT_LLM_MODEL", "absent-model")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{closed}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("PIPELINE_BOT_LLM_RETRIES", "0")
+    get_settings.cache_clear()
+    result = cli("investigate", "-e", "staging", "--repo", str(deploy_env.root))
+    assert result.exit_code == 4, (result.stdout, result.stderr)
+    assert API_KEY not in result.stdout + result.stderr
+
+
 def test_a_50000_line_diff_fits_the_budget_and_lock_files_go_first(cli, base_repo, model):
     from pipeline_bot.core.tokens import estimate_messages
 

@@ -342,3 +342,22 @@ def test_a_deploy_paused_in_one_job_is_promoted_from_another(
     assert promoted.json()["status"] == "succeeded"
     status = cli("status", "--repo", str(deploy_env.root), "-e", "production")
     assert "registry.local/shop:2" in status.stdout
+
+
+def test_abort_that_succeeds_exits_0_and_a_deploy_over_a_paused_one_exits_5(cli, deploy_env):
+    """Issue 16, points 6 and 7: abort exited 1 when it did what was asked, and a deploy over a
+    paused blue-green replaced it silently."""
+    _deploy(cli, deploy_env, "--image", "registry.local/shop:1", "--strategy", "rolling")
+    paused = _deploy(
+        cli, deploy_env, "--image", "registry.local/shop:2", "--strategy", "blue-green"
+    )
+    assert paused.exit_code == 0, paused.stderr
+    over = _deploy(cli, deploy_env, "--image", "registry.local/shop:3", "--strategy", "rolling")
+    assert over.exit_code == 5
+    assert "paused deploy" in over.stderr
+    assert "pipeline-bot abort -e production --app shop" in over.stderr
+    aborted = cli("abort", "--repo", str(deploy_env.root), "-e", "production")
+    assert aborted.exit_code == 0, (aborted.stdout, aborted.stderr)
+    assert aborted.stdout.startswith("ROLLED_BACK")
+    again = _deploy(cli, deploy_env, "--image", "registry.local/shop:3", "--strategy", "rolling")
+    assert again.exit_code == 0, again.stderr

@@ -13,7 +13,7 @@ from pipeline_bot.core.variants import COLOR_LABEL
 from pipeline_bot.deploy.cluster_store import ClusterStore
 from pipeline_bot.deploy.engine import DeployEngine
 from pipeline_bot.deploy.gates import Verdict
-from pipeline_bot.errors import IntegrationError, LockedError, ManifestError
+from pipeline_bot.errors import IntegrationError, LockedError, ManifestError, PausedDeployError
 from pipeline_bot.integrations.kubernetes import KubernetesCluster
 from pipeline_bot.integrations.store import SqlStore
 from pipeline_bot.models import CanaryStep, DeployRequest, Strategy, StrategyParameters
@@ -242,6 +242,41 @@ def test_blue_green_with_manual_promotion_waits_then_promote_switches(
     assert (
         cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"][COLOR_LABEL] == "blue"
     )
+
+
+def test_a_deploy_over_a_paused_blue_green_is_refused_naming_it(engine, cluster, env, namespace):
+    """Issue 16, point 7: the next deploy used to replace a paused blue-green silently (its
+    waiting colour left running, its record `paused`, promote unable to find it)."""
+    engine.deploy(_req("shop:1"), _strategy("blue-green"), env)
+    paused = engine.deploy(_req("shop:2"), _strategy("blue-green", manual=True), env)
+    assert paused.status == "paused"
+    with pytest.raises(PausedDeployError) as refused:
+        engine.deploy(_req("shop:3"), _strategy("blue-green", manual=True), env)
+    assert paused.deploy_id in refused.value.message
+    assert "pipeline-bot promote -e production --app shop" in refused.value.message
+    assert "--supersede" in refused.value.message
+    latest = engine.store.history("production", "shop", limit=1)[0]
+    assert (latest.id, latest.status) == (paused.deploy_id, "paused")  # nothing recorded over it
+    promoted = engine.promote("production", "shop", timeout=20)  # and it can still be promoted
+    assert (promoted.status, promoted.image) == ("succeeded", "shop:2")
+
+
+def test_supersede_aborts_the_paused_deploy_properly_then_deploys(engine, cluster, env, namespace):
+    engine.deploy(_req("shop:1"), _strategy("blue-green"), env)
+    paused = engine.deploy(_req("shop:2"), _strategy("blue-green", manual=True), env)
+    result = engine.deploy(_req("shop:3", supersede=True), _strategy("blue-green"), env)
+    assert result.status == "succeeded", result.message
+    old = next(
+        r for r in engine.store.history("production", "shop", limit=5) if r.id == paused.deploy_id
+    )
+    assert old.status in ("aborted", "rolled_back")
+    assert "superseded by deploy" in (old.reason or "")
+    selector = cluster.get("v1", "Service", namespace, "shop")["spec"]["selector"]
+    colours = {
+        c: cluster.get("apps/v1", "Deployment", namespace, f"shop-{c}") for c in ("blue", "green")
+    }
+    serving = colours[selector[COLOR_LABEL]]
+    assert serving["spec"]["template"]["spec"]["containers"][0]["image"] == "shop:3"
 
 
 # ---------------------------------------------------------------- canary

@@ -13,7 +13,7 @@ from kubernetes import client
 from pipeline_bot.core.canary import DEFAULT_GATES, render
 from pipeline_bot.deploy.engine import DeployEngine
 from pipeline_bot.deploy.gates import PrometheusGate, pods_of
-from pipeline_bot.errors import ConfigError
+from pipeline_bot.errors import ConfigError, IntegrationError
 from pipeline_bot.integrations.kubernetes import KubernetesCluster
 from pipeline_bot.integrations.prometheus import PrometheusMetrics
 from pipeline_bot.integrations.store import SqlStore
@@ -140,10 +140,12 @@ def test_an_invalid_query_is_bad_input_with_one_error_line(cli, base_repo, prome
     assert "rejected the query: bad_data" in line
 
 
-def test_an_unreachable_prometheus_is_bad_input_with_one_error_line(cli, base_repo):
+def test_an_unreachable_prometheus_exits_4_with_one_error_line(cli, base_repo):
+    """Exit 4 (docs/exit-codes.md): something the command needs could not be reached; the
+    config is not at fault (it was exit 2, "invalid configuration")."""
     _config(base_repo)
     result = _evaluate(cli, base_repo, "good", "good", "http://127.0.0.1:9")
-    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.exit_code == 4, result.stdout + result.stderr
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: ")
@@ -270,7 +272,7 @@ def test_an_invalid_query_stops_the_deploy_before_it_starts(engine_for, promethe
 def test_an_unreachable_prometheus_stops_the_deploy_before_it_starts(engine_for):
     engine = engine_for("http://127.0.0.1:9")
     _, second, plan, env = _canary("good")
-    with pytest.raises(ConfigError, match="is unreachable"):
+    with pytest.raises(IntegrationError, match="is unreachable"):
         engine.deploy(second.model_copy(update={"app": "never"}), plan, env)
 
 

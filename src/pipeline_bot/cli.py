@@ -15,6 +15,7 @@ from rich.text import Text
 
 from pipeline_bot import __version__, cli_ai, cli_app, cli_deploy, cli_plan
 from pipeline_bot.errors import ConfigError, PipelineBotError
+from pipeline_bot.exit_codes import Exit, for_error
 from pipeline_bot.models import SEVERITY_ORDER, AIReview, Analysis
 
 app = typer.Typer(
@@ -23,11 +24,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
+    # plain help, as wide as the terminal (up to 120 columns): rich's boxes cut text at 80
+    # columns and printed a metavar such as <bool> on every flag
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120, "help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(help="Check or describe .github/pipeline-bot.yml.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-EXIT_OK, EXIT_THRESHOLD, EXIT_BAD_INPUT = 0, 1, 2
 LEVEL_STYLE = {"low": "green", "medium": "yellow", "high": "dark_orange", "critical": "bold red"}
 
 
@@ -46,7 +50,7 @@ class Level(StrEnum):
 
 def _fail(exc: PipelineBotError) -> NoReturn:
     typer.echo(f"error: {exc.message}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(for_error(exc))
 
 
 def _version(value: bool) -> None:
@@ -139,7 +143,7 @@ def analyze(
         typer.echo(
             f"risk level {result.risk.level} is at or above --fail-on {fail_on.value}", err=True
         )
-        raise typer.Exit(EXIT_THRESHOLD)
+        raise typer.Exit(Exit.FAILED)
 
 
 def _progress(message: str) -> None:
@@ -301,14 +305,14 @@ def config_validate(
             "uses its defaults (`pipeline-bot config schema` shows the format)",
             err=True,
         )
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise typer.Exit(Exit.BAD_INPUT)
     try:
         cfg = load_repo_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(problem.render(str(path)), err=True)
         typer.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(Exit.BAD_INPUT) from None
     typer.echo(
         f"{path}: valid ({len(cfg.environments)} environment(s), "
         f"{len(cfg.services)} service(s), {len(cfg.risk.rules)} risk rule(s))"

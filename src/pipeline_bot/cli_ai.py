@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from pipeline_bot.errors import PipelineBotError
+from pipeline_bot.exit_codes import Exit, for_error
 from pipeline_bot.models import AIReview, DeployResult
-
-EXIT_BAD_INPUT = 2
 
 
 def run_investigation(ctx: Any, environment: str, app: str, repo: Path) -> AIReview | None:
@@ -83,15 +82,17 @@ def register(app: typer.Typer) -> None:
             review = run_investigation(ctx, environment, _app(app_name, repo), repo)
         except PipelineBotError as exc:
             typer.echo(f"error: {exc.message}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            raise typer.Exit(for_error(exc)) from None
         if review is None:
             typer.echo(
                 "error: no model is configured: set PIPELINE_BOT_LLM_MODEL (and OPENAI_BASE_URL "
                 "/ OPENAI_API_KEY for your endpoint)",
                 err=True,
             )
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise typer.Exit(Exit.BAD_INPUT)
         print_investigation(review, output)
+        if review.investigation is None:  # the model did not answer, or not usably
+            raise typer.Exit(Exit.UNAVAILABLE)
 
 
 def register_audit(app: typer.Typer) -> None:

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from pipeline_bot.errors import ConfigError, PipelineBotError
+from pipeline_bot.exit_codes import Exit, for_error
 
-EXIT_BAD_INPUT = 2
 app_app = typer.Typer(help="Register and run pipeline-bot as a GitHub App.", no_args_is_help=True)
 
 
@@ -26,16 +26,23 @@ def register(app: typer.Typer) -> None:
         Needs GITHUB_WEBHOOK_SECRET, GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY (or _PATH).
         """
         from pipeline_bot.app.server import serve as run
-        from pipeline_bot.settings import Settings
+        from pipeline_bot.settings import load_settings
 
         try:
-            run(host, port, Settings())
+            run(host, port, load_settings())
         except ConfigError as exc:
-            typer.echo(f"error: {exc.problems[0].message}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            count = len(exc.problems)
+            lines = [f"{p.field}: {p.message}" if p.field else p.message for p in exc.problems]
+            if count == 1:
+                typer.echo(f"error: {lines[0]}", err=True)
+            else:
+                typer.echo(f"error: the App cannot start; {count} settings to fix:", err=True)
+                for line in lines:
+                    typer.echo(f"  - {line}", err=True)
+            raise typer.Exit(Exit.BAD_INPUT) from None
         except PipelineBotError as exc:
             typer.echo(f"error: {exc.message}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            raise typer.Exit(for_error(exc)) from None
 
 
 @app_app.command("setup")
@@ -75,7 +82,7 @@ def setup(
         )
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
     typer.echo(f"Registered App {saved['id']} ({saved.get('slug')}).")
     typer.echo(f"Credentials: {saved['env_file']} and {saved['key_file']} (mode 0600).")
     typer.echo(f"Install it: {saved['install_url']}")

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from pipeline_bot.errors import NotARepositoryError, PipelineBotError
+from pipeline_bot.exit_codes import Exit, for_error
 from pipeline_bot.models import DeploymentStatus, DeployResult
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class StrategyChoice(StrEnum):
@@ -79,7 +78,7 @@ def metrics_for(url: str | None) -> Any:
         return metrics(get_settings(), url)
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def tool_context(
@@ -107,7 +106,7 @@ def tool_context(
         )
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:
@@ -117,7 +116,7 @@ def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:
         return build_registry().call(tool, arguments, ctx)
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def _app(app: str | None, repo: Path) -> str:
@@ -130,7 +129,7 @@ def _app(app: str | None, repo: Path) -> str:
         return choose_app(app, load_repo_config(None, repo_root=repo), str(repo))
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def _gates(path: Path | None) -> list[dict[str, Any]] | None:
@@ -142,7 +141,7 @@ def _gates(path: Path | None) -> list[dict[str, Any]] | None:
         return [g.model_dump() for g in load_gates_file(path)]
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def _write_metrics() -> None:
@@ -158,7 +157,9 @@ def _write_metrics() -> None:
             push(settings.metrics_pushgateway)
 
 
-def _report(result: DeployResult, output: str) -> None:
+def _report(result: DeployResult, output: str, *, done: tuple[str, ...] = ()) -> None:
+    """Print a deploy's result; exit 1 when it failed or was rolled back, unless `done` says
+    that status is what was asked (an abort ends rolled back)."""
     _write_metrics()
     if output == "json":
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -176,8 +177,8 @@ def _report(result: DeployResult, output: str) -> None:
             import yaml
 
             sys.stdout.write(yaml.safe_dump_all(result.objects, sort_keys=False))
-    if result.status in ("failed", "rolled_back"):
-        raise typer.Exit(EXIT_FAILED)
+    if result.status in ("failed", "rolled_back") and result.status not in done:
+        raise typer.Exit(Exit.FAILED)
 
 
 def register(app: typer.Typer) -> None:
@@ -223,6 +224,13 @@ def register(app: typer.Typer) -> None:
         no_rollback: Annotated[
             bool, typer.Option("--no-rollback", help="Leave a failed rollout as it is.")
         ] = False,
+        supersede: Annotated[
+            bool,
+            typer.Option(
+                "--supersede",
+                help="Abort a paused deploy of the app first (otherwise refused, exit 5).",
+            ),
+        ] = False,
         commit: Annotated[str | None, typer.Option(help="Commit SHA to record.")] = None,
         repo: Repo = Path(),
         kubeconfig: Kubeconfig = None,
@@ -261,6 +269,7 @@ def register(app: typer.Typer) -> None:
             "manifests": manifests or [],
             "timeout_seconds": parse_duration(timeout),
             "auto_rollback": not no_rollback,
+            "supersede": supersede,
             "dry_run": dry_run.value,
             "canary_steps": weights,
             "commit_sha": commit,
@@ -333,7 +342,9 @@ def _app_command(tool: str) -> Any:
         }
         if tool != "abort_deployment":
             arguments["timeout_seconds"] = parse_duration(timeout)
-        _report(_call(tool, arguments, tool_context(kubeconfig, context)), output)
+        # an abort that ends rolled back did what was asked
+        done = ("rolled_back",) if tool == "abort_deployment" else ()
+        _report(_call(tool, arguments, tool_context(kubeconfig, context)), output, done=done)
 
     return command
 
@@ -368,7 +379,6 @@ def _status(s: DeploymentStatus, output: str) -> None:
 
 
 gates_app = typer.Typer(help="Check metric gates against Prometheus.", no_args_is_help=True)
-EXIT_INCONCLUSIVE = 3
 
 
 @gates_app.command("evaluate")
@@ -397,8 +407,8 @@ def gates_evaluate(
     output: Format = OutputFormat.text,
 ) -> None:
     """Measure the gates now and print the verdict with every query, value and threshold.
-    Exit 0: pass, 1: fail, 3: inconclusive, 2: bad input (a query Prometheus rejects, or a
-    Prometheus that cannot be reached)."""
+    Exit 0: pass, 1: fail, 3: inconclusive, 2: bad input (a query Prometheus rejects),
+    4: Prometheus cannot be reached."""
     from pipeline_bot.core.canary import DEFAULT_GATES
     from pipeline_bot.deploy.gates import PrometheusGate
     from pipeline_bot.repo_config import load_gates_file, load_repo_config
@@ -425,7 +435,7 @@ def gates_evaluate(
         )
     except PipelineBotError as exc:
         typer.echo(f"error: {' '.join(exc.message.split())}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
     _write_metrics()
     passed = decision in ("promote", "continue")
     verdict = "pass" if passed else ("fail" if decision == "rollback" else "inconclusive")
@@ -454,7 +464,7 @@ def gates_evaluate(
             typer.echo(f"  [{mark}] {m['metric']}: {m['reason']} (threshold {m['threshold']})")
             typer.echo(f"         {m['query']}")
     if not passed:
-        raise typer.Exit(EXIT_FAILED if verdict == "fail" else EXIT_INCONCLUSIVE)
+        raise typer.Exit(Exit.FAILED if verdict == "fail" else Exit.INCONCLUSIVE)
 
 
 def register_mcp(app: typer.Typer) -> None:
@@ -531,4 +541,4 @@ def register_mcp(app: typer.Typer) -> None:
         except PipelineBotError as exc:
             # one line, whatever a YAML parser put in the message
             typer.echo(f"error: {' '.join(exc.message.split())}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            raise typer.Exit(for_error(exc)) from None

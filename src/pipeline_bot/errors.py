@@ -104,6 +104,21 @@ class LockedError(DeployError):
         )
 
 
+class PausedDeployError(DeployError):
+    """A paused deploy (a canary or blue-green waiting for promotion) is in the way."""
+
+    def __init__(self, environment: str, app: str, paused_id: str, what: str) -> None:
+        self.paused_id = paused_id
+        super().__init__(
+            f"{app} in {environment} has a paused deploy {paused_id} ({what}) waiting for "
+            f"promotion; promote it (`pipeline-bot promote -e {environment} --app {app}`), "
+            f"abort it (`pipeline-bot abort -e {environment} --app {app}`), or deploy with "
+            "--supersede (`supersede: true` in a tool call) to abort it and deploy this one",
+            environment=environment,
+            app=app,
+        )
+
+
 class GitError(PipelineBotError):
     """git could not give us what we asked for; `hint` says what the user can do."""
 

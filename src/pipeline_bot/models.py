@@ -404,6 +404,11 @@ class DeployRequest(_Model):
     timeout_seconds: float = Field(300, gt=0)
     auto_rollback: bool = True
     requested_by: str | None = None
+    supersede: bool = Field(
+        False,
+        description="Abort a paused deploy of the same app in the environment first; without "
+        "it, a deploy over a paused one is refused.",
+    )
 
 
 class DeployStep(_Model):

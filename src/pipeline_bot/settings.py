@@ -199,9 +199,38 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    settings = Settings()
+    settings = load_settings()
     register_secrets(settings)
     return settings
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or one ConfigError naming every variable that is
+    wrong and why (never its value: it may be a secret), instead of pydantic's traceback."""
+    from pydantic import ValidationError
+
+    from pipeline_bot.errors import ConfigError, ConfigProblem
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            ConfigProblem(_variable(str(e["loc"][0]) if e["loc"] else ""), e["msg"])
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigError("environment", problems) from None
+
+
+def _variable(field: str) -> str:
+    """The environment variable a setting is read from (its first name, where it has several)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    choices = getattr(alias, "choices", None)
+    if choices:
+        return str(choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"PIPELINE_BOT_{field.upper()}"
 
 
 def register_secrets(settings: Settings) -> None:

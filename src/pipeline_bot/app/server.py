@@ -19,7 +19,7 @@ from pipeline_bot.app import api
 from pipeline_bot.app.context import AppServices
 from pipeline_bot.app.intake import IntakeWriter, LoopWriter, WebhookIntake
 from pipeline_bot.app.worker import Worker
-from pipeline_bot.errors import ConfigError, ConfigProblem
+from pipeline_bot.errors import ConfigError, ConfigProblem, PipelineBotError
 from pipeline_bot.mcp_server.http import (
     Guard,
     HttpOptions,
@@ -34,35 +34,46 @@ log = logging.getLogger("pipeline_bot.app")
 
 
 def _required(settings: Settings) -> tuple[str, str, bytes]:
-    """App id, private key and webhook secret, or one clear error naming what is missing."""
-    if (
-        settings.github_webhook_secret is None
-        or not settings.github_webhook_secret.get_secret_value()
-    ):
-        raise _missing(
-            "GITHUB_WEBHOOK_SECRET is not set: the App verifies every delivery "
-            "with it and will not start without one"
+    """App id, private key and webhook secret, or one error naming everything that is missing
+    or unusable (a first start should not take one run per setting)."""
+    problems: list[str] = []
+    secret = settings.github_webhook_secret
+    if secret is None or not secret.get_secret_value():
+        problems.append(
+            "GITHUB_WEBHOOK_SECRET is not set: the App verifies every delivery with it and will "
+            "not start without one"
         )
     if not settings.github_app_id:
-        raise _missing(
+        problems.append(
             "GITHUB_APP_ID is not set (the App's id, from its settings page or "
             "`pipeline-bot app setup`)"
         )
+    key = ""
     if settings.github_app_private_key is not None:
         key = settings.github_app_private_key.get_secret_value()
     elif settings.github_app_private_key_path:
         try:
-            key = Path(settings.github_app_private_key_path).read_text()
+            key = Path(settings.github_app_private_key_path).expanduser().read_text()
         except OSError as exc:
-            raise _missing(
+            problems.append(
                 f"cannot read GITHUB_APP_PRIVATE_KEY_PATH ({settings.github_app_private_key_path}):"
                 f" {exc.strerror}"
-            ) from None
+            )
+            key = "unread"
     else:
-        raise _missing("GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_PATH must be set")
-    if "PRIVATE KEY-----" not in key:
-        raise _missing("the App's private key is not a PEM key (-----BEGIN ... PRIVATE KEY-----)")
-    return settings.github_app_id, key, settings.github_webhook_secret.get_secret_value().encode()
+        problems.append("GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_PATH must be set")
+    if key and key != "unread" and "PRIVATE KEY-----" not in key:
+        problems.append("the App's private key is not a PEM key (-----BEGIN ... PRIVATE KEY-----)")
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    try:
+        check_token("PIPELINE_BOT_API_TOKEN", token)
+    except PipelineBotError as exc:
+        problems.append(exc.message)
+    if problems:
+        raise ConfigError("environment", [ConfigProblem("", p) for p in problems])
+    app_id = settings.github_app_id or ""
+    webhook_secret = secret.get_secret_value() if secret is not None else ""
+    return app_id, key, webhook_secret.encode()
 
 
 def wiring_context() -> Any:
@@ -71,10 +82,6 @@ def wiring_context() -> Any:
     from pipeline_bot.wiring import tool_context
 
     return tool_context(get_settings(), front_end="mcp", actor="the App's /mcp client")
-
-
-def _missing(message: str) -> ConfigError:
-    return ConfigError("environment", [ConfigProblem("", message)])
 
 
 def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
@@ -231,9 +238,8 @@ def serve(host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    check_token("PIPELINE_BOT_API_TOKEN", token)
     options = HttpOptions.from_settings(settings)
-    services, secret = services_from_settings(settings)
+    services, secret = services_from_settings(settings)  # every missing setting named at once
     app = create_app(
         services,
         secret,

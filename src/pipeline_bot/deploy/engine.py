@@ -28,7 +28,7 @@ from pipeline_bot.deploy.render import render_only, workload_status
 from pipeline_bot.deploy.rolling import Rolling
 from pipeline_bot.deploy.run import Progress, Run, now
 from pipeline_bot.deploy.workload import APP, Workload, build_workload
-from pipeline_bot.errors import DeployError, PipelineBotError
+from pipeline_bot.errors import DeployError, PausedDeployError, PipelineBotError
 from pipeline_bot.integrations.ports import ClusterPort, StorePort
 from pipeline_bot.models import (
     BlueGreenState,
@@ -97,11 +97,15 @@ class DeployEngine:
         if name in ("canary", "blue-green") and req.dry_run == "none":
             self.gate.prepare(workload.namespace, req.app)  # a broken gate stops us before we start
         with self._locked(req.environment, deploy_id, f"deploy {req.app} {req.image}"):
+            if req.dry_run == "none":
+                # a paused deploy is never silently replaced: its waiting colour or canary would
+                # keep running and promote could no longer find it
+                self._expire_pause(req.environment, req.app)
+                self._paused_in_the_way(req, deploy_id)
             self.store.save(record)
             with self._recorded(run):
                 if req.dry_run == "server":
                     return self._server_dry_run(run, workload)
-                self._expire_pause(req.environment, req.app)
                 self._tidy(req.environment, req.app)
                 self.cluster.ensure_namespace(workload.namespace)
                 for obj in workload.others:
@@ -112,6 +116,20 @@ class DeployEngine:
                     "canary": self.canary,
                 }
                 return runners[name].deploy(run, req, strategy, workload)
+
+    def _paused_in_the_way(self, req: DeployRequest, deploy_id: str) -> None:
+        """Refuse to deploy over a paused deploy of the app, or, told to supersede it, abort it
+        properly first (its canary or waiting colour removed, its record `aborted`)."""
+        latest = next(iter(self.store.history(req.environment, req.app, limit=1)), None)
+        if latest is None or latest.status != "paused":
+            return
+        if not req.supersede:
+            what = f"{latest.strategy} of {latest.image}"
+            raise PausedDeployError(req.environment, req.app, latest.id, what)
+        run = Run(latest, self.store, self.progress)
+        run.guard = self.held
+        self._abort(run, f"superseded by deploy {deploy_id} of {req.image}")
+        self.progress(f"aborted paused deploy {latest.id}: superseded by {deploy_id}")
 
     def _server_dry_run(self, run: Run, workload: Workload) -> DeployResult:
         run.objects = [self.cluster.apply(o, dry_run=True) for o in workload.objects]

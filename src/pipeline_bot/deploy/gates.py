@@ -96,6 +96,8 @@ class PrometheusGate:
             try:
                 self.metrics.query(query, at=self.now())
             except IntegrationError as exc:
+                if exc.status not in (400, 422):
+                    raise  # Prometheus unreachable or failing: not the config's fault
                 raise ConfigError(
                     "gates", [ConfigProblem(f"gates.{gate.name}.query", exc.message)]
                 ) from None

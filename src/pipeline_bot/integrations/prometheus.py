@@ -67,9 +67,11 @@ class PrometheusMetrics:
         try:
             return fn()
         except PrometheusApiClientException as exc:
+            code = re.search(r"HTTP Status Code (\d{3})", str(exc))
             raise IntegrationError(
                 f"Prometheus at {safe_url(self.url)} rejected the query: {_prometheus_error(exc)}",
                 service="prometheus",
+                status=int(code.group(1)) if code else None,  # 400, 422: the query is wrong
             ) from None
         except requests.exceptions.RequestException as exc:
             raise IntegrationError(

@@ -282,11 +282,34 @@ def http_app(
 
 
 def serve(server: MCPServer, *, host: str, port: int, token: str | None) -> None:
+    """Serve on host:port; once the socket is bound, say where (one line on stderr, with the
+    port the system chose for --port 0) and how clients authenticate."""
+    import logging
+    import socket
+
     import uvicorn
 
-    uvicorn.run(
-        http_app(server, host=host, port=port, token=token),
-        host=host,
-        port=port,
-        log_level="warning",
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # the SDK's per-session INFO lines
+    app = http_app(server, host=host, port=port, token=token)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PipelineBotError(
+            f"cannot listen on {host}:{port}: {exc.strerror} (is another server on that port? "
+            "choose one with --port)"
+        ) from None
+    sock.listen(128)
+    bound = sock.getsockname()[1]
+    auth = "clients send `Authorization: Bearer <PIPELINE_BOT_MCP_TOKEN>`" if token else "no token"
+    print(
+        f"pipeline-bot MCP server listening on http://{_bracketed(host)}:{bound}/mcp ({auth}); "
+        "Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
     )
+    config = uvicorn.Config(app, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])

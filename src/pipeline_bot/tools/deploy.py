@@ -55,6 +55,11 @@ class DeployConfig(_Input):
     manifests: list[str] = Field(default_factory=list, description="Manifest files or globs")
     timeout_seconds: float = Field(300, gt=0)
     auto_rollback: bool = True
+    supersede: bool = Field(
+        False,
+        description="Abort a paused deploy of the app first; without it a deploy over a paused "
+        "one is refused",
+    )
     dry_run: Literal["none", "client", "server"] = "none"
     canary_steps: list[int] | None = Field(None, description="Canary weights in percent")
     pause_seconds: int | None = Field(None, ge=0, description="Pause after each canary step")
@@ -223,6 +228,7 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
         timeout_seconds=c.timeout_seconds,
         auto_rollback=c.auto_rollback,
         requested_by=args.requested_by,
+        supersede=c.supersede,
     )
     if c.dry_run == "client":
         return render_only(request, strategy, env)
