@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     delivery_retention_days: float = Field(
         14, gt=0, description="The App keeps done and ignored deliveries this long."
     )
+    queue_lease_seconds: float = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="A claimed delivery's lease, renewed while it is worked; a replica that "
+        "dies loses its claims to the others this long after.",
+    )
     api_token: SecretStr | None = Field(
         None, description="Bearer token for the App's REST API, /deliveries and /mcp."
     )

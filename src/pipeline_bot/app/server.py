@@ -95,7 +95,10 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
 
     app_id, key, secret = _required(settings)
     services = AppServices(
-        deliveries=DeliveryStore(settings.database_url or default_database_url()),
+        deliveries=DeliveryStore(
+            settings.database_url or default_database_url(),
+            lease_seconds=settings.queue_lease_seconds,
+        ),
         github=GitHubApp(app_id, key, api_url=settings.github_api_url),
         store=wiring.store(settings),
         stores=(

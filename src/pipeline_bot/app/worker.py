@@ -5,6 +5,11 @@ the delivery is `failed` and shows in `GET /deliveries?status=failed`, where it 
 A handler that reached an outcome which must not be repeated on its own (a deploy that ran and
 failed) calls `ctx.fail()` and returns: its delivery is failed at once, without the retries.
 The thread also checkpoints SQLite's write-ahead log, which the intake never does on its loop.
+
+Each delivery a thread works is claimed under a lease; a thread of its own renews the leases of
+the deliveries in hand every third of the lease, so a long deploy keeps its claim while a
+replica that died loses its claims to the others. A claim that was lost all the same (this
+process stalled past its lease) is not finished over the new holder's head.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pipeline_bot.app import metrics
 from pipeline_bot.app.context import AppServices, EventContext
@@ -42,6 +48,8 @@ class Worker:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._held: set[str] = set()  # deliveries in hand, whose leases the renewer extends
+        self._held_lock = threading.Lock()
         self._backoff = backoff or (lambda attempts: min(BACKOFF_CAP, 2.0**attempts))
 
     def start(self) -> None:
@@ -56,6 +64,9 @@ class Worker:
             )
             thread.start()
             self._threads.append(thread)
+        renewer = threading.Thread(target=self._renew, name="pipeline-bot-lease", daemon=True)
+        renewer.start()
+        self._threads.append(renewer)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -82,6 +93,27 @@ class Worker:
                 self.wake.wait(self._idle_wait())
                 self.wake.clear()
 
+    def _renew(self) -> None:
+        """Extend the leases of the deliveries in hand, every third of the lease."""
+        every = max(0.05, self.services.deliveries.lease / 3)
+        while not self._stop.wait(every):
+            with self._held_lock:
+                held = set(self._held)
+            if not held:
+                continue
+            try:
+                kept = self.services.deliveries.renew(held)
+            except PipelineBotError as exc:  # the next round tries again, within the lease
+                log.error("renewing the queue's leases: %s", exc.message)
+                continue
+            with self._held_lock:
+                lost = (held - kept) & self._held  # not finished meanwhile: taken
+                self._held -= lost
+            for delivery_id in sorted(lost):
+                log.warning(
+                    "delivery %s: its lease ran out and another replica took it", delivery_id
+                )
+
     def _prune(self) -> None:
         try:
             gone = self.services.deliveries.prune(time.time() - self.retention)
@@ -95,7 +127,9 @@ class Worker:
         due = self.services.deliveries.next_due()
         if due is None:
             return CHECKPOINT_EVERY
-        return max(0.01, min(CHECKPOINT_EVERY, due - time.time()))
+        # due and not claimed: its lane is busy; a delivery finished here wakes the threads
+        wait = due - time.time()
+        return CHECKPOINT_EVERY if wait <= 0 else min(CHECKPOINT_EVERY, wait)
 
     def run_once(self) -> bool:
         """Work the next due delivery; False when none was due."""
@@ -103,9 +137,29 @@ class Worker:
         if delivery is None:
             metrics.QUEUE_DEPTH.set(self.services.deliveries.depth())
             return False
-        self._work(delivery)
+        with self._held_lock:
+            self._held.add(delivery.id)
+        try:
+            self._work(delivery)
+        finally:
+            with self._held_lock:
+                self._held.discard(delivery.id)
+            self.wake.set()  # its lane is free: a later delivery of it may wait
         metrics.QUEUE_DEPTH.set(self.services.deliveries.depth())
         return True
+
+    def _finish(self, delivery: Delivery, status: str, **kw: Any) -> None:
+        """The outcome, if this process still holds the claim."""
+        with self._held_lock:  # out of the renewer's hands first: finished is not lost
+            self._held.discard(delivery.id)
+        if not self.services.deliveries.finish(
+            delivery.id, status, held_by=delivery.claimed_by, **kw
+        ):
+            log.warning(
+                "delivery %s: its claim ran out and another replica took it; not marked %s",
+                delivery.id,
+                status,
+            )
 
     def _work(self, delivery: Delivery) -> None:
         _, handler = HANDLERS[delivery.event]
@@ -117,14 +171,12 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then shown
             message = exc.message if isinstance(exc, PipelineBotError) else repr(exc)[:500]
             if delivery.attempts >= MAX_ATTEMPTS:
-                self.services.deliveries.finish(delivery.id, "failed", error=message)
+                self._finish(delivery, "failed", error=message)
                 metrics.DELIVERIES.labels(delivery.event, "failed").inc()
                 log.error("delivery %s (%s) failed: %s", delivery.id, delivery.event, message)
             else:
                 retry_at = time.time() + self._backoff(delivery.attempts)
-                self.services.deliveries.finish(
-                    delivery.id, "pending", error=message, retry_at=retry_at
-                )
+                self._finish(delivery, "pending", error=message, retry_at=retry_at)
                 metrics.DELIVERIES.labels(delivery.event, "retried").inc()
                 log.warning(
                     "delivery %s (%s) will be retried: %s", delivery.id, delivery.event, message
@@ -133,11 +185,11 @@ class Worker:
             if ctx.failure is not None:
                 if ctx.failure not in outcome:
                     outcome = f"{outcome}: {ctx.failure}"
-                self.services.deliveries.finish(delivery.id, "failed", error=outcome)
+                self._finish(delivery, "failed", error=outcome)
                 metrics.DELIVERIES.labels(delivery.event, "failed").inc()
                 log.error("delivery %s (%s) failed: %s", delivery.id, delivery.event, outcome)
                 return
-            self.services.deliveries.finish(delivery.id, "done", error=outcome)
+            self._finish(delivery, "done", error=outcome)
             metrics.DELIVERIES.labels(delivery.event, "done").inc()
             log.info("delivery %s (%s): %s", delivery.id, delivery.event, outcome)
         finally:

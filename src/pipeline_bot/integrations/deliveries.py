@@ -1,9 +1,12 @@
 """The App's durable webhook queue, its installations and its GitHub-side bookkeeping, in SQL.
 
 `accept()` writes a delivery under its X-GitHub-Delivery id before the App answers 2xx; a
-redelivery finds the row and is not queued again. Workers `claim()` due rows one at a time with
-an update that only one of them can win, and `finish()` them as done, failed or retry-later.
-Rows a killed process left `running` go back to `pending` on the next start.
+redelivery finds the row and is not queued again. Workers `claim()` due rows one at a time, and
+`finish()` them as done, failed or retry-later. A claim is a lease held by this store's `owner`
+until `lease_until`, which the worker renews (`renew()`) while it works: on PostgreSQL, where
+several replicas of the App share the queue, a replica that dies loses its claims when their
+leases run out and another one takes them (queue_claims.py says how, and how lanes keep their
+order). SQLite is served by one process: rows it left `running` go back to `pending` on start.
 
 SQLite runs in WAL mode with automatic checkpoints off: a checkpoint costs milliseconds, and it
 must never run on the server's event loop, so the worker thread calls `checkpoint()` instead. The
@@ -24,6 +27,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -49,6 +54,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.queue_claims import RENEW, migrate_postgresql, migrate_sqlite
 from pipeline_bot.integrations.store import open_engine, reason
 
 STATUSES = ("pending", "running", "done", "failed", "ignored")
@@ -79,6 +85,10 @@ deliveries = Table(
     # deliveries in one lane (a pull request, a repository's pushes) are worked one at a time,
     # in order; different lanes in parallel
     Column("lane", String(300), index=True),
+    # the claim: who holds it and until when (seconds since the epoch; on PostgreSQL by the
+    # database's clock, which every replica shares)
+    Column("claimed_by", String(160)),
+    Column("lease_until", Float),
 )
 installations = Table(
     "app_installations",
@@ -137,6 +147,7 @@ class Delivery:
     error: str
     state: dict[str, Any]
     payload: bytes = b""
+    claimed_by: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -153,8 +164,14 @@ class Delivery:
         }
 
 
+def replica_id() -> str:
+    """Who holds a claim: this host (a pod's name), this process, and a random part, so a new
+    process never passes for one that died."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class DeliveryStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lease_seconds: float = 60.0, owner: str | None = None) -> None:
         path = url.removeprefix("sqlite:///")
         local = url.startswith("sqlite:///") and path != ":memory:"
         if local:
@@ -171,6 +188,10 @@ class DeliveryStore:
             ),
         )
         self.sqlite = self.engine.dialect.name == "sqlite"
+        self.lease = lease_seconds
+        self.owner = owner or replica_id()
+        with self._begin() as conn:
+            (migrate_sqlite if self.sqlite else migrate_postgresql)(conn)
         self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
         self._raw: Any = None  # the intake writer thread's own DBAPI connection
         # SQLite: bodies go to append-only segment files, not through the WAL, where every byte
@@ -291,6 +312,8 @@ class DeliveryStore:
             "error": "",
             "state": "{}",
             "lane": d.lane,
+            "claimed_by": None,
+            "lease_until": None,
         }
         assert list(values) == _COLUMNS  # noqa: S101 - the raw INSERT relies on this order
         return values
@@ -309,50 +332,38 @@ class DeliveryStore:
     # ------------------------------------------------------------------ work
 
     def recover(self) -> int:
-        """Rows a killed process left running are pending again; returns how many."""
+        """Rows a stopped process left running are pending again; returns how many. SQLite:
+        every running row (one process serves the file). PostgreSQL: this store's own claims
+        and those whose lease ran out; other replicas' live claims are theirs."""
+        release = update(deliveries).where(deliveries.c.status == "running")
+        if not self.sqlite:
+            release = release.where(
+                (deliveries.c.claimed_by == self.owner)
+                | (func.coalesce(deliveries.c.lease_until, 0) < _db_now())
+            )
         with self._begin() as conn:
             result = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.status == "running")
-                .values(status="pending", updated_at=time.time())
+                release.values(
+                    status="pending", claimed_by=None, lease_until=None, updated_at=time.time()
+                )
             )
             return int(result.rowcount)
 
-    def claim(self) -> Delivery | None:
-        """The oldest due pending delivery whose lane is free, now marked running, or None."""
-        now = time.time()
-        busy = (
-            select(deliveries.c.lane)
-            .where(deliveries.c.status == "running", deliveries.c.lane.is_not(None))
-            .scalar_subquery()
-        )
-        with self._begin() as conn:
-            candidates = conn.execute(
-                select(deliveries.c.id, deliveries.c.lane)
-                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
-                .order_by(deliveries.c.received_at)
-                .limit(20)
-            ).all()
-            taken: set[str] = set()
-            for row in candidates:
-                if row.lane is not None and row.lane in taken:
-                    continue  # an older delivery of this lane waits: keep the order
-                taken.add(row.lane)
-                claim = update(deliveries).where(
-                    deliveries.c.id == row.id, deliveries.c.status == "pending"
-                )
-                if row.lane is not None:  # one statement: free lane and claim, atomically
-                    claim = claim.where(~deliveries.c.lane.in_(busy))
-                won = conn.execute(
-                    claim.values(
-                        status="running", attempts=deliveries.c.attempts + 1, updated_at=now
-                    )
-                ).rowcount
-                if won:
-                    full = conn.execute(select(deliveries).where(deliveries.c.id == row.id)).one()
-                    break
-            else:
-                return None
+    def claim(self, now: float | None = None) -> Delivery | None:
+        """The oldest due delivery whose lane is free, now running under a lease this store
+        holds, or None. Due: pending with its next attempt come, or running under a lease that
+        ran out. `now`: the time to decide at (tests); default the database's clock on
+        PostgreSQL, this machine's on SQLite."""
+        if self.sqlite:
+            full = self._claim_sqlite(time.time() if now is None else now)
+        else:
+            with self._begin() as conn:
+                full = conn.execute(
+                    text("SELECT * FROM pipeline_bot_claim_delivery(:owner, :lease, :now)"),
+                    {"owner": self.owner, "lease": self.lease, "now": now},
+                ).first()
+        if full is None:
+            return None
         delivery = _delivery(full, with_payload=True)
         if full.body_segment:
             try:
@@ -363,18 +374,102 @@ class DeliveryStore:
             delivery = dataclasses.replace(delivery, payload=body)
         return delivery
 
+    def _claim_sqlite(self, now: float) -> Any:
+        """One process, several threads: a conditional update only one of them wins, which
+        checks the lane in the same statement (SQLite runs one writer at a time)."""
+        due = ((deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)) | (
+            (deliveries.c.status == "running") & (func.coalesce(deliveries.c.lease_until, 0) < now)
+        )
+        held = (
+            select(deliveries.c.lane)
+            .where(
+                deliveries.c.status == "running",
+                deliveries.c.lane.is_not(None),
+                func.coalesce(deliveries.c.lease_until, 0) >= now,
+            )
+            .scalar_subquery()
+        )
+        with self._begin() as conn:
+            candidates = conn.execute(
+                select(deliveries.c.id, deliveries.c.lane)
+                .where(due)
+                .order_by(deliveries.c.received_at, deliveries.c.id)
+                .limit(20)
+            ).all()
+            seen: set[str] = set()
+            for row in candidates:
+                if row.lane is not None and row.lane in seen:
+                    continue  # an older due delivery of this lane waits: keep the order
+                seen.add(row.lane)
+                claim = update(deliveries).where(deliveries.c.id == row.id, due)
+                if row.lane is not None:  # one statement: free lane and claim, atomically
+                    claim = claim.where(~deliveries.c.lane.in_(held))
+                won = conn.execute(
+                    claim.values(
+                        status="running",
+                        attempts=deliveries.c.attempts + 1,
+                        claimed_by=self.owner,
+                        lease_until=now + self.lease,
+                        updated_at=now,
+                    )
+                ).rowcount
+                if won:
+                    return conn.execute(select(deliveries).where(deliveries.c.id == row.id)).one()
+        return None
+
+    def renew(self, ids: set[str] | list[str]) -> set[str]:
+        """Extend the leases of these claims of this store's; returns those it still holds (a
+        claim whose lease ran out may have been taken by another replica meanwhile)."""
+        if not ids:
+            return set()
+        if self.sqlite:
+            with self._begin() as conn:
+                conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id.in_(list(ids)),
+                        deliveries.c.claimed_by == self.owner,
+                        deliveries.c.status == "running",
+                    )
+                    .values(lease_until=time.time() + self.lease)
+                )
+                kept = conn.execute(
+                    select(deliveries.c.id).where(
+                        deliveries.c.id.in_(list(ids)),
+                        deliveries.c.claimed_by == self.owner,
+                        deliveries.c.status == "running",
+                    )
+                )
+                return {r.id for r in kept}
+        with self._begin() as conn:
+            rows = conn.execute(RENEW, {"lease": self.lease, "owner": self.owner, "ids": list(ids)})
+            return {r.id for r in rows}
+
     def finish(
-        self, delivery_id: str, status: str, *, error: str = "", retry_at: float | None = None
-    ) -> None:
+        self,
+        delivery_id: str,
+        status: str,
+        *,
+        error: str = "",
+        retry_at: float | None = None,
+        held_by: str | None = None,
+    ) -> bool:
+        """Set a delivery's outcome and end its claim. `held_by`: only if that claim still
+        holds it (False when it was lost: its lease ran out and another replica took it)."""
         values: dict[str, Any] = {
             "status": status,
             "error": error[:2000],
             "updated_at": time.time(),
+            "claimed_by": None,
+            "lease_until": None,
         }
         if retry_at is not None:
             values["next_attempt_at"] = retry_at
+        stmt = update(deliveries).where(deliveries.c.id == delivery_id)
+        if held_by is not None:
+            stmt = stmt.where(deliveries.c.claimed_by == held_by, deliveries.c.status == "running")
         with self._begin() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+            return bool(conn.execute(stmt.values(**values)).rowcount)
 
     def save_state(self, delivery_id: str, state: dict[str, Any]) -> None:
         """What a handler has done so far, so a retry does not do it twice."""
@@ -435,13 +530,21 @@ class DeliveryStore:
             )
 
     def next_due(self) -> float | None:
+        """When the next delivery falls due: a pending one's next attempt, or the end of a
+        running one's lease (its holder may be gone)."""
         with self._begin() as conn:
-            value = conn.execute(
+            pending = conn.execute(
                 select(func.min(deliveries.c.next_attempt_at)).where(
                     deliveries.c.status == "pending"
                 )
             ).scalar()
-            return float(value) if value is not None else None
+            leased = conn.execute(
+                select(func.min(deliveries.c.lease_until)).where(
+                    deliveries.c.status == "running", deliveries.c.claimed_by != self.owner
+                )
+            ).scalar()
+        times = [float(v) for v in (pending, leased) if v is not None]
+        return min(times) if times else None
 
     def prune(self, older_than: float) -> int:
         """Forget done and ignored deliveries received before `older_than` (a timestamp);
@@ -681,4 +784,10 @@ def _delivery(row: Any, *, with_payload: bool) -> Delivery:
         error=row.error,
         state=json.loads(row.state or "{}"),
         payload=bytes(row.payload) if with_payload else b"",
+        claimed_by=row.claimed_by,
     )
+
+
+def _db_now() -> Any:
+    """PostgreSQL's clock in seconds since the epoch: leases are read and written by it."""
+    return func.extract("epoch", func.clock_timestamp())

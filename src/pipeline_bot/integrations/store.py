@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, MetaData, String, Text, case, create_engine, event, select
+from sqlalchemy import Float, MetaData, String, Text, case, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -80,7 +80,12 @@ def open_engine(url: str, metadata: MetaData, pragmas: tuple[str, ...] = ()) -> 
                 cursor.close()
 
             event.listen(engine, "connect", on_connect)
-        metadata.create_all(engine)
+        if engine.dialect.name == "postgresql":  # replicas starting together race to create
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(1885954913, 0)"))
+                metadata.create_all(conn)
+        else:
+            metadata.create_all(engine)
     except SQLAlchemyError as exc:
         raise IntegrationError(
             f"cannot open the database: {reason(exc)}", service="store"
