@@ -83,3 +83,26 @@ def test_nothing_deployable_means_no_deploy_even_when_forced():
     )
     assert strategy.name == "none"
     assert strategy.reasons == ["nothing deployable changed (only: docs, test)"]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "unowned", "says", "never"),
+    [
+        ({Kind.DOCS}, (), "nothing deployable changed (only: docs)", "paths"),
+        (
+            {Kind.CODE, Kind.MIGRATION},
+            ("api", "web"),
+            "under no service's `paths` (services: api, web)",
+            "nothing deployable changed",
+        ),
+    ],
+)
+def test_why_nothing_deploys_names_the_real_reason(kinds, unowned, says, never):
+    """Issue 16, point 5: a HIGH code change outside every service's paths was reported as
+    'nothing deployable changed (only: code, ...)'."""
+    strategy = choose_strategy(
+        _risk(70), set(), deployable=False, environment=PROD, kinds=kinds, unowned=unowned
+    )
+    assert strategy.name == "none"
+    assert says in strategy.reasons[0]
+    assert never not in strategy.reasons[0]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_bot import __version__, cli_ai, cli_app, cli_deploy, cli_plan
+from pipeline_bot import __version__, cli_ai, cli_app, cli_deploy, cli_pipeline, cli_plan
 from pipeline_bot.errors import ConfigError, PipelineBotError
 from pipeline_bot.exit_codes import Exit, for_error
 from pipeline_bot.models import SEVERITY_ORDER, AIReview, Analysis
@@ -324,6 +324,7 @@ cli_app.register(app)
 cli_ai.register(app)
 cli_ai.register_audit(app)
 cli_plan.register(app)
+cli_pipeline.register(app)
 
 
 def main() -> None:

@@ -171,3 +171,7 @@ class IntegrationError(PipelineBotError):
         self.service = service
         self.status = status  # the HTTP status the service answered with, when it answered
         super().__init__(message)
+
+
+class KubeconfigError(IntegrationError):
+    """No usable Kubernetes configuration: a setting to fix, not a cluster that is down."""

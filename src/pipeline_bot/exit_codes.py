@@ -15,6 +15,7 @@ from pipeline_bot.errors import (
     DeployError,
     GitError,
     IntegrationError,
+    KubeconfigError,
     LockedError,
     ManifestError,
     PausedDeployError,
@@ -51,6 +52,7 @@ MEANING: dict[Exit, str] = {
 _BY_ERROR: tuple[tuple[type[PipelineBotError], Exit], ...] = (
     (LockedError, Exit.REFUSED),
     (PausedDeployError, Exit.REFUSED),
+    (KubeconfigError, Exit.BAD_INPUT),
     (IntegrationError, Exit.UNAVAILABLE),
     (ConfigError, Exit.BAD_INPUT),
     (ToolInputError, Exit.BAD_INPUT),

@@ -348,10 +348,14 @@ def parse_repo_config(text: str, *, source: str = "<config>") -> RepoConfig:
     try:
         return RepoConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            ConfigProblem(_field_path(loc), message, _line_of(node, loc))
+        located = [
+            (_user_loc(loc), message)
             for err in exc.errors(include_url=False)
             for loc, message in _located(err)
+        ]
+        problems = [
+            ConfigProblem(_field_path(loc), message, _line_of(node, loc))
+            for loc, message in _merged(located)
         ]
         raise ConfigError(source, problems) from None
 
@@ -390,6 +394,42 @@ def _located(err: Any) -> list[tuple[tuple[int | str, ...], str]]:
     if isinstance(cause, DependencyProblem):
         return [(tuple(err["loc"]) + loc, message) for loc, message in cause.problems]
     return [(tuple(err["loc"]), _explain(err))]
+
+
+_UNION_TAG = re.compile(r"[\[\]()'\"]|^(str|int|float|bool|none|list|dict)$")
+
+
+def _user_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The place as the file has it: without pydantic's union branch tags (`literal['auto']`,
+    `function-after[...]`, `str`), which name no key a user wrote."""
+    return tuple(p for p in loc if isinstance(p, int) or not _UNION_TAG.search(p))
+
+
+def _merged(
+    located: list[tuple[tuple[int | str, ...], str]],
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """One problem per place: a value that matches no branch of a union gets one message (the
+    allowed values of every branch together), not one per branch."""
+    by_place: dict[tuple[int | str, ...], list[str]] = {}
+    for loc, message in located:
+        if message not in by_place.setdefault(loc, []):
+            by_place[loc].append(message)
+    out = []
+    for loc, messages in by_place.items():
+        if len(messages) > 1 and all(m.startswith("Input should be") for m in messages):
+            allowed: list[str] = []
+            got = ""
+            for m in messages:
+                head, _, tail = m.partition(", got ")
+                got = got or tail
+                allowed += [v for v in re.findall(r"'[^']*'", head) if v not in allowed]
+            message = f"Input should be one of {', '.join(allowed)}" + (
+                f", got {got}" if got else ""
+            )
+            out.append((loc, message))
+        else:
+            out.append((loc, "; or ".join(messages)))
+    return out
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

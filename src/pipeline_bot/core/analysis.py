@@ -112,8 +112,14 @@ def analyze(
     shipped = [f for f in files if kinds[f.path] not in NOT_DEPLOYABLE]
     services = affected_services(config.services, shipped)
     deployable = bool(services) if config.services else bool(shipped)
+    unowned = tuple(s.name for s in config.services) if shipped and not deployable else ()
     strategy = choose_strategy(
-        scored, set(hits.by_rule), deployable=deployable, environment=env, kinds=set(kinds.values())
+        scored,
+        set(hits.by_rule),
+        deployable=deployable,
+        environment=env,
+        kinds={kinds[f.path] for f in shipped} if unowned else set(kinds.values()),
+        unowned=unowned,
     )
     findings = sorted(hits.all(), key=_finding_order)
     return Analysis(

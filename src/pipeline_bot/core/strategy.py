@@ -44,15 +44,24 @@ def choose_strategy(
     deployable: bool,
     environment: Environment,
     kinds: set[Kind],
+    unowned: tuple[str, ...] = (),
 ) -> Strategy:
-    """Pick how to ship a change to `environment`, with every reason spelled out."""
+    """Pick how to ship a change to `environment`, with every reason spelled out. `unowned`:
+    the configured services, when files that would ship changed under none of their paths."""
     env = environment
     if not deployable:
         what = ", ".join(sorted(k.value for k in kinds)) or "no files"
+        why = f"nothing deployable changed (only: {what})"
+        if unowned:
+            why = (
+                f"the changed files that would ship ({what}) are under no service's `paths` "
+                f"(services: {', '.join(unowned)}), so no service needs a deploy; add their "
+                "folders to a service's `paths` in .github/pipeline-bot.yml if they ship"
+            )
         return Strategy(
             name="none",
             environment=env.name,
-            reasons=[f"nothing deployable changed (only: {what})"],
+            reasons=[why],
             parameters=StrategyParameters(replicas=env.replicas),
         )
     reasons = [f"risk is {risk.level} ({risk.score}/100)"]

@@ -95,6 +95,13 @@ class GitRepository:
                 repo=str(self.root),
                 hint=_SHALLOW_HINT,
             )
+        if not self._run("rev-list", "-n", "1", "--all", check=False).strip():
+            raise UnknownRefError(
+                f"{self.root} has no commits yet",
+                ref=ref,
+                repo=str(self.root),
+                hint="commit a change first: pipeline-bot analyses the commits of a range",
+            )
         raise UnknownRefError(
             f"unknown ref {ref!r} in {self.root}",
             ref=ref,

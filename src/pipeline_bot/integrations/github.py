@@ -1,20 +1,25 @@
-"""GitHub's REST API through githubkit. So far: recent workflow runs of a repository.
+"""GitHub's REST API through githubkit: workflow runs (listed, dispatched, followed) and the
+compare API.
 
 Errors carry GitHub's status and message; the token is never part of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from githubkit import GitHub
 from githubkit.exception import GitHubException, RequestFailed
 from pydantic import BaseModel
 
 from pipeline_bot.core.diffparse import STATUS_BY_LETTER, RawEntry, marker_positions, scan_file
+from pipeline_bot.core.pipeline import Dispatched, PipelineRun, run_state
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange
@@ -39,9 +44,7 @@ class GitHubActions:
         self._gh = GitHub(token, base_url=api_url) if api_url else GitHub(token)
 
     def recent_runs(self, repository: str, *, limit: int = 10) -> list[WorkflowRun]:
-        owner, _, name = repository.partition("/")
-        if not owner or not name:
-            raise IntegrationError(f"{repository!r} is not owner/name", service="github")
+        owner, name = _split(repository)
         data = _call(
             lambda: self._gh.rest.actions.list_workflow_runs_for_repo(owner, name, per_page=limit),
             f"for the workflow runs of {repository}",
@@ -60,6 +63,103 @@ class GitHubActions:
             )
             for run in data.get("workflow_runs", [])[:limit]
         ]
+
+    # ---------------------------------------------------------------- dispatch and follow
+
+    def dispatch(
+        self, repository: str, workflow: str, ref: str, inputs: dict[str, str]
+    ) -> Dispatched:
+        """Start `workflow` on `ref` (workflow_dispatch), asking GitHub for the run's details;
+        where GitHub does not give them (GitHub Enterprise Server answers 204, or refuses the
+        key), the dispatch's time (GitHub's Date header) and the ref's head identify the run."""
+        owner, name = _split(repository)
+        sha = self._head(owner, name, ref)
+        url = f"/repos/{owner}/{name}/actions/workflows/{quote(workflow, safe='')}/dispatches"
+        body: dict[str, Any] = {"ref": ref, **({"inputs": inputs} if inputs else {})}
+        what = f"dispatching {workflow} on {ref} of {repository}"
+        try:
+            response = send(
+                lambda: self._gh.request("POST", url, json={**body, "return_run_details": True}),
+                what,
+            )
+        except IntegrationError as exc:
+            if exc.status != 422 or "return_run_details" not in exc.message:
+                raise
+            response = send(lambda: self._gh.request("POST", url, json=body), what)
+        at = _date(response.headers.get("date"))
+        details: Any = {}
+        if response.status_code == 200 and response.content:
+            with contextlib.suppress(ValueError):
+                details = response.json()
+        run_id = details.get("workflow_run_id") if isinstance(details, dict) else None
+        return Dispatched(
+            run_id=int(run_id) if run_id else None, dispatched_at=at, sha=sha, ref=ref
+        )
+
+    def _head(self, owner: str, name: str, ref: str) -> str:
+        path = f"/repos/{owner}/{name}/commits/{quote(ref, safe='')}"
+        data = _json(send(lambda: self._gh.request("GET", path), f"for the head of {ref}"))
+        sha = data.get("sha")
+        if not isinstance(sha, str):
+            raise IntegrationError(f"GitHub gave no commit for {ref}", service="github")
+        return sha
+
+    def runs(
+        self,
+        repository: str,
+        *,
+        workflow: str | None = None,
+        branch: str | None = None,
+        event: str | None = None,
+        limit: int = 20,
+    ) -> list[dict[str, Any]]:
+        """Workflow runs, newest first, as GitHub's JSON."""
+        owner, name = _split(repository)
+        params: dict[str, Any] = {"per_page": min(max(limit, 1), 100)}
+        if branch:
+            params["branch"] = branch
+        if event:
+            params["event"] = event
+        path = f"/repos/{owner}/{name}/actions"
+        path += f"/workflows/{quote(workflow, safe='')}/runs" if workflow else "/runs"
+        data = _json(send(lambda: self._gh.request("GET", path, params=params), "for runs"))
+        return list(data.get("workflow_runs") or [])[:limit]
+
+    def run(self, repository: str, run_id: int) -> PipelineRun:
+        """A run with its jobs and their steps (the latest attempt's)."""
+        owner, name = _split(repository)
+        base = f"/repos/{owner}/{name}/actions/runs/{int(run_id)}"
+        what = f"for workflow run {run_id} of {repository}"
+        run = _json(send(lambda: self._gh.request("GET", base), what))
+        jobs = _json(
+            send(lambda: self._gh.request("GET", f"{base}/jobs", params={"per_page": 100}), what)
+        )
+        return run_state(repository, run, list(jobs.get("jobs") or []))
+
+
+def _split(repository: str) -> tuple[str, str]:
+    owner, _, name = repository.partition("/")
+    if not owner or not name or "/" in name:
+        raise IntegrationError(f"{repository!r} is not owner/name", service="github")
+    return owner, name
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise IntegrationError("GitHub answered with something that is not JSON", service="github")
+    return data
+
+
+def _date(header: str | None) -> datetime:
+    """GitHub's clock (the Date header), so a run's created_at compares with the same clock."""
+    if header:
+        with contextlib.suppress(TypeError, ValueError):
+            return parsedate_to_datetime(header).astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def send(request: Callable[[], T], what: str) -> T:

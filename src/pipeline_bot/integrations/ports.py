@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline_bot.core.agent import ModelTurn
+from pipeline_bot.core.pipeline import Dispatched, PipelineRun
 from pipeline_bot.core.riskmodel import RiskInputs
 from pipeline_bot.models import (
     AuditEntry,
@@ -165,6 +166,28 @@ class WorkflowsPort(Protocol):
     """CI workflow runs (GitHub Actions)."""
 
     def recent_runs(self, repository: str, *, limit: int = 10) -> list[Any]: ...
+
+    def dispatch(
+        self, repository: str, workflow: str, ref: str, inputs: dict[str, str]
+    ) -> Dispatched:
+        """Start a workflow_dispatch run; its id when GitHub gives it back."""
+        ...
+
+    def runs(
+        self,
+        repository: str,
+        *,
+        workflow: str | None = None,
+        branch: str | None = None,
+        event: str | None = None,
+        limit: int = 20,
+    ) -> list[dict[str, Any]]:
+        """Workflow runs, newest first, as GitHub's JSON."""
+        ...
+
+    def run(self, repository: str, run_id: int) -> PipelineRun:
+        """A run with its jobs and their steps."""
+        ...
 
 
 class LLMPort(Protocol):

@@ -37,6 +37,8 @@ NO_HOME = (
 )
 REFUSED = "{reason}. Nothing was changed; use `pipeline-bot {verb}` or the Action"
 USES_CONFIG = {"repository", "environment"}  # arguments of the tools that read the config
+# tools whose `repository` is owner/name on GitHub, not a folder
+GITHUB_REPOSITORY_TOOLS = {"execute_pipeline", "list_workflow_runs", "get_workflow_run"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class TrustedPolicy:
             raise ToolError(
                 REFUSED.format(reason=self.no_changes, verb=tool.split("_")[0]), tool=tool
             )
-        if "repository" in arguments:
+        if "repository" in arguments and tool not in GITHUB_REPOSITORY_TOOLS:
             given = arguments["repository"] or "."
             arguments["repository"] = self.repository(tool, given, changes_cluster=changes_cluster)
         environment = arguments.get("environment")

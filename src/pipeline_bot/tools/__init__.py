@@ -13,12 +13,13 @@ from pipeline_bot.tools.registry import (
 
 def build_registry() -> ToolRegistry:
     """A registry holding every tool pipeline-bot has."""
-    from pipeline_bot.tools import analyze, deploy, monitor, plans, pods, review
+    from pipeline_bot.tools import analyze, deploy, monitor, pipelines, plans, pods, review
 
     registry = ToolRegistry()
     analyze.register(registry)
     deploy.register(registry)
     monitor.register(registry)
+    pipelines.register(registry)
     plans.register(registry)
     pods.register(registry)
     review.register(registry)
