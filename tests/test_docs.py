@@ -276,8 +276,8 @@ def _free_port() -> int:
 def test_runnable_commands_exit_0_in_a_fresh_clone(block, clone, tmp_path):
     script = tmp_path / "block.sh"
     script.write_text("set -euo pipefail\n" + block.text)
-    home = tmp_path / "home"
-    home.mkdir()
+    home = clone.parent / "home"  # one home for every block, so the risk model's cache is kept
+    home.mkdir(exist_ok=True)
     done = subprocess.run(
         ["bash", str(script)],
         cwd=clone,
