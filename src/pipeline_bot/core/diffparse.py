@@ -15,8 +15,10 @@ Paths come from the NUL-separated raw entries, so no quoted header has to be unq
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from typing import Any, NamedTuple, TypeVar
+
+from pydantic import BaseModel
 
 from pipeline_bot.core.classify import is_test_path
 from pipeline_bot.core.scan import (
@@ -76,12 +78,16 @@ def redact(text: str) -> str:
 
 _FIRST_HUNK = b"\n@@ "
 Markers = list[tuple[int, int]]
+Section = tuple[int, int, int]  # (start, the newline before its first hunk header or -1, end)
 _NO_SIGNALS = ContentSignals()
 _NO_KINDS: frozenset[int] = frozenset()
+_STATUS_BYTES = {letter.encode(): status for letter, status in _STATUS.items()}
+_ADDED, _DELETED = FileStatus.ADDED, FileStatus.DELETED
+_SINGLE_HUNK = (_ADDED, _DELETED)
+_YAML = (".yaml", ".yml")
 
 
-@dataclass(frozen=True, slots=True)
-class RawEntry:
+class RawEntry(NamedTuple):
     status: FileStatus
     path: str
     old_path: str | None
@@ -142,22 +148,40 @@ class DiffStreamParser:
         self._raw_seen = len(buf)
         if last < 0:  # nothing completed since the last look (a long path arriving in pieces)
             return
-        fields = bytes(memoryview(buf)[: last + 1]).split(b"\0")[:-1]
-        i = pos = 0
-        while i < len(fields):
+        fields = bytes(memoryview(buf)[: last + 1]).split(b"\0")
+        count = len(fields) - 1  # the last is what follows the last NUL: nothing
+        entries = self._entries
+        i = 0
+        while i < count:
             head = fields[i]
             if not head:  # an empty field ends the raw list; the patch follows
-                pos += 1
+                i += 1
                 self._raw_done = True
                 break
             if head[:1] != b":":
                 raise DiffParseError(f"unexpected byte in git's file list: {head[:20]!r}")
-            entry, used = _read_entry(head, fields, i)
-            if entry is None:
+            parts = head.split(b" ")
+            if len(parts) != 5:
+                raise DiffParseError(f"malformed raw diff entry: {head!r}")
+            status = _STATUS_BYTES.get(parts[4][:1])
+            if status is None:
+                raise DiffParseError(
+                    f"unsupported change status {parts[4].decode('ascii', 'replace')!r}"
+                )
+            two = status is FileStatus.RENAMED or status is FileStatus.COPIED
+            if i + 1 + two >= count:  # its paths are not all here yet
                 break
-            self._entries.append(entry)
-            pos += sum(len(f) + 1 for f in fields[i : i + used])
-            i += used
+            entries.append(
+                RawEntry(
+                    status,
+                    fields[i + 1 + two].decode("utf-8", "backslashreplace"),
+                    fields[i + 1].decode("utf-8", "backslashreplace") if two else None,
+                    parts[0][1:].decode("ascii", "replace"),
+                    parts[1].decode("ascii", "replace"),
+                )
+            )
+            i += 2 + two
+        pos = sum(map(len, fields[:i])) + i  # each field and its NUL
         del buf[:pos]
         self._raw_seen -= pos
 
@@ -166,55 +190,89 @@ class DiffStreamParser:
     def _sections(self, cut: int) -> list[FileChange]:
         """Parse every complete section in buf[:cut], then drop them from the buffer."""
         buf = self._buf
-        markers = marker_positions(buf, cut)
+        if cut > 0 and not buf.startswith(b"diff --git "):
+            raise DiffParseError(f"expected a patch header, got {bytes(buf[:40])!r}")
+        sections = section_bounds(buf, cut)
+        markers = marker_positions(buf, cut, sections)
+        entries = self._entries
         out: list[FileChange] = []
-        pos = 0
-        while pos < cut:
-            if not buf.startswith(b"diff --git ", pos):
-                raise DiffParseError(f"expected a patch header, got {bytes(buf[pos : pos + 40])!r}")
-            nxt = buf.find(_SECTION, pos + 1, cut + 1)
-            end = cut if nxt < 0 else nxt
-            self._take(pos, end, markers, out)
-            pos = end + 1
+        for start, first, end in sections:
+            if self._next >= len(entries):
+                raise DiffParseError("git printed more patches than changed files")
+            entry = entries[self._next]
+            change = _scan(entry, buf, start, first, end, markers)
+            if entry.status is FileStatus.TYPE_CHANGED:
+                whole = self._type_change(change)
+                if whole is None:
+                    continue
+                change = whole
+            self._next += 1
+            out.append(change)
         del buf[: min(cut + 1, len(buf))]
         self._searched = 0
         return out
 
-    def _take(self, start: int, end: int, markers: Markers, out: list[FileChange]) -> None:
-        if self._next >= len(self._entries):
-            raise DiffParseError("git printed more patches than changed files")
-        entry = self._entries[self._next]
-        change = scan_file(entry, self._buf, start, end, markers)
-        if entry.status is FileStatus.TYPE_CHANGED and self._removed_half is None:
+    def _type_change(self, change: FileChange) -> FileChange | None:
+        """A type change is printed as a deletion then a creation: None for the first half; the
+        whole change (head lines from the creation) for the second."""
+        if self._removed_half is None:
             self._removed_half = change
-            return
-        self._next += 1
-        if self._removed_half is not None:  # the creation half: head lines come from it
-            gone, self._removed_half = self._removed_half, None
-            change = change.model_copy(
-                update={
-                    "deletions": gone.deletions + change.deletions,
-                    "binary": gone.binary or change.binary,
-                }
-            )
-        out.append(change)
+            return None
+        gone, self._removed_half = self._removed_half, None
+        return change.model_copy(
+            update={
+                "deletions": gone.deletions + change.deletions,
+                "binary": gone.binary or change.binary,
+            }
+        )
 
 
-def _read_entry(head: bytes, fields: list[bytes], i: int) -> tuple[RawEntry | None, int]:
-    """The entry whose header is fields[i], and how many fields it spans (None: not all here)."""
-    parts = head[1:].decode("ascii", "replace").split(" ")
-    if len(parts) != 5:
-        raise DiffParseError(f"malformed raw diff entry: {head!r}")
-    old_mode, new_mode, _old_sha, _new_sha, status = parts
-    letter = status[:1]
-    if letter not in _STATUS:
-        raise DiffParseError(f"unsupported change status {status!r}")
-    npaths = 2 if letter in "RC" else 1
-    if i + npaths >= len(fields):
-        return None, 0
-    paths = [f.decode("utf-8", "backslashreplace") for f in fields[i + 1 : i + 1 + npaths]]
-    old_path = paths[0] if npaths == 2 else None
-    return RawEntry(_STATUS[letter], paths[-1], old_path, old_mode, new_mode), 1 + npaths
+def section_bounds(buf: bytearray, cut: int) -> list[Section]:
+    """(start, newline before the first hunk header or -1, end) of each section in buf[:cut];
+    buf[:cut] starts with a section header and holds whole sections."""
+    find = buf.find
+    out: list[Section] = []
+    pos = 0
+    while pos < cut:
+        nxt = find(_SECTION, pos + 1, cut + 1)
+        end = cut if nxt < 0 else nxt
+        out.append((pos, find(_FIRST_HUNK, pos, end), end))
+        pos = end + 1
+    return out
+
+
+def marker_positions(buf: bytearray, cut: int, sections: list[Section] | None = None) -> Markers:
+    """Sorted (offset, kind) in buf[:cut] where a secret-like string of that kind (an index into
+    SECRET_KINDS) may start in a section's patch text (from its first hunk header on): for each
+    kind, the first in each section that has one. Which kinds a file's patch may hold is all
+    scan_file asks: one pass per kind over the whole stretch is far cheaper than searching each
+    file's patch, the scan of a patch then looks for those kinds only, and keeping every offset
+    took memory in proportion to a hostile input.
+
+    A candidate in a section's header (its paths: `a/api_key.py`) is skipped, and the search
+    goes on in that section's patch text, so a file named after a kind is searched like any."""
+    if sections is None:
+        sections = section_bounds(buf, cut)
+    bodies = [(first, end) for _, first, end in sections if first >= 0]
+    if not bodies:
+        return []
+    firsts = [first for first, _ in bodies]
+    lower = buf.lower()  # past `cut` is at most the section being read: no need to copy twice
+    found: Markers = []
+    for kind, finder in enumerate(SECRET_FINDERS):
+        search = finder.search
+        i = 0
+        while i < len(bodies):
+            hit = search(lower, bodies[i][0], cut)
+            if hit is None:
+                break
+            at = hit.start()
+            j = bisect_right(firsts, at) - 1  # the last patch text starting at or before it
+            if at < bodies[j][1]:
+                found.append((at, kind))
+            i = j + 1  # in a header: that section's text is searched next; else the next one
+    found.sort()
+    return found
 
 
 def _kinds_between(markers: Markers, start: int, end: int) -> frozenset[int]:
@@ -228,30 +286,6 @@ def _kinds_between(markers: Markers, start: int, end: int) -> frozenset[int]:
     return frozenset(kinds)
 
 
-def marker_positions(buf: bytearray, cut: int) -> Markers:
-    """Sorted (offset, kind) in buf[:cut] where a secret-like string of that kind (an index into
-    SECRET_KINDS) may start, in the patch text (from a section's first hunk header): for each
-    kind, the first in each section (`diff --git` to the next) that has one. Which kinds a
-    file's patch may hold is all scan_file asks: one pass per kind over the whole stretch is
-    far cheaper than searching each file's patch, the scan of a patch then looks for those
-    kinds only, and keeping every offset took memory in proportion to a hostile input."""
-    lower = buf.lower()  # past `cut` is at most the section being read: no need to copy twice
-    found: Markers = []
-    for kind, finder in enumerate(SECRET_FINDERS):
-        at = lower.find(_FIRST_HUNK, 0, cut)
-        while at >= 0:
-            hit = finder.search(lower, at, cut)
-            if hit is None:
-                break
-            at = hit.start()
-            found.append((at, kind))
-            at = lower.find(_SECTION, at, cut)  # on to the next section's patch text
-            if at >= 0:
-                at = lower.find(_FIRST_HUNK, at, cut)
-    found.sort()
-    return found
-
-
 # --------------------------------------------------------------------------- one file
 
 
@@ -259,22 +293,31 @@ def scan_file(
     entry: RawEntry, buf: bytearray, start: int, end: int, markers: Markers
 ) -> FileChange:
     """Everything the analysis needs from one file's patch text in buf[start:end]."""
-    first = buf.find(b"\n@@ ", start, end)
+    return _scan(entry, buf, start, buf.find(_FIRST_HUNK, start, end), end, markers)
+
+
+def _scan(
+    entry: RawEntry, buf: bytearray, start: int, first: int, end: int, markers: Markers
+) -> FileChange:
+    """scan_file, given where the first hunk header starts (the newline before it; -1: none)."""
+    status = entry.status
     if first < 0:  # mode change, binary file, or empty file
         binary = buf.find(b"\nBinary files ", start, end) >= 0
         return _file(entry, 0, 0, binary, [], _NO_SIGNALS)
     # an added file's patch has no removed line, a deleted file's no added one
-    added = 0 if entry.status is FileStatus.DELETED else buf.count(b"\n+", first, end)
-    removed = 0 if entry.status is FileStatus.ADDED else buf.count(b"\n-", first, end)
-    # an added or deleted file's patch is a single hunk: no need to look for more
-    single = entry.status in (FileStatus.ADDED, FileStatus.DELETED)
-    hunk_at = _hunks(buf, first, end, single=single)
+    added = 0 if status is _DELETED else buf.count(b"\n+", first, end)
+    removed = 0 if status is _ADDED else buf.count(b"\n-", first, end)
+    if status in _SINGLE_HUNK:  # an added or deleted file's patch is a single hunk of changes
+        hunk_at = [(first + 1, _hunk(_hunk_header(buf, first, end)))]
+    else:
+        hunk_at = _hunks(buf, first, end)
     hunks = [h for _, h in hunk_at]
     signals = _NO_SIGNALS
     kinds = _kinds_between(markers, first, end) if added and markers else _NO_KINDS
-    yaml = entry.path.endswith((".yaml", ".yml"))
+    path = entry.path
+    yaml = path.endswith(_YAML)
     big = added >= GENERATED_MIN_LINES
-    tests = removed > 0 and is_test_path(entry.path)
+    tests = removed > 0 and is_test_path(path)
     if kinds or tests or yaml or big:
         body = bytes(memoryview(buf)[first + 1 : end])
         shifted = [(at - first - 1, h) for at, h in hunk_at]
@@ -290,39 +333,81 @@ def _file(
     hunks: list[Hunk],
     signals: ContentSignals,
 ) -> FileChange:
-    return FileChange(
-        path=entry.path,
-        old_path=entry.old_path,
-        status=entry.status,
-        additions=added,
-        deletions=removed,
-        binary=binary,
-        old_mode=entry.old_mode,
-        new_mode=entry.new_mode,
-        hunks=hunks,
-        signals=signals,
+    return _trusted(
+        FileChange,
+        {
+            "path": entry.path,
+            "old_path": entry.old_path,
+            "status": entry.status,
+            "additions": added,
+            "deletions": removed,
+            "binary": binary,
+            "old_mode": entry.old_mode,
+            "new_mode": entry.new_mode,
+            "hunks": hunks,
+            "signals": signals,
+        },
     )
 
 
-def _hunks(buf: bytearray, first: int, end: int, *, single: bool) -> list[tuple[int, Hunk]]:
-    """(offset, Hunk) for each hunk in buf[first:end]; `first` is the newline before the first.
+_M = TypeVar("_M", bound=BaseModel)
+_new = object.__new__
+_set = object.__setattr__
 
-    An added or deleted file's patch is a single hunk of changes, so only modified files are
-    searched for more hunks and for where, inside each, the changes start and end.
-    """
-    if single:
-        return [(first + 1, _hunk(_hunk_header(buf, first, end), buf, end, single=True))]
-    heads: list[tuple[int, re.Match[bytes]]] = []
-    at = first
-    while at >= 0:
-        m = _hunk_header(buf, at, end)
-        heads.append((at + 1, m))
-        at = buf.find(b"\n@@ ", m.end(), end)
+
+def _trusted(cls: type[_M], values: dict[str, Any]) -> _M:
+    """`cls(**values)` for values built here, of the field types already, and every field given:
+    what validation would check holds by construction, and skipping it halves the cost of a
+    file (tens of thousands in a large change). tests/test_diff_parse_equivalence.py holds it
+    equal to the validated model."""
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
+
+
+def _hunks(buf: bytearray, first: int, end: int) -> list[tuple[int, Hunk]]:
+    """(offset, Hunk) for each hunk of a modified file's patch in buf[first:end] (`first` is the
+    newline before the first), with where, inside each, the changes start and end."""
+    find, rfind, count = buf.find, buf.rfind, buf.count
     out: list[tuple[int, Hunk]] = []
-    for i, (offset, m) in enumerate(heads):
-        stop = heads[i + 1][0] - 1 if i + 1 < len(heads) else end
-        out.append((offset, _hunk(m, buf, stop, single=single)))
-    return out
+    m = _hunk_header(buf, first, end)
+    while True:
+        body = m.end()  # the header line's end; its changes start after the next newline
+        nxt = find(_FIRST_HUNK, body, end)
+        stop = end if nxt < 0 else nxt
+        old_start, old_lines, new_start, new_lines = m.groups()
+        new = int(new_start)
+        lines = 1 if new_lines is None else int(new_lines)
+        first_change, last_change = new, new + max(lines, 1) - 1
+        plus, minus = find(b"\n+", body, stop), find(b"\n-", body, stop)
+        if plus >= 0 or minus >= 0:
+            at = minus if plus < 0 else plus if minus < 0 else min(plus, minus)
+            first_change = new + count(b"\n", body, at)
+            tail = max(rfind(b"\n+", body, stop), rfind(b"\n-", body, stop))
+            trailing = count(b"\n ", tail + 1, stop)  # context lines after the last change
+            last_change = max(first_change, new + lines - 1 - trailing)
+        out.append(
+            (
+                m.start(),
+                _trusted(
+                    Hunk,
+                    {
+                        "old_start": int(old_start),
+                        "old_lines": 1 if old_lines is None else int(old_lines),
+                        "new_start": new,
+                        "new_lines": lines,
+                        "changed_start": max(first_change, 1),
+                        "changed_end": max(last_change, first_change, 1),
+                    },
+                ),
+            )
+        )
+        if nxt < 0:
+            return out
+        m = _hunk_header(buf, nxt, end)
 
 
 def _hunk_header(buf: bytearray, at: int, end: int) -> re.Match[bytes]:
@@ -333,26 +418,22 @@ def _hunk_header(buf: bytearray, at: int, end: int) -> re.Match[bytes]:
     return m
 
 
-def _hunk(m: re.Match[bytes], buf: bytearray, stop: int, *, single: bool) -> Hunk:
+def _hunk(m: re.Match[bytes]) -> Hunk:
+    """The single hunk of an added or deleted file: all of it is changes."""
     old_start, old_lines, new_start, new_lines = m.groups()
-    new = int(new_start or 0)
-    count = 1 if new_lines is None else int(new_lines)
-    first, last = new, new + max(count, 1) - 1
-    if not single:
-        body = m.end()  # the header line's end; its changes start after the next newline
-        change = [p for p in (buf.find(b"\n+", body, stop), buf.find(b"\n-", body, stop)) if p >= 0]
-        if change:
-            first = new + buf.count(b"\n", body, min(change))
-            tail = max(buf.rfind(b"\n+", body, stop), buf.rfind(b"\n-", body, stop))
-            trailing = buf.count(b"\n ", tail + 1, stop)  # context lines after the last change
-            last = max(first, new + count - 1 - trailing)
-    return Hunk(
-        old_start=int(old_start or 0),
-        old_lines=1 if old_lines is None else int(old_lines),
-        new_start=new,
-        new_lines=count,
-        changed_start=max(first, 1),
-        changed_end=max(last, first, 1),
+    new = int(new_start)
+    lines = 1 if new_lines is None else int(new_lines)
+    last = new + max(lines, 1) - 1
+    return _trusted(
+        Hunk,
+        {
+            "old_start": int(old_start),
+            "old_lines": 1 if old_lines is None else int(old_lines),
+            "new_start": new,
+            "new_lines": lines,
+            "changed_start": max(new, 1),
+            "changed_end": max(last, new, 1),
+        },
     )
 
 

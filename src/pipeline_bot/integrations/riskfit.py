@@ -389,7 +389,8 @@ class HistoryRisk:
     ) -> RiskInputs:
         """The change's history from a replay of the whole window below it (without it)."""
         own = {c.sha for c in changes.commits}
-        records = [r for r in miner.records(window) if r.sha not in own]
+        # the change's own commits are left out unread: the largest records, and not history
+        records = miner.records([sha for sha in window if sha not in own])
         labels = label_history(records, blamed, aliases)
         _, state = replay(records, labels.found_out, skip=len(records))
         note = f"the last {len(records):,} mainline commits before the change"
