@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -293,16 +294,51 @@ def test_runnable_commands_exit_0_in_a_fresh_clone(block, clone, tmp_path):
     )
 
 
-def test_every_command_the_docs_run_is_a_real_command():
-    """`pipeline-bot <command>` in any shell block names a command `pipeline-bot --help` lists."""
-    commands = set(_cli().commands) | {"action"}  # `action` is the entry's fast path
+def _invocations(text: str) -> list[list[str]]:
+    """Each `pipeline-bot ...` command in a shell block, as its words (continuation lines joined,
+    up to the end of the command: a pipe, `;`, `&&`, a redirection or a comment)."""
+    joined = re.sub(r"\\\n", " ", text)
+    found = []
+    for line in joined.splitlines():
+        for match in re.finditer(r"(?:^|[\s/;&|(])pipeline-bot(?= )(.*)", line):
+            words = []
+            for word in shlex.split(match[1], comments=True, posix=True):
+                if word in {"|", "||", "&&", ";", "&", ">", ">>", "2>", "2>&1"} or word.startswith(
+                    (">", "2>", "|")
+                ):
+                    break
+                words.append(word)
+            found.append(words)
+    return found
+
+
+def test_every_command_and_option_the_docs_use_exists():
+    """`pipeline-bot <command> [<subcommand>] --option` in any shell block: the command is one
+    the CLI has, and so is every option given to it."""
+    root = _cli()
     for block in _all_blocks():
         if block.info not in SHELL:
             continue
-        for line in block.text.splitlines():
-            for match in re.finditer(r"(?:^|[\s/;&|(])pipeline-bot (\w[\w-]*)", line):
-                word = match[1]
-                assert word in commands, f"{block.where}: `pipeline-bot {word}` is no command"
+        for words in _invocations(block.text):
+            if not words or words[0].startswith("-"):
+                continue
+            if words[0] == "action":  # the entry's fast path: inputs come from INPUT_*
+                continue
+            command = root.commands.get(words[0])
+            assert command is not None, f"{block.where}: `pipeline-bot {words[0]}` is no command"
+            rest = words[1:]
+            while hasattr(command, "commands") and rest and not rest[0].startswith("-"):
+                sub = command.commands.get(rest[0])
+                assert sub is not None, f"{block.where}: `{words[0]} {rest[0]}` is no command"
+                command, rest = sub, rest[1:]
+            options = {
+                opt for param in command.params for opt in [*param.opts, *param.secondary_opts]
+            }
+            options |= {"--help"}
+            for word in rest:
+                if word.startswith("-") and word != "-":
+                    flag = word.split("=", 1)[0]
+                    assert flag in options, f"{block.where}: `{' '.join(words)}`: no {flag}"
 
 
 # ---------------------------------------------------------------- links
