@@ -130,7 +130,7 @@ def test_list_and_get_read_runs(actions, ctx):
     started = _run(ctx, wait=False).run
     registry = build_registry()
     listed = registry.call("list_workflow_runs", {"branch": "main"}, ctx)
-    assert [r.id for r in listed.runs][0] == started.id
+    assert listed.runs[0].id == started.id
     assert all(r.branch == "main" for r in listed.runs)
     one = registry.call("get_workflow_run", {"run_id": started.id}, ctx)
     assert one.id == started.id

@@ -57,7 +57,9 @@ def _operation(method: str, path: str) -> tuple[str, dict[str, Any]]:
 def check_request(method: str, path: str, query: dict[str, str], body: Any) -> str:
     """Assert the request is one GitHub's description allows; give the operation's template."""
     template, op = _operation(method, path)
-    declared = {_resolve(p)["name"] for p in op.get("parameters", []) if _resolve(p)["in"] == "query"}
+    declared = {
+        _resolve(p)["name"] for p in op.get("parameters", []) if _resolve(p)["in"] == "query"
+    }
     unknown = set(query) - declared
     assert not unknown, f"{template}: query parameters {unknown} are not in the description"
     schema = (
@@ -155,7 +157,9 @@ class ActionsDouble:
     def _dispatch(self, body: dict[str, Any]) -> tuple[int, Any]:
         asked = body.get("return_run_details")
         if asked is not None and not self.run_details and self.refuses_key:
-            return 422, {"message": 'Invalid request.\n\n"return_run_details" is not a permitted key.'}
+            return 422, {
+                "message": 'Invalid request.\n\n"return_run_details" is not a permitted key.'
+            }
         run = self._add_run(branch=body["ref"], created=self.now, state="queued")
         run["display_title"] = json.dumps(body.get("inputs") or {})
         if asked and self.run_details:
