@@ -192,6 +192,7 @@ def _package_copy(tmp_path: Path, version: str) -> Path:
     return repo
 
 
+@pytest.mark.integration  # runs git
 def test_the_release_version_must_be_the_packages_version(tmp_path):
     repo = _package_copy(tmp_path, "1.4.0")
     name = "the package says this version"
@@ -202,6 +203,7 @@ def test_the_release_version_must_be_the_packages_version(tmp_path):
     assert "pyproject.toml says '1.4.0'" in wrong.stdout
 
 
+@pytest.mark.integration  # runs git
 def test_a_manual_release_of_an_existing_tag_is_refused(tmp_path):
     repo = _package_copy(tmp_path, "1.4.0")
     _git(repo, "tag", "v1.4.0")
@@ -227,6 +229,7 @@ def _pin(
     return _run_step("pin action.yml to the image digest", work, {"PINNED_IMAGE": pinned}, tmp_path)
 
 
+@pytest.mark.integration  # runs git
 def test_pinning_points_runs_image_at_the_digest_and_changes_nothing_else(tmp_path):
     original = (ROOT / "action.yml").read_text()
     done = _pin(tmp_path, original)
@@ -247,6 +250,7 @@ def test_pinning_points_runs_image_at_the_digest_and_changes_nothing_else(tmp_pa
     assert changed == [("  image: Dockerfile", f"  image: docker://{PINNED}")]
 
 
+@pytest.mark.integration  # runs git
 def test_pinning_an_already_pinned_action_replaces_the_digest(tmp_path):
     original = (ROOT / "action.yml").read_text()
     assert _pin(tmp_path, original).returncode == 0
@@ -257,6 +261,7 @@ def test_pinning_an_already_pinned_action_replaces_the_digest(tmp_path):
     assert action["runs"]["image"] == f"docker://{newer}"
 
 
+@pytest.mark.integration  # runs git
 @pytest.mark.parametrize(
     "pinned",
     [
@@ -274,6 +279,7 @@ def test_pinning_refuses_anything_but_a_ghcr_digest(tmp_path, pinned):
     assert (tmp_path / "work" / "action.yml").read_text() == original
 
 
+@pytest.mark.integration  # runs git
 def test_pinning_refuses_an_action_without_one_runs_image(tmp_path):
     text = (ROOT / "action.yml").read_text()
     no_image = re.sub(r"(?m)^  image: Dockerfile\n", "", text)
@@ -298,6 +304,7 @@ def _release(tmp_path: Path, version: str, major: str) -> subprocess.CompletedPr
     return _run_step("release commit, tags vX.Y.Z and vX", work, env, tmp_path)
 
 
+@pytest.mark.integration  # runs git
 def test_the_release_commit_carries_the_pin_and_the_tags_move_to_it(tmp_path):
     remote = tmp_path / "server" / "acme" / "pipeline-bot.git"
     remote.mkdir(parents=True)
