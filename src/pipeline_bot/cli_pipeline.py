@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline_bot.errors import PipelineBotError
-
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+from pipeline_bot.exit_codes import Exit, for_error
 
 pipeline_app = typer.Typer(
     help="Run and follow GitHub Actions workflows (needs GITHUB_TOKEN).", no_args_is_help=True
@@ -43,7 +42,7 @@ def _call(tool: str, arguments: dict[str, Any]) -> Any:
         return build_registry().call(tool, arguments, ctx)
     except PipelineBotError as exc:
         typer.echo(f"error: {' '.join(exc.message.split())}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def _inputs(pairs: list[str] | None) -> dict[str, str]:
@@ -93,7 +92,8 @@ def run(
 ) -> None:
     """Dispatch a workflow (workflow_dispatch) and follow its run: jobs, steps, conclusion.
     Exit 0 when it succeeds (or, with --no-wait, once it started), 1 when it fails, is
-    cancelled or is still running at --timeout, 2 on bad input or a GitHub error."""
+    cancelled or is still running at --timeout, 2 on bad input or a request GitHub calls
+    invalid, 4 when GitHub cannot be reached or answers with another error."""
     from pipeline_bot.core.durations import parse_duration
 
     try:
@@ -117,7 +117,7 @@ def run(
         for line in _run_lines(result.run):
             typer.echo(line)
     if result.status not in ("succeeded", "running"):  # running: --no-wait, it started
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(Exit.FAILED)
 
 
 @pipeline_app.command("status")

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline_bot.errors import PipelineBotError
-
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+from pipeline_bot.exit_codes import Exit, for_error
 
 
 class PlanFormat(StrEnum):
@@ -28,7 +27,7 @@ def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:
         return build_registry().call(tool, arguments, ctx)
     except PipelineBotError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(for_error(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +64,7 @@ def register(app: typer.Typer) -> None:
             ctx = tool_context(get_settings(), deploys=False)  # the config only: no cluster
         except PipelineBotError as exc:
             typer.echo(f"error: {exc.message}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            raise typer.Exit(for_error(exc)) from None
         result = _call("get_deploy_plan", arguments, ctx)
         if output == PlanFormat.json:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -98,4 +97,4 @@ def deploy_plan(arguments: dict[str, Any], ctx: Any, *, output: str, max_paralle
     else:
         typer.echo(result_text(result))
     if result.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(Exit.FAILED)
