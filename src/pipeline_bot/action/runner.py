@@ -158,31 +158,50 @@ class ChangeRange:
 ZERO = "0" * 40
 
 
+def _event_payload(path: str | None) -> dict[str, Any]:
+    """The event file GitHub writes (GITHUB_EVENT_PATH): a JSON object; none, no payload."""
+    from pipeline_bot.errors import PipelineBotError
+
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise PipelineBotError(
+            f"the event file GITHUB_EVENT_PATH ({path}) is unreadable: {exc}"
+        ) from None
+    if not isinstance(payload, dict):
+        raise PipelineBotError(f"the event file GITHUB_EVENT_PATH ({path}) is not a JSON object")
+    return payload
+
+
+def _text(payload: Any, *keys: str) -> str | None:
+    """payload[k1][k2]... as text, or None where the payload has another shape."""
+    for key in keys:
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(key)
+    return str(payload) if isinstance(payload, str | int) and payload != "" else None
+
+
 def change_range(env: Mapping[str, str]) -> ChangeRange:
     """The commits the event is about: push before..after (a new branch: from where it forked),
     pull_request base..head, deployment's SHA, else GITHUB_SHA against its default base."""
     event_name = env.get("GITHUB_EVENT_NAME", "")
     sha = env.get("GITHUB_SHA", "HEAD") or "HEAD"
-    payload: dict[str, Any] = {}
-    path = env.get("GITHUB_EVENT_PATH")
-    if path and Path(path).is_file():
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    payload = _event_payload(env.get("GITHUB_EVENT_PATH"))
     if event_name == "push":
-        before, after = str(payload.get("before") or ""), str(payload.get("after") or sha)
+        before, after = _text(payload, "before") or "", _text(payload, "after") or sha
         if before and before != ZERO:
             return ChangeRange(before, after, f"push {before[:7]}..{after[:7]}")
         return ChangeRange(None, after, f"push of a new branch at {after[:7]}")
     if event_name in ("pull_request", "pull_request_target"):
-        pr: Any = payload.get("pull_request") or {}
-        base = ((pr.get("base") or {}) if isinstance(pr, dict) else {}).get("sha")
-        head = ((pr.get("head") or {}) if isinstance(pr, dict) else {}).get("sha")
+        base = _text(payload, "pull_request", "base", "sha")
+        head = _text(payload, "pull_request", "head", "sha")
         if base and head:
-            return ChangeRange(
-                str(base), str(head), f"pull request {str(base)[:7]}..{str(head)[:7]}"
-            )
+            return ChangeRange(base, head, f"pull request {base[:7]}..{head[:7]}")
     if event_name == "deployment":
-        dep = payload.get("deployment") or {}
-        dep_sha = dep.get("sha") if isinstance(dep, dict) else None
+        dep_sha = _text(payload, "deployment", "sha")
         if dep_sha:
-            return ChangeRange(None, str(dep_sha), f"deployment of {str(dep_sha)[:7]}")
+            return ChangeRange(None, dep_sha, f"deployment of {dep_sha[:7]}")
     return ChangeRange(None, sha, f"{event_name or 'run'} at {sha[:7]}")

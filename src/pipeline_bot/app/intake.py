@@ -268,8 +268,8 @@ class WebhookIntake:
             return
         action = payload.get("action")
         action = action if isinstance(action, str) else None
-        installation = (payload.get("installation") or {}).get("id")
-        repository = (payload.get("repository") or {}).get("full_name")
+        installation = _field(payload, "installation", "id")
+        repository = _field(payload, "repository", "full_name")
         is_handled = handled(event, action)
         record = NewDelivery(
             delivery,
@@ -294,14 +294,22 @@ class WebhookIntake:
         await _reply(send, 202, answer, event, outcome, started)
 
 
+def _field(payload: dict[str, Any], outer: str, inner: str) -> Any:
+    """payload[outer][inner], or None wherever the body has another shape: a signed body is
+    GitHub's (or a replay, or a test), not a promise of the shape it has."""
+    value = payload.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
 def lane_of(event: str, payload: dict[str, Any], repository: str | None) -> str | None:
     """Deliveries about one pull request (or one repository's pushes) share a lane."""
     if repository is None:
         return None
-    number = payload.get("number") or (payload.get("issue") or {}).get("number")
+    number = payload.get("number") or _field(payload, "issue", "number")
     if number is None and event == "check_run":
-        prs = (payload.get("check_run") or {}).get("pull_requests") or []
-        number = prs[0].get("number") if prs and isinstance(prs[0], dict) else None
+        prs = _field(payload, "check_run", "pull_requests")
+        first = prs[0] if isinstance(prs, list) and prs else None
+        number = first.get("number") if isinstance(first, dict) else None
     if isinstance(number, int):
         return f"{repository}#{number}"
     return f"{repository}@{event}" if event == "push" else None
