@@ -152,6 +152,16 @@ def test_config_examples_pass_the_products_own_loader(block):
         pytest.fail(f"{block.where}: {exc.message}")
 
 
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "docs" / "examples" / "config").glob("*.yml")), ids=lambda p: p.name
+)
+def test_example_config_files_pass_the_products_own_loader(path):
+    try:
+        parse_repo_config(path.read_text(), source=str(path.relative_to(ROOT)))
+    except ConfigError as exc:
+        pytest.fail(exc.message)
+
+
 @pytest.mark.parametrize("block", _of("config-fragment"), ids=_ids(_of("config-fragment")))
 def test_config_fragments_pass_the_loader_under_version_1(block):
     data = yaml.safe_load(block.text)
@@ -176,6 +186,15 @@ def test_a_block_that_looks_like_a_whole_config_is_checked_as_one():
 
 def _action_inputs() -> set[str]:
     return set(yaml.safe_load((ROOT / "action.yml").read_text())["inputs"])
+
+
+EXAMPLE_WORKFLOWS = sorted((ROOT / "docs" / "examples").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLE_WORKFLOWS, ids=lambda p: p.name)
+def test_example_workflow_files_use_inputs_the_action_has(path):
+    block = Block(path, 1, "yaml", "workflow", "", path.read_text())
+    test_workflow_examples_use_inputs_the_action_has(block)
 
 
 @pytest.mark.parametrize("block", _of("workflow"), ids=_ids(_of("workflow")))
