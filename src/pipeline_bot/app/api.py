@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -99,8 +100,19 @@ def router() -> APIRouter:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/pipeline/status/{job_id}", tags=["pipeline"])
-    def pipeline_status(job_id: str, request: Request, _: Protected) -> dict[str, Any]:
-        """A deploy or pipeline job (or any delivery) with the deploys it made, from the store."""
+    def pipeline_status(
+        job_id: str,
+        request: Request,
+        _: Protected,
+        repository: Annotated[
+            str | None, Query(description="owner/name, for a GitHub Actions run (run-<id>)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """A deploy or pipeline job (or any delivery) with the deploys it made, from the store;
+        `run-<id>` with `repository`: a GitHub Actions run as GitHub reports it now (jobs, steps,
+        conclusion, duration, logs URL)."""
+        if run := _WORKFLOW_RUN.fullmatch(job_id):
+            return _workflow_run(request, int(run[1]), repository)
         state = request.app.state
         delivery = state.deliveries.get(job_id)
         if delivery is None:
@@ -158,6 +170,22 @@ def router() -> APIRouter:
         return after.summary() if after else {}
 
     return api
+
+
+_WORKFLOW_RUN = re.compile(r"run-(\d{1,19})")
+
+
+def _workflow_run(request: Request, run_id: int, repository: str | None) -> dict[str, Any]:
+    if not repository:
+        raise HTTPException(422, "a workflow run's status needs ?repository=owner/name")
+    installation = _installation(request, repository)
+    try:
+        actions = request.app.state.services.github.installation(installation).actions()
+        run = actions.run(repository, run_id)
+    except PipelineBotError as exc:
+        status = 404 if getattr(exc, "status", None) == 404 else 502
+        raise HTTPException(status, exc.message) from None
+    return {"id": f"run-{run_id}", "kind": "workflow_run", "run": run.model_dump(mode="json")}
 
 
 def _deploys_of(state: dict[str, Any]) -> set[str]:

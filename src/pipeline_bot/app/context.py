@@ -19,6 +19,7 @@ from pipeline_bot.integrations.ports import (
     MetricsPort,
     RiskPort,
     StorePort,
+    WorkflowsPort,
 )
 from pipeline_bot.repo_config import (
     CONFIG_PATHS,
@@ -185,5 +186,13 @@ class EventContext:
             actor=self.actor,
             metrics=self.services.metrics,
             github_repository=self.repo,
+            workflows=self._actions(),
             config=config,
         )
+
+    def _actions(self) -> WorkflowsPort | None:
+        """GitHub Actions as the delivery's installation (execute_pipeline and the run tools)."""
+        installation = self.delivery.installation_id
+        if installation is None:
+            return None
+        return self.services.github.installation(installation).actions()

@@ -40,8 +40,18 @@ class WorkflowRun(BaseModel):
 
 
 class GitHubActions:
-    def __init__(self, token: str, *, api_url: str | None = None) -> None:
-        self._gh = GitHub(token, base_url=api_url) if api_url else GitHub(token)
+    """WorkflowsPort over a token (the CLI, the Action, MCP) or a client of the App's own
+    installation (`client`)."""
+
+    def __init__(
+        self, token: str | None = None, *, api_url: str | None = None, client: Any = None
+    ) -> None:
+        if client is not None:
+            self._gh: Any = client
+        elif token is None:
+            raise IntegrationError("GitHub's API needs a token", service="github")
+        else:
+            self._gh = GitHub(token, base_url=api_url) if api_url else GitHub(token)
 
     def recent_runs(self, repository: str, *, limit: int = 10) -> list[WorkflowRun]:
         owner, name = _split(repository)

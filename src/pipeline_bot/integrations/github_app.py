@@ -18,7 +18,7 @@ from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 
 from pipeline_bot.errors import IntegrationError
-from pipeline_bot.integrations.github import _file_change, send
+from pipeline_bot.integrations.github import GitHubActions, _file_change, send
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange
 from pipeline_bot.redaction import redact_data
@@ -146,6 +146,10 @@ class Installation:
 
     def _do(self, method: str, path: str, what: str, **kw: Any) -> Any:
         return _request(self._gh, method, path, what, **kw)[0]
+
+    def actions(self) -> GitHubActions:
+        """GitHub Actions (dispatch, runs) as this installation (its Actions permission)."""
+        return GitHubActions(client=self._gh)
 
     # ------------------------------------------------------------- repository and config
 
