@@ -112,7 +112,16 @@ class Result:
 # a test that uses one of these starts a real component (git, a server): it is an integration
 # test whatever its marks say, so `-m "not integration"` (scripts/test --quick) means it
 REAL_COMPONENTS = frozenset(
-    {"repo", "base_repo", "kube_server", "kube_api", "postgres_url", "prometheus", "database_url"}
+    {
+        "repo",
+        "base_repo",
+        "kube_server",
+        "kube_api",
+        "kube_control_plane",
+        "postgres_url",
+        "prometheus",
+        "database_url",
+    }
 )
 
 
@@ -224,11 +233,41 @@ class KubeApi:
         return path
 
 
+def _real_kube_wanted() -> bool:
+    """PIPELINE_BOT_TEST_KUBE=real puts every test that uses `kube_server` / `kube_api` on the
+    real control plane (scripts/kube-control-plane) instead of tests/kubeapi."""
+    return os.environ.get("PIPELINE_BOT_TEST_KUBE", "kubeapi") == "real"
+
+
 @pytest.fixture(scope="session")
-def kube_server() -> Iterator[KubeApi]:
+def kube_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+    KWOK's simulated nodes, built from their Go modules) once per session, stopped by process id.
+    Its binaries come from `scripts/kube-control-plane build`; under CI a missing one fails."""
+    from tests import kube_control_plane as kcp
+
+    folder = tmp_path_factory.mktemp("kube-control-plane")
+    try:
+        plane = kcp.start_for_tests(folder)
+    except kcp.ControlPlaneError as e:
+        if os.environ.get("CI") == "true" or "not built" not in str(e):
+            pytest.fail(f"the real control plane did not start: {e}")
+        pytest.skip(str(e))
+    try:
+        yield kcp.RealKubeApi(plane)
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     """One Kubernetes API test server per test session, on a free port of 127.0.0.1, stopped by
-    its own process id."""
+    its own process id (or the real control plane, see _real_kube_wanted)."""
     import sys
+
+    if _real_kube_wanted():
+        yield request.getfixturevalue("kube_control_plane")
+        return
 
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
@@ -305,6 +344,11 @@ class KubeFaults:
 def kube_faults(kube_api: KubeApi, namespace: str) -> Iterator[KubeFaults]:
     """Failures a real API server produces (410 Gone, closed watches, 429), off until the test
     switches them on and off again after it, before its namespace is deleted."""
+    if getattr(kube_api, "real", False):
+        pytest.skip(
+            "tests/kubeapi's fault injection on demand (a real control plane produces 410, "
+            "watch ends and 429 from its flags, not on request)"
+        )
     faults = KubeFaults(kube_api)
     faults.set()
     yield faults

@@ -409,6 +409,8 @@ class ControlPlane:
     server: str = ""  # https://127.0.0.1:PORT
     proxy: str = ""  # http://127.0.0.1:PORT, `kubectl proxy` with the admin's credentials
     pids: dict[str, int] = field(default_factory=dict)
+    # the Popen objects of the processes this one started (kept so none is collected running)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -506,6 +508,7 @@ class ControlPlane:
                     f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                     "--bind-address=127.0.0.1",
                     "--advertise-address=127.0.0.1",
+                    "--endpoint-reconciler-type=none",  # loopback is no endpoint address
                     f"--secure-port={api_port}",
                     f"--tls-cert-file={pki / 'apiserver.crt'}",
                     f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -544,7 +547,6 @@ class ControlPlane:
                     f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                     f"--cluster-signing-key-file={pki / 'ca.key'}",
                     "--use-service-account-credentials=false",
-                    "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                 ],
             )
             self._spawn("kube-scheduler", [str(binaries / "kube-scheduler"), *common])
@@ -561,6 +563,9 @@ class ControlPlane:
             )
             self._wait(self.proxy + "/readyz", "kubectl proxy", secure=False)
             self._start_kwok(binaries)
+            for name in self.pids:
+                if not self._alive(name):
+                    raise ControlPlaneError(f"{name} exited:\n{self.log_tail(name)}")
         except BaseException:
             self.stop()
             raise
@@ -572,6 +577,7 @@ class ControlPlane:
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir
         )
         log.close()
+        self.procs[name] = proc
         self.pids[name] = proc.pid
         self.save()
 
@@ -579,6 +585,8 @@ class ControlPlane:
         pid = self.pids.get(name)
         if pid is None:
             return False
+        if name in self.procs:
+            return self.procs[name].poll() is None
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # not our child (stop from another process): ask the kernel
@@ -628,7 +636,7 @@ class ControlPlane:
             )
             if any(
                 c["type"] == "Established" and c["status"] == "True"
-                for c in got.get("status", {}).get("conditions", [])
+                for c in (got.get("status") or {}).get("conditions") or []
             ):
                 break
             if time.monotonic() > deadline:
@@ -663,7 +671,7 @@ class ControlPlane:
                 for n in nodes
                 if any(
                     c["type"] == "Ready" and c["status"] == "True"
-                    for c in n.get("status", {}).get("conditions", [])
+                    for c in (n.get("status") or {}).get("conditions") or []
                 )
             ]
             if len(ready) >= FAST_NODE_COUNT:
@@ -691,6 +699,8 @@ class ControlPlane:
                 os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+            if name in self.procs:
+                self.procs.pop(name).wait()
         self.pids.clear()
         if (self.dir / "state.json").exists():
             self.save()
