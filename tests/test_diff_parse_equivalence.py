@@ -107,3 +107,18 @@ def test_a_kind_named_in_headers_only_is_no_secret_and_hides_none():
 )
 def test_the_quick_auth_check_agrees_with_the_pattern(path):
     assert is_auth_sensitive(path) is bool(_AUTH.search(path))
+
+
+def test_findings_built_without_validation_equal_validated_ones():
+    from pipeline_bot.core.analysis import analyze
+    from pipeline_bot.models import ChangeSet, Finding
+    from pipeline_bot.repo_config import default_config
+
+    files = _parse((DATA / "multi_file.patch").read_bytes(), 1 << 16)
+    changes = ChangeSet(repository=".", base="a" * 40, head="b" * 40, files=files)
+    findings = analyze(changes, default_config()).findings
+    assert {f.rule for f in findings} >= {"secret-added", "tests-deleted", "auth-sensitive"}
+    for f in findings:
+        validated = Finding.model_validate(f.model_dump())
+        assert f == validated
+        assert f.model_fields_set == validated.model_fields_set

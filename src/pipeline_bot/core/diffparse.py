@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from typing import Any, NamedTuple, TypeVar
-
-from pydantic import BaseModel
+from typing import NamedTuple
 
 from pipeline_bot.core.classify import is_test_path
 from pipeline_bot.core.scan import (
@@ -31,7 +29,7 @@ from pipeline_bot.core.scan import (
     has_secret_candidate,
 )
 from pipeline_bot.core.weights import GENERATED_MIN_LINES
-from pipeline_bot.models import ContentSignals, FileChange, FileStatus, Hunk, SecretHit
+from pipeline_bot.models import ContentSignals, FileChange, FileStatus, Hunk, SecretHit, trusted
 
 _STATUS = {
     "A": FileStatus.ADDED,
@@ -333,7 +331,7 @@ def _file(
     hunks: list[Hunk],
     signals: ContentSignals,
 ) -> FileChange:
-    return _trusted(
+    return trusted(
         FileChange,
         {
             "path": entry.path,
@@ -348,24 +346,6 @@ def _file(
             "signals": signals,
         },
     )
-
-
-_M = TypeVar("_M", bound=BaseModel)
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _trusted(cls: type[_M], values: dict[str, Any]) -> _M:
-    """`cls(**values)` for values built here, of the field types already, and every field given:
-    what validation would check holds by construction, and skipping it halves the cost of a
-    file (tens of thousands in a large change). tests/test_diff_parse_equivalence.py holds it
-    equal to the validated model."""
-    model = _new(cls)
-    _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", set(values))
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
-    return model
 
 
 def _hunks(buf: bytearray, first: int, end: int) -> list[tuple[int, Hunk]]:
@@ -392,7 +372,7 @@ def _hunks(buf: bytearray, first: int, end: int) -> list[tuple[int, Hunk]]:
         out.append(
             (
                 m.start(),
-                _trusted(
+                trusted(
                     Hunk,
                     {
                         "old_start": int(old_start),
@@ -424,7 +404,7 @@ def _hunk(m: re.Match[bytes]) -> Hunk:
     new = int(new_start)
     lines = 1 if new_lines is None else int(new_lines)
     last = new + max(lines, 1) - 1
-    return _trusted(
+    return trusted(
         Hunk,
         {
             "old_start": int(old_start),

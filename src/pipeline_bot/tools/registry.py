@@ -14,11 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline_bot.deploy.gates import Gate
 from pipeline_bot.errors import (
     NotARepositoryError,
     PipelineBotError,
@@ -38,6 +37,9 @@ from pipeline_bot.integrations.ports import (
 )
 from pipeline_bot.models import AuditEntry
 from pipeline_bot.repo_config import Environment, RepoConfig, default_config, load_repo_config
+
+if TYPE_CHECKING:  # the deploy engine's gates: imported by the tools that deploy, when asked for
+    from pipeline_bot.deploy.gates import Gate
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -166,6 +168,18 @@ class ToolRegistry:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool[Any, Any]] = {}
+        self._deferred: list[Callable[[ToolRegistry], None]] = []
+
+    def defer(self, register: Callable[[ToolRegistry], None]) -> None:
+        """Run `register` (which imports a module of tools and adds them) only when a tool is
+        asked for that is not here yet, or the list: a command that calls one tool does not
+        import every other tool's modules (the deploy engine's, for an analysis)."""
+        self._deferred.append(register)
+
+    def _load(self, name: str | None = None) -> None:
+        """Run deferred registrations, in order, until `name` is here (None: all of them)."""
+        while self._deferred and (name is None or name not in self._tools):
+            self._deferred.pop(0)(self)
 
     def add(self, tool: Tool[Any, Any]) -> Tool[Any, Any]:
         if tool.name in self._tools:
@@ -192,9 +206,11 @@ class ToolRegistry:
         return decorate
 
     def list(self) -> list[Tool[Any, Any]]:
+        self._load()
         return list(self._tools.values())
 
     def get(self, name: str) -> Tool[Any, Any]:
+        self._load(name)
         try:
             return self._tools[name]
         except KeyError:
