@@ -10,8 +10,13 @@ files are read from /proc and the disk while this script, a separate process, lo
   3. slow bodies: connections that announce a body and send a byte a second;
   4. MCP sessions: many sessions opened and left idle (bounded; expired after the idle time).
 
+  5. kill -9: deliveries flowing while the App is SIGKILLed, then redelivered to a restarted
+     App: acknowledged, stored, lost, stored twice;
+  6. fuzz: the fuzz suites of tests/ with --fuzz-examples examples per property.
+
     python bench/security.py [--soak-seconds 60] [--rate 200] [--slow 3000] [--sessions 3000]
-                             [--only soak,bodies,slow,sessions]
+                             [--kills 3] [--deliveries 20000] [--fuzz-examples 500]
+                             [--only soak,bodies,slow,sessions,kill,fuzz]
 """
 
 from __future__ import annotations
@@ -113,12 +118,12 @@ class App:
 # ----------------------------------------------------------------------------- soak
 
 
-def signed_request(body: bytes, port: int) -> bytes:
+def signed_request(body: bytes, port: int, delivery: str | None = None) -> bytes:
     signature = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
     return (
         f"POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
         f"X-GitHub-Event: pull_request\r\nX-Hub-Signature-256: {signature}\r\n"
-        f"X-GitHub-Delivery: {uuid.uuid4()}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"X-GitHub-Delivery: {delivery or uuid.uuid4()}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
@@ -367,13 +372,102 @@ def sessions(app: App, count: int, idle: float, limit: int) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- kill -9
+
+
+async def _send_all(port: int, ids: list[str], body: bytes, acked: set[str]) -> dict[int, int]:
+    """Send each delivery once over 8 connections; note the ids answered 202."""
+    statuses: dict[int, int] = {}
+    todo = list(ids)
+
+    async def client() -> None:
+        conn = None
+        while todo:
+            delivery = todo.pop()
+            try:
+                conn = conn or await asyncio.open_connection("127.0.0.1", port)
+                status = await _exchange(*conn, signed_request(body, port, delivery))
+            except (OSError, asyncio.IncompleteReadError):
+                status, conn = 0, None  # the server died under us: not acknowledged
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 202:
+                acked.add(delivery)
+
+    await asyncio.gather(*(client() for _ in range(8)))
+    return statuses
+
+
+def kill_restart(tmp: Path, count: int, rounds: int) -> None:
+    """Deliveries sent while the App is killed with SIGKILL mid-stream, then sent again to a
+    restarted App on the same database (GitHub redelivers what was not acknowledged): every
+    acknowledged delivery is stored, and each exactly once."""
+    import sqlite3
+
+    body = payload()
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    acked: set[str] = set()
+    answers: list[dict[int, int]] = []
+    for i in range(rounds):
+        app = App(tmp, "killed")
+        killer = threading.Timer(0.5 + 0.3 * i, app.proc.kill)  # SIGKILL while deliveries flow
+        killer.start()
+        answers.append(asyncio.run(_send_all(app.port, ids, body, acked)))
+        killer.join()
+        app.proc.wait(timeout=30)
+    app = App(tmp, "killed")
+    try:
+        answers.append(asyncio.run(_send_all(app.port, ids, body, acked)))  # the redelivery
+    finally:
+        app.stop()
+    with sqlite3.connect(app.db) as db:
+        rows = dict(db.execute("SELECT id, COUNT(*) FROM app_deliveries GROUP BY id").fetchall())
+    lost = acked - set(rows)
+    twice = [k for k, n in rows.items() if n > 1]
+    print(
+        f"kill -9: {count} deliveries, the App killed {rounds} times mid-stream then restarted and "
+        f"sent them all again; answers per run {answers}; acknowledged {len(acked)}, stored "
+        f"{len(rows)}, lost {len(lost)}, stored twice {len(twice)}"
+    )
+
+
+# ----------------------------------------------------------------------------- long fuzz
+
+
+def long_fuzz(examples: int) -> None:
+    """The fuzz suites of tests/ with many more examples than CI runs."""
+    started = time.perf_counter()
+    suites = [
+        "tests/test_fuzz_http.py",
+        "tests/test_fuzz_tools.py",
+        "tests/test_fuzz_commands.py",
+        "tests/test_fuzz_config.py",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites],
+        cwd=ROOT,
+        env={**os.environ, "FUZZ_EXAMPLES": str(examples)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    last = (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(
+        f"fuzz: {examples} examples per property over the webhook intake, the REST API "
+        f"(schemathesis), the Action's inputs, the MCP tools, the commands and the config "
+        f"loader: {last} in {time.perf_counter() - started:.0f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--soak-seconds", type=float, default=60)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--slow", type=int, default=3000, help="slow connections")
     parser.add_argument("--sessions", type=int, default=3000, help="MCP sessions to open")
-    parser.add_argument("--only", default="soak,bodies,slow,sessions")
+    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs mid-stream")
+    parser.add_argument("--deliveries", type=int, default=20000, help="for the kill -9 run")
+    parser.add_argument("--fuzz-examples", type=int, default=500)
+    parser.add_argument("--only", default="soak,bodies,slow,sessions,kill,fuzz")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -397,6 +491,10 @@ def main() -> None:
                 sessions(limited, args.sessions, idle=10, limit=200)
             finally:
                 limited.stop()
+        if "kill" in parts:
+            kill_restart(tmp, args.deliveries, args.kills)
+    if "fuzz" in parts:
+        long_fuzz(args.fuzz_examples)
 
 
 if __name__ == "__main__":
