@@ -339,6 +339,24 @@ class KubeFaults:
         """How often each fault happened since the last `set`."""
         return dict(self.kube_api.control("GET", "faults")["stats"])
 
+    def inject(self, path: str = "", *, method: str = "*", times: int = 1, **what: Any) -> int:
+        """The next `times` requests (0: all) of `method` whose path matches the regex `path`
+        get a fault: answer=500 (or 429 with retry_after=S), hang=S (then="answer": carried out
+        late), drop=True (a watch broken after events=N), lost=True (carried out, the answer
+        lost); skip=K lets the first K through, seconds=S ends the rule S seconds from now (an
+        outage), watch=True|False narrows to watches or the others (tests/kubeapi/faults.py).
+        Returns the rule's index."""
+        body = {"path": path, "method": method, "times": times, **what}
+        return int(self.kube_api.control("POST", "faults/rules", body)["rule"])
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every injected rule, with `hits`: how many requests it took."""
+        return list(self.kube_api.control("GET", "faults")["rules"])
+
+    def drop_watches(self) -> None:
+        """Break every watch open now, as an API server restart does."""
+        self.kube_api.control("POST", "faults/drop-watches", {})
+
 
 @pytest.fixture
 def kube_faults(kube_api: KubeApi, namespace: str) -> Iterator[KubeFaults]:

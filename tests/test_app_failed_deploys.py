@@ -82,7 +82,8 @@ def test_a_failed_deploy_is_not_repeated_by_a_restart_only_by_a_retry(app, gh, k
 
 class ConnectionLostAfterApply:
     """The cluster as the engine sees it when the connection drops right after the API server
-    took a Deployment: applied there, an error here, the rollout's state unknown."""
+    took a Deployment: applied there, an error here, the rollout's state unknown; and it stays
+    lost for the automatic rollback's patch too, so the deploy ends failed, not rolled back."""
 
     def __init__(self, cluster: Any) -> None:
         self._cluster = cluster
@@ -96,6 +97,11 @@ class ConnectionLostAfterApply:
         if self.broken and obj.get("kind") == "Deployment" and not dry_run:
             raise IntegrationError("connection reset by peer", service="kubernetes")
         return dict(applied)
+
+    def patch(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.broken:
+            raise IntegrationError("connection reset by peer", service="kubernetes")
+        return dict(self._cluster.patch(*args, **kwargs))
 
 
 def test_a_deploy_that_failed_without_rollback_is_not_retried_until_the_environment_moved_on(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -49,6 +50,13 @@ _PATCH_TYPES = (
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
 )
+_INJECTED = {  # reason and message of an injected error, as kube-apiserver words them
+    429: ("TooManyRequests", "Too many requests, please try again later."),
+    500: ("InternalError", "Internal error occurred: injected fault"),
+    502: ("InternalError", "Bad Gateway: injected fault"),
+    503: ("ServiceUnavailable", "The server is currently unable to handle the request"),
+    504: ("Timeout", "The server was unable to return a response in the time allotted"),
+}
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
@@ -195,15 +203,64 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.api.requests[verb] += 1
         path = url.path.rstrip("/") or "/"
-        if _PATH.match(path) and (wait := self.api.faults.throttled()) is not None:
-            self._send(429, too_many_requests(wait).status(), headers={"Retry-After": str(wait)})
-            return
+        self._drop_after: int | None = None  # a watch to break after this many events
+        self._lose_answer = False
+        self._epoch = self.api.faults.watch_epoch
         try:
+            if not path.startswith("/__control") and self._inject(verb, path, query):
+                return
+            if self._lose_answer:  # carried out; the answer goes nowhere, the connection closes
+                self.wfile, answer = io.BytesIO(), self.wfile
+                try:
+                    self._route(verb, path, query)
+                except ApiError:
+                    pass
+                finally:
+                    self.wfile = answer
+                    self.close_connection = True
+                return
+            if _PATH.match(path) and (wait := self.api.faults.throttled()) is not None:
+                self._send(
+                    429, too_many_requests(wait).status(), headers={"Retry-After": str(wait)}
+                )
+                return
             self._route(verb, path, query)
         except ApiError as err:
             self._send(err.code, err.status())
         except (BrokenPipeError, ConnectionResetError):
             return
+
+    def _inject(self, verb: str, path: str, query: dict[str, str]) -> bool:
+        """Apply the injected fault that takes this request, if any (tests/kubeapi/faults.py);
+        True when the request has been dealt with."""
+        faults = self.api.faults
+        watch = query.get("watch") in ("true", "1")
+        rule = faults.injected(verb, path, watch)
+        if rule is None:
+            return False
+        if rule.answer is not None:
+            headers = {}
+            if rule.retry_after is not None and rule.answer in (429, 503):
+                headers["Retry-After"] = str(rule.retry_after)
+            reason, message = _INJECTED.get(rule.answer, ("InternalError", "injected fault"))
+            details = {"retryAfterSeconds": rule.retry_after} if "Retry-After" in headers else None
+            status = ApiError(rule.answer, reason, message, details).status()
+            self._send(rule.answer, status, headers=headers)
+            return True
+        if rule.hang is not None:
+            faults.released.wait(rule.hang)
+            if rule.then == "answer":
+                return False  # carried out now, and answered to whoever still listens
+            self.close_connection = True
+            return True
+        if rule.lost:
+            self._lose_answer = True
+            return False
+        if watch:  # drop: answered, then broken after `events` events
+            self._drop_after = rule.events
+            return False
+        self.close_connection = True  # drop: the connection closed, nothing answered
+        return True
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -371,6 +428,13 @@ class _Handler(BaseHTTPRequestHandler):
             if verb in ("POST", "DELETE"):
                 self.api.faults.configure(self._body() if verb == "POST" else {})
             self._send(200, self.api.faults.describe())
+            return
+        elif path == "/__control/faults/rules" and verb == "POST":
+            index = self.api.faults.add_rule(self._body())
+            self._send(200, {"rule": index, **self.api.faults.describe()})
+            return
+        elif path == "/__control/faults/drop-watches" and verb == "POST":
+            self._send(200, {"epoch": self.api.faults.drop_watches()})
             return
         elif path == "/__control/compact" and verb == "POST":
             self._send(200, {"compacted": self.api.store.compact()})
@@ -621,6 +685,10 @@ class _Handler(BaseHTTPRequestHandler):
         store, faults = self.api.store, self.api.faults
         sent = 0
         while (left := deadline - time.monotonic()) > 0:
+            if self._broken(sent):
+                self._fault_close()
+                self.close_connection = True  # no terminator: a broken connection
+                return False
             try:
                 events, head = store.events_since(start, res, ns)
             except ApiError as err:  # compacted past this watch: it cannot go on
@@ -634,7 +702,9 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 self._chunk({"type": event.type, "object": event.obj})
                 sent += 1
-                if faults.watch_close_events and sent >= faults.watch_close_events:
+                if self._broken(sent) or (
+                    faults.watch_close_events and sent >= faults.watch_close_events
+                ):
                     self._fault_close()
                     self.close_connection = True  # no terminator: a broken connection
                     return False
@@ -654,6 +724,17 @@ class _Handler(BaseHTTPRequestHandler):
         if cut:
             self._fault_close()
         return True
+
+    def _broken(self, sent: int) -> bool:
+        """An injected fault breaks this watch now: a drop rule's events are out, or every
+        watch was dropped since this one began."""
+        if self._drop_after is not None and sent >= self._drop_after:
+            self.api.faults.count("dropped_watches")
+            return True
+        if self._epoch != self.api.faults.watch_epoch:
+            self.api.faults.count("dropped_watches")
+            return True
+        return False
 
     def _fault_close(self) -> None:
         faults = self.api.faults

@@ -3,8 +3,9 @@
 Every measurement keeps its query, value, threshold and reason, so a report can say exactly why.
 Per gate (Argo Rollouts' rules): more failed measurements than `failure_limit`, or more query
 errors in a row than `consecutive_error_limit`, fail it; an empty result counts as its `no_data`
-policy says, and so does a comparison with a stable version that has no data; a gate whose
-measurements all errored is never a pass. A query that returns several series is judged on every
+policy says, and so does a comparison with a stable version that has no data, and a query that
+failed (Prometheus gone: no data either), except that a failed query never passes: with
+`no_data: pass` it is inconclusive. A query that returns several series is judged on every
 one of them: the worst decides the measurement, and its reason names that series.
 """
 
@@ -108,8 +109,10 @@ def measure(
     """One measurement: every series judged against the gate's threshold (and against stable's
     series with the same labels, or stable's only series, when compared); the worst decides."""
     threshold = describe(gate.success_condition, gate.compare_to_stable)
-    if error is not None:
-        return Measurement(gate.name, query, None, threshold, None, f"query failed: {error}", error)
+    if error is not None:  # no data either: its policy decides, but an outage is never a pass
+        failed = False if gate.no_data == "fail" else None
+        reason = f"query failed: {error} (policy for no data: {gate.no_data})"
+        return Measurement(gate.name, query, None, threshold, failed, reason, error)
     if not samples:
         passed = _NO_DATA[gate.no_data]
         return Measurement(

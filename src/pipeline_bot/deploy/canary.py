@@ -10,6 +10,7 @@ from pipeline_bot.deploy.ops import Ops
 from pipeline_bot.deploy.rolling import Rolling
 from pipeline_bot.deploy.run import Run
 from pipeline_bot.deploy.workload import Workload
+from pipeline_bot.errors import IntegrationError
 from pipeline_bot.models import CanaryState, DeployRequest, DeployResult, Strategy
 
 
@@ -40,17 +41,20 @@ class Canary:
             template=live["spec"]["template"],
             stable_template=stable["spec"]["template"],
         )
+        # from here on the cluster changes: an API that fails past its retries aborts the canary
+        run.undo = lambda why: self.abort(run, why)
         for index, step in enumerate(steps):
             canary_n, stable_n = canary_split(total, step.weight)
             canary = canary_variant(live, req.app, canary_n)
-            state = ops.apply_and_watch(
-                run, canary, req.timeout_seconds, f"canary {step.weight}% ({canary_n}/{total})"
-            )
-            if state.phase != "succeeded":
-                return self.abort(run, ops.explain(w.namespace, state))
-            ops.cluster.patch(
-                "apps/v1", "Deployment", w.namespace, name, {"spec": {"replicas": stable_n}}
-            )
+            with run.phase(req.timeout_seconds):  # the step's deadline, stable's scale included
+                state = ops.apply_and_watch(
+                    run, canary, req.timeout_seconds, f"canary {step.weight}% ({canary_n}/{total})"
+                )
+                if state.phase != "succeeded":
+                    return self.abort(run, ops.explain(w.namespace, state))
+                ops.cluster.patch(
+                    "apps/v1", "Deployment", w.namespace, name, {"spec": {"replicas": stable_n}}
+                )
             st.step = index + 1
             verdict = ops.gate.evaluate(
                 StepContext(
@@ -80,50 +84,96 @@ class Canary:
                     )
                     return self.abort(run, why)
                 st.pause_expires_at = ops.pause_expires(run)
+                run.undo = None  # paused on purpose: promote or abort decides
                 run.step("canary", "paused", "inconclusive: waiting for promote or abort")
                 return run.finish(
                     "paused",
                     f"canary at {step.weight}% is inconclusive: {verdict.reason}; promote or abort",
                 )
         if strategy.parameters.manual_promotion:
+            run.undo = None
             run.step("promotion", "paused", "waiting for a person to promote")
             return run.finish("paused", "canary passed every step; waiting for promote")
         return self.promote(run, req.timeout_seconds)
 
     def promote(self, run: Run, timeout: float) -> DeployResult:
         """Stable takes the new version at its full size; the canary goes. If stable's rollout
-        fails, its old version is put back."""
+        fails, or the API fails past its retries on the way, its old version is put back."""
         ops, st, namespace = self.ops, run.state(CanaryState), run.record.namespace
-        stable = ops.cluster.patch(
-            "apps/v1",
-            "Deployment",
-            namespace,
-            st.deployment,
-            {"spec": {"replicas": st.total, "template": st.template}},
-        )
+        run.undo = lambda why: self._restore_stable(run, timeout, why)
+        with run.phase(timeout):
+            stable = ops.cluster.patch(
+                "apps/v1",
+                "Deployment",
+                namespace,
+                st.deployment,
+                {"spec": {"replicas": st.total, "template": st.template}},
+            )
         state = ops.watch(run, stable, timeout, "promote")
         if state.phase != "succeeded":
-            why = ops.explain(namespace, state)
-            ops.restore(
-                run, namespace, st.deployment, st.stable_template, timeout, "restore stable"
-            )
-            ops.cluster.delete("apps/v1", "Deployment", namespace, st.canary)
+            return self._restore_stable(run, timeout, ops.explain(namespace, state))
+        run.undo = None  # promoted: what follows is tidying up
+        try:
+            with run.phase(timeout):
+                ops.cluster.delete("apps/v1", "Deployment", namespace, st.canary)
+        except IntegrationError as exc:
+            run.step("cleanup", "failed", f"{st.canary} is still there: {exc.message}")
             return run.finish(
-                "rolled_back",
-                f"promotion failed: {why}; stable restored",
-                rolled_back=True,
-                reason=why,
+                "succeeded", f"canary promoted: {state.message}; removing {st.canary} failed"
             )
-        ops.cluster.delete("apps/v1", "Deployment", namespace, st.canary)
         run.step("cleanup", "succeeded", f"removed {st.canary}")
         return run.finish("succeeded", f"canary promoted: {state.message}")
 
+    def _restore_stable(self, run: Run, timeout: float, why: str) -> DeployResult:
+        """A promotion that failed: stable back to its old version at its full size, the
+        canary removed."""
+        run.undo = None
+        ops, st, namespace = self.ops, run.state(CanaryState), run.record.namespace
+        try:
+            ops.restore(
+                run,
+                namespace,
+                st.deployment,
+                st.stable_template,
+                timeout,
+                "restore stable",
+                replicas=st.total,
+            )
+            with run.phase(timeout):
+                ops.cluster.delete("apps/v1", "Deployment", namespace, st.canary)
+        except IntegrationError as exc:
+            return run.finish(
+                "failed",
+                f"promotion failed: {why}; restoring stable failed too: {exc.message}",
+                reason=f"{why}; the automatic rollback failed too: {exc.message}",
+            )
+        return run.finish(
+            "rolled_back",
+            f"promotion failed: {why}; stable restored",
+            rolled_back=True,
+            reason=why,
+        )
+
     def abort(self, run: Run, why: str, status: str = "rolled_back") -> DeployResult:
         """Remove the canary; stable gets back the replicas it had."""
+        run.undo = None
         st, namespace = run.state(CanaryState), run.record.namespace
-        self.ops.cluster.delete("apps/v1", "Deployment", namespace, st.canary)
-        self.ops.cluster.patch(
-            "apps/v1", "Deployment", namespace, st.deployment, {"spec": {"replicas": st.total}}
-        )
+        try:
+            with run.phase():
+                self.ops.cluster.delete("apps/v1", "Deployment", namespace, st.canary)
+                self.ops.cluster.patch(
+                    "apps/v1",
+                    "Deployment",
+                    namespace,
+                    st.deployment,
+                    {"spec": {"replicas": st.total}},
+                )
+        except IntegrationError as exc:
+            run.step("abort", "failed", exc.message)
+            return run.finish(
+                "failed",
+                f"canary aborted: {why}; the abort failed too: {exc.message}",
+                reason=f"{why}; the automatic rollback failed too: {exc.message}",
+            )
         run.step("abort", "succeeded", f"removed the canary; stable back to {st.total} replicas")
         return run.finish(status, f"canary aborted: {why}", rolled_back=True, reason=why)

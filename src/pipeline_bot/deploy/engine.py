@@ -94,9 +94,13 @@ class DeployEngine:
         run.objects = workload.objects
         run.reasons = strategy.reasons
         run.env = env
+        run.timeout = req.timeout_seconds
         if name in ("canary", "blue-green") and req.dry_run == "none":
             self.gate.prepare(workload.namespace, req.app)  # a broken gate stops us before we start
-        with self._locked(req.environment, deploy_id, f"deploy {req.app} {req.image}"):
+        with (
+            run.phase(),  # what fails at the cluster is retried for up to the deploy's timeout
+            self._locked(req.environment, deploy_id, f"deploy {req.app} {req.image}"),
+        ):
             if req.dry_run == "none":
                 # a paused deploy is never silently replaced: its waiting colour or canary would
                 # keep running and promote could no longer find it
@@ -115,7 +119,8 @@ class DeployEngine:
                     "blue-green": self.blue_green,
                     "canary": self.canary,
                 }
-                return runners[name].deploy(run, req, strategy, workload)
+                # the API failing half-way puts back what the strategy changed (Run.guarded)
+                return run.guarded(lambda: runners[name].deploy(run, req, strategy, workload))
 
     def _paused_in_the_way(self, req: DeployRequest, deploy_id: str) -> None:
         """Refuse to deploy over a paused deploy of the app, or, told to supersede it, abort it
@@ -150,10 +155,11 @@ class DeployEngine:
             self._expire_pause(environment, app)  # an expired pause is aborted, not promoted
             record = self._paused(environment, app)  # as it is now that the lock is ours
             run = Run(record, self.store, self.progress)
+            run.timeout = timeout
             record.status = "running"
             with self._recorded(run):
                 if isinstance(record.strategy_state, CanaryState):
-                    return self.canary.promote(run, timeout)
+                    return run.guarded(lambda: self.canary.promote(run, timeout))
                 return self.blue_green.promote(run, timeout)
 
     def abort(self, environment: str, app: str) -> DeployResult:

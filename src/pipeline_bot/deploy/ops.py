@@ -12,7 +12,8 @@ from pipeline_bot.core.variants import COLOR_LABEL, color_variant, images_of, se
 from pipeline_bot.deploy.gates import Gate
 from pipeline_bot.deploy.run import Obj, Progress, Run, now
 from pipeline_bot.deploy.workload import Workload
-from pipeline_bot.integrations.ports import ClusterPort, StorePort
+from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.ports import ClusterPort, StorePort, deadline
 
 
 class Ops:
@@ -41,25 +42,39 @@ class Ops:
     def apply_and_watch(
         self, run: Run, deployment: Obj, timeout: float, label: str
     ) -> RolloutState:
+        """Apply (retrying what fails at the API for up to `timeout`), then watch the rollout
+        for up to `timeout`."""
         started = time.monotonic()
-        applied = self.cluster.apply(deployment)
-        run.step(
-            f"apply {deployment['metadata']['name']}",
-            "succeeded",
-            f"generation {applied['metadata'].get('generation')}",
-            time.monotonic() - started,
-        )
+        with deadline(timeout):
+            applied = self.cluster.apply(deployment)
+            run.step(
+                f"apply {deployment['metadata']['name']}",
+                "succeeded",
+                f"generation {applied['metadata'].get('generation')}",
+                time.monotonic() - started,
+            )
         return self.watch(run, applied, timeout, label)
 
     def watch(self, run: Run, deployment: Obj, timeout: float, label: str) -> RolloutState:
+        """The rollout's outcome within `timeout`; an API still failing then is an
+        IntegrationError (the step is recorded as failed with it first)."""
         started = time.monotonic()
         meta = deployment["metadata"]
         generation = int(meta.get("generation") or 1)
         images = images_of(deployment)
         last = RolloutState("failed", "Timeout", f"{label}: no word from the cluster")
-        for dep, pods in self.cluster.watch_rollout(
+        rollout = self.cluster.watch_rollout(
             meta["namespace"], meta["name"], selector_of(deployment), timeout=timeout
-        ):
+        )
+        while True:
+            try:
+                dep, pods = next(rollout)
+            except StopIteration:
+                break
+            except IntegrationError as exc:
+                with deadline(timeout):  # the record says so, however late
+                    run.step(label, "failed", exc.message, time.monotonic() - started)
+                raise
             state = assess(dep, pods, generation=generation, images=images)
             if state.message != last.message and not state.done:
                 self.progress(f"{label}: {state.message}")
@@ -82,16 +97,32 @@ class Ops:
         return timed_out
 
     def explain(self, namespace: str, state: RolloutState) -> str:
-        events = (
-            self.cluster.pod_events(namespace, state.failing_pods) if state.failing_pods else []
-        )
+        """The failure, with the failing pods' last events when they can be read: an API that
+        cannot list events must not stop the rollback this explanation comes before."""
+        try:
+            events = (
+                self.cluster.pod_events(namespace, state.failing_pods) if state.failing_pods else []
+            )
+        except IntegrationError as exc:
+            return f"{state.message} (events unavailable: {exc.message})"
         return state.message + (f" (events: {'; '.join(events[-3:])})" if events else "")
 
     def restore(
-        self, run: Run, namespace: str, name: str, template: Obj, timeout: float, label: str
+        self,
+        run: Run,
+        namespace: str,
+        name: str,
+        template: Obj,
+        timeout: float,
+        label: str,
+        *,
+        replicas: int | None = None,
     ) -> tuple[Obj, RolloutState]:
-        """Put `template` back into Deployment `name` and watch it roll out."""
-        restored = self.cluster.patch(
-            "apps/v1", "Deployment", namespace, name, {"spec": {"template": template}}
-        )
+        """Put `template` (and `replicas`, if given) back into Deployment `name` and watch it
+        roll out, each for up to `timeout`."""
+        spec: Obj = {"template": template}
+        if replicas is not None:
+            spec["replicas"] = replicas
+        with deadline(timeout):
+            restored = self.cluster.patch("apps/v1", "Deployment", namespace, name, {"spec": spec})
         return restored, self.watch(run, restored, timeout, label)

@@ -59,7 +59,10 @@ class ClusterRecords:
             cluster.ensure_namespace(namespace)
             written = cluster.create(body)
             if written is None:
-                raise _conflict(record, "a record with this id exists already")
+                # exists: someone else's, or ours, written by an attempt whose answer was lost
+                written = cluster.get("v1", "Secret", namespace, record_name(record.id))
+                if written is None or _decode(written) != record:
+                    raise _conflict(record, "a record with this id exists already")
             self._remember(record.environment, written)
             self._prune(cluster, namespace, record)
             return

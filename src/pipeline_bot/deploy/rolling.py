@@ -10,7 +10,7 @@ from pipeline_bot.core.variants import images_of
 from pipeline_bot.deploy.ops import Ops
 from pipeline_bot.deploy.run import Obj, Run
 from pipeline_bot.deploy.workload import Workload
-from pipeline_bot.errors import DeployError
+from pipeline_bot.errors import DeployError, IntegrationError
 from pipeline_bot.models import DeployRequest, DeployResult, RollingState, Strategy
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -38,10 +38,15 @@ class Rolling:
                     "maxUnavailable": _int_or_str(strategy.parameters.max_unavailable or "25%"),
                 },
             }
+        # from here on the cluster changes: an API that fails past its retries rolls back
+        run.undo = lambda why: self._undo(
+            run, req, w.namespace, name, before, RolloutState("failed", "ApiError", why)
+        )
         if w.service is not None and dep is w.deployment:
             ops.cluster.apply(w.service)
         state = ops.apply_and_watch(run, dep, req.timeout_seconds, "rollout")
         if state.phase == "succeeded":
+            run.undo = None  # done: a record that cannot be written now undoes nothing
             return run.finish("succeeded", state.message)
         return self._undo(run, req, w.namespace, name, before, state)
 
@@ -54,20 +59,31 @@ class Rolling:
         before: Obj | None,
         failure: RolloutState,
     ) -> DeployResult:
+        run.undo = None  # undoing: a failure from here on is the rollback's
         why = self.ops.explain(namespace, failure)
         if not req.auto_rollback:
             return run.finish(
                 "failed", f"rollout failed: {why}; automatic rollback is off", reason=why
             )
-        if before is None:
-            self.ops.cluster.delete("apps/v1", "Deployment", namespace, name)
-            run.step("rollback", "succeeded", "first deploy: the failed Deployment was removed")
-            return run.finish(
-                "rolled_back", f"rollout failed: {why}; removed", rolled_back=True, reason=why
+        try:
+            if before is None:
+                with run.phase(req.timeout_seconds):
+                    self.ops.cluster.delete("apps/v1", "Deployment", namespace, name)
+                run.step("rollback", "succeeded", "first deploy: the failed Deployment was removed")
+                return run.finish(
+                    "rolled_back", f"rollout failed: {why}; removed", rolled_back=True, reason=why
+                )
+            restored, state = self.ops.restore(
+                run, namespace, name, before["spec"]["template"], req.timeout_seconds, "rollback"
             )
-        restored, state = self.ops.restore(
-            run, namespace, name, before["spec"]["template"], req.timeout_seconds, "rollback"
-        )
+        except IntegrationError as exc:
+            if not run.steps or run.steps[-1].name != "rollback":  # (a watch records its own)
+                run.step("rollback", "failed", exc.message)
+            return run.finish(
+                "failed",
+                f"rollout failed: {why}; the rollback failed too: {exc.message}",
+                reason=f"{why}; the automatic rollback failed too: {exc.message}",
+            )
         if state.phase != "succeeded":
             return run.finish(
                 "failed",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pipeline_bot.deploy.lock import HeldLock
-from pipeline_bot.errors import DeployError
-from pipeline_bot.integrations.ports import StorePort
+from pipeline_bot.errors import DeployError, IntegrationError
+from pipeline_bot.integrations.ports import StorePort, deadline
 from pipeline_bot.models import DeployRecord, DeployResult, DeployStep
 from pipeline_bot.observability import DEPLOY_SECONDS, DEPLOYS, ROLLBACKS
 from pipeline_bot.repo_config import Environment
@@ -25,7 +26,12 @@ def now() -> datetime:
 
 class Run:
     """Each step is written to the record as it happens, so a crash leaves a record that says
-    where it stopped; before each, the lock is checked (a lost lock ends the operation)."""
+    where it stopped; before each, the lock is checked (a lost lock ends the operation).
+
+    `timeout` is the operation's own (a deploy's timeout_seconds): each phase of it (a rollout,
+    a canary step, a rollback) may retry what fails at the cluster for that long (`phase`).
+    `undo` is what puts the cluster back should the cluster's API fail half-way: a strategy sets
+    it once it has changed something, and `guarded` calls it."""
 
     def __init__(self, record: DeployRecord, store: StorePort, progress: Progress) -> None:
         self.record = record
@@ -37,6 +43,37 @@ class Run:
         self.reasons: list[str] = []
         self.env: Environment | None = None
         self.guard: HeldLock | None = None
+        self.timeout: float | None = None
+        self.undo: Callable[[str], DeployResult] | None = None
+
+    def phase(self, seconds: float | None = None) -> AbstractContextManager[Any]:
+        """Calls to the cluster inside retry transient failures until `seconds` (else the
+        operation's timeout) from now, and no longer (ports.deadline); with neither, a few
+        quick retries."""
+        seconds = seconds or self.timeout
+        return deadline(seconds) if seconds else nullcontext()
+
+    def guarded(self, work: Callable[[], DeployResult]) -> DeployResult:
+        """`work()`; when the cluster's API fails under it past its retries, `undo` (if the
+        strategy set one) puts back what was changed, and the result says both. If the undo
+        fails too, the error names both failures (the record keeps it: see the engine)."""
+        try:
+            return work()
+        except IntegrationError as exc:
+            undo, self.undo = self.undo, None
+            if undo is None:
+                raise
+            self.progress(f"{exc.message}: rolling back")
+            self.record.step = "rollback"
+            try:
+                with self.phase():
+                    return undo(exc.message)
+            except IntegrationError as again:
+                raise IntegrationError(
+                    f"{exc.message}; the automatic rollback failed too: {again.message}",
+                    service=again.service,
+                    status=again.status,
+                ) from None
 
     def state(self, kind: type[S]) -> S:
         """The record's strategy state, which must be of `kind`."""

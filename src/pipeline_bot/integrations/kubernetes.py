@@ -1,9 +1,14 @@
 """The cluster through the official `kubernetes` client: apply, read, scale, watch a rollout.
 
 Objects go in and come out as plain dicts. API errors become IntegrationError with the API
-server's own message (never headers or credentials); transient failures (connection errors, 429,
-5xx) are retried with backoff (or as long as Retry-After asks) before giving up. A rollout's watch
-is retried for as long as the rollout may take instead (see `_Stream`).
+server's own message (never headers or credentials). Transient failures (connection errors,
+answers that do not come, 429, 5xx) are retried with backoff, or after as long as Retry-After
+asks, until the caller's deadline (ports.deadline: a deploy's step sets it) and no longer: a
+Retry-After that reaches past it gives up at once, and one attempt waits at most half the time
+left, so that a request the server never answers leaves time for another. Outside a deadline a
+call gets a few quick retries (about 4 s). A rollout's watch is retried until the rollout's own
+deadline (see `_Stream`); if the API is still failing then, that is the error, not a slow rollout.
+The client's own silent retries (urllib3's) are off: every attempt is one of ours, and counted.
 """
 
 from __future__ import annotations
@@ -21,16 +26,23 @@ from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client, config, dynamic
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from pipeline_bot.errors import IntegrationError
+from pipeline_bot.integrations.ports import current_deadline
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 FIELD_MANAGER = "pipeline-bot"
-_RETRIES = (0.2, 0.5, 1.0, 2.0)
+_RETRIES = (0.2, 0.5, 1.0, 2.0)  # the waits of a call outside a deadline: five attempts in all
+_BACKOFF_MAX = 2.0  # within a deadline the waits grow as above, then stay at this
+_RETRY_AFTER_MAX = 10.0  # outside a deadline, a longer Retry-After gives up instead of waiting
+_ATTEMPT_SECONDS = 30.0  # the longest one attempt waits for its answer
+_CONNECT_SECONDS = 5.0
+_LAST_ATTEMPT = 0.5  # a deadline closer than this leaves no time for another attempt
 _TRANSIENT = {429, 500, 502, 503, 504}
 _WATCH_SECONDS = 300  # asked of the server per watch; it may end one sooner, and we resume
 
@@ -39,10 +51,16 @@ class KubernetesCluster:
     """ClusterPort over one API server."""
 
     def __init__(self, api: client.ApiClient) -> None:
+        # every attempt is one of ours (_call, _Stream): urllib3 would otherwise repeat a GET
+        # that timed out three more times on its own, each as long again
+        api.configuration.retries = False
+        api.rest_client = rest.RESTClientObject(api.configuration)
         self.api = api
         self.host = api.configuration.host
         self._dynamic: dynamic.DynamicClient | None = None
         self.requests = 0
+        self.retries = 0  # attempts made again after a transient failure (watches apart)
+        self.answered = False  # the server has answered once: a connection failure is a blip
         self.watch_resumes = 0  # watches the server ended, started again from the last version
         self.watch_relists = 0  # lists again after 410 Gone
         self.no_server_side_apply = False
@@ -83,40 +101,64 @@ class KubernetesCluster:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, what: str, fn: Callable[[], T], *, passthrough: set[int] | None = None) -> T:
-        for delay in (*_RETRIES, None):
+    def _call(self, what: str, fn: Callable[[Any], T], *, passthrough: set[int] | None = None) -> T:
+        """`fn(request_timeout)`, again while it fails transiently and the deadline allows."""
+        started, limit, attempt = time.monotonic(), current_deadline(), 0
+        while True:
+            attempt += 1
             self.requests += 1
+            timeout = _attempt_timeout(limit)
             try:
-                return fn()
+                out = fn(timeout)
+                self.answered = True
+                return out
             except ApiException as exc:
+                self.answered = True
                 if exc.status in (passthrough or ()):
                     raise
-                if exc.status in _TRANSIENT and delay is not None:
-                    time.sleep(_retry_after(exc) or delay)
-                    continue
-                raise IntegrationError(
-                    f"{what}: {_status_message(exc)}", service="kubernetes"
-                ) from None
+                if exc.status not in _TRANSIENT:
+                    raise IntegrationError(
+                        f"{what}: {_status_message(exc)}", service="kubernetes"
+                    ) from None
+                failure, asked = _status_message(exc), _retry_after(exc)
             except (HTTPError, OSError) as exc:
-                if delay is not None:
-                    time.sleep(delay)
-                    continue
+                if not self.answered:  # never reached: a wrong address, not a blip to wait out
+                    if attempt <= len(_RETRIES):
+                        time.sleep(_RETRIES[attempt - 1])
+                        continue
+                    raise IntegrationError(
+                        f"{what}: the Kubernetes API at {self.host} is unreachable after "
+                        f"{attempt} attempts ({_first_line(exc)})",
+                        service="kubernetes",
+                    ) from None
+                failure, asked = self._transport_failure(exc, timeout), None
+            wait, why_not = _next_wait(attempt, asked, limit)
+            if why_not is not None:
                 raise IntegrationError(
-                    f"{what}: the Kubernetes API at {self.host} is unreachable after "
-                    f"{len(_RETRIES) + 1} attempts ({_first_line(exc)})",
+                    f"{what}: {failure}; {why_not} after {attempt} attempt"
+                    f"{'s' if attempt > 1 else ''} in {time.monotonic() - started:.1f}s",
                     service="kubernetes",
                 ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            self.retries += 1
+            time.sleep(wait)
+
+    def _transport_failure(self, exc: BaseException, timeout: tuple[float, float]) -> str:
+        if isinstance(exc, ReadTimeoutError):
+            return f"no answer from the Kubernetes API at {self.host} within {timeout[1]:.1f}s"
+        return f"the connection to the Kubernetes API at {self.host} failed ({_first_line(exc)})"
 
     @property
     def dyn(self) -> dynamic.DynamicClient:
         if self._dynamic is None:
-            self._dynamic = self._call("discovery", lambda: dynamic.DynamicClient(self.api))
+            self._dynamic = self._call("discovery", lambda _t: dynamic.DynamicClient(self.api))
         return self._dynamic
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        try:
-            return self.dyn.resources.get(api_version=api_version, kind=kind)
+        try:  # discovery of the kind's group, once (the client keeps it): a request like others
+            return self._call(
+                f"discover {kind}",
+                lambda _t: self.dyn.resources.get(api_version=api_version, kind=kind),
+            )
         except dynamic.exceptions.ResourceNotFoundError:
             raise IntegrationError(
                 f"the cluster does not know {kind} in {api_version}", service="kubernetes"
@@ -133,7 +175,8 @@ class KubernetesCluster:
             try:
                 out = self._call(
                     what,
-                    lambda: res.server_side_apply(
+                    lambda t: res.server_side_apply(
+                        _request_timeout=t,
                         body=obj,
                         name=meta["name"],
                         namespace=meta.get("namespace"),
@@ -152,14 +195,19 @@ class KubernetesCluster:
         ):
             out = self._call(
                 what,
-                lambda: res.create(
-                    body=obj, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, **extra
+                lambda t: res.create(
+                    _request_timeout=t,
+                    body=obj,
+                    namespace=meta.get("namespace"),
+                    field_manager=FIELD_MANAGER,
+                    **extra,
                 ),
             )
         else:
             out = self._call(
                 what,
-                lambda: res.patch(
+                lambda t: res.patch(
+                    _request_timeout=t,
                     body=obj,
                     name=meta["name"],
                     namespace=meta.get("namespace"),
@@ -175,7 +223,7 @@ class KubernetesCluster:
         try:
             out = self._call(
                 f"read {kind}/{name}",
-                lambda: res.get(name=name, namespace=namespace),
+                lambda t: res.get(_request_timeout=t, name=name, namespace=namespace),
                 passthrough={404},
             )
         except dynamic.exceptions.NotFoundError:
@@ -200,7 +248,7 @@ class KubernetesCluster:
         try:
             self._call(
                 f"delete {kind}/{name}",
-                lambda: res.delete(name=name, namespace=namespace, body=body),
+                lambda t: res.delete(_request_timeout=t, name=name, namespace=namespace, body=body),
                 passthrough={404, 409},
             )
         except (dynamic.exceptions.NotFoundError, dynamic.exceptions.ConflictError):
@@ -214,8 +262,11 @@ class KubernetesCluster:
         try:
             out = self._call(
                 f"create {obj['kind']}/{meta['name']}",
-                lambda: res.create(
-                    body=obj, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER
+                lambda t: res.create(
+                    _request_timeout=t,
+                    body=obj,
+                    namespace=meta.get("namespace"),
+                    field_manager=FIELD_MANAGER,
                 ),
                 passthrough={409},
             )
@@ -231,7 +282,8 @@ class KubernetesCluster:
         try:
             out = self._call(
                 f"replace {obj['kind']}/{meta['name']}",
-                lambda: res.replace(
+                lambda t: res.replace(
+                    _request_timeout=t,
                     body=obj,
                     name=meta["name"],
                     namespace=meta.get("namespace"),
@@ -248,7 +300,8 @@ class KubernetesCluster:
         res = self._resource(api_version, kind)
         out = self._call(
             f"patch {kind}/{name}",
-            lambda: res.patch(
+            lambda t: res.patch(
+                _request_timeout=t,
                 body=body,
                 name=name,
                 namespace=namespace,
@@ -270,8 +323,11 @@ class KubernetesCluster:
         selector = ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or None
         out = self._call(
             f"list {kind}",
-            lambda: res.get(
-                namespace=namespace or None, label_selector=selector, field_selector=fields
+            lambda t: res.get(
+                _request_timeout=t,
+                namespace=namespace or None,
+                label_selector=selector,
+                field_selector=fields,
             ),
         )
         return [dict(item) for item in out.to_dict().get("items", [])]
@@ -365,6 +421,14 @@ class KubernetesCluster:
                     pods[obj["metadata"]["name"]] = obj
                 if deployment is not None and events.empty():
                     yield deployment, list(pods.values())
+            failing = [s.failing for s in streams if s.failing]
+            if failing:  # the deadline found the API failing, not the rollout slow
+                raise IntegrationError(
+                    f"watching the rollout of {name}: the Kubernetes API was still failing at "
+                    f"the deadline ({sum(s.failures for s in streams)} failed attempts; last: "
+                    f"{failing[0]})",
+                    service="kubernetes",
+                )
         finally:
             # end the watches now: a stream left reading a socket while the interpreter shuts
             # down (the Action exits right after a rollout) can abort the process
@@ -382,7 +446,10 @@ class _Stream:
     longer reaches back that far; the watch's HTTP status, or an ERROR event in its stream) lists
     again and watches from the fresh version. 429 waits as long as Retry-After says; 5xx and
     connection failures back off. None of these counts against the rollout: only the deadline
-    ends the stream, or an answer that retrying cannot change (403, 404 ...)."""
+    ends the stream, or an answer that retrying cannot change (403, 404 ...). `failing` says
+    why the last attempt failed while no answer has come since (a watch the server dropped after
+    answering is no failure): a rollout whose deadline finds its streams failing failed because
+    of the API, not because it was slow."""
 
     def __init__(
         self,
@@ -398,11 +465,15 @@ class _Stream:
         self.rv: str | None = None  # None: list (again) before watching
         self.resp: Any = None  # the open watch response, so that it can be cut from outside
         self.seen = 0  # watch events read, BOOKMARKs included
+        self.failing: str | None = None  # the last failure, while nothing has answered since
+        self.failures = 0  # failed attempts, all told
+        self._answered = False  # the server answered the attempt under way
 
     def run(self) -> None:
         ended, failures = False, 0  # ended: the last watch ended; the next one resumes
         while not self.stop.is_set() and time.monotonic() < self.deadline:
             began, seen, pause = time.monotonic(), self.seen, None
+            self._answered = False
             try:
                 rv = self.rv if self.rv is not None else self._list()
                 if ended:
@@ -418,14 +489,17 @@ class _Stream:
                     self.cluster.watch_relists += 1
                 elif exc.status in _TRANSIENT or exc.status == 0:  # 0: a TLS failure
                     pause = _retry_after(exc)
+                    self._failed(_status_message(exc))
                 else:
                     message = f"watching {self.kind}s failed: {_status_message(exc)}"
                     self.out.put(("error", "", {"message": message}))
                     return
-            except (HTTPError, OSError, ValueError, KeyError):  # the last two: a garbled body
+            except (HTTPError, OSError, ValueError, KeyError) as exc:  # the last two: garbled
                 if self.stop.is_set():  # the socket was cut to end this watch
                     return
                 ended = self.rv is not None
+                if not self._answered:  # no answer at all, rather than a watch cut short
+                    self._failed(_first_line(exc))
             # a step that brought events, or lasted, goes on at once; one that failed straight
             # away backs off, so that a server refusing every watch is not hammered
             got_somewhere = self.seen > seen or time.monotonic() - began >= 1.0
@@ -437,7 +511,9 @@ class _Stream:
     def _list(self) -> str:
         """The current state, as one LISTED message; returns the version to watch from."""
         self.cluster.requests += 1
-        resp = self.fn(_preload_content=False, _request_timeout=(10, 60))
+        left = self.deadline - time.monotonic()
+        resp = self.fn(_preload_content=False, _request_timeout=(10, max(1.0, min(60.0, left))))
+        self._answer()
         try:
             body = json.loads(resp.data)
         finally:
@@ -458,6 +534,7 @@ class _Stream:
             _preload_content=False,
             _request_timeout=(10, seconds + 15),  # a connection gone quiet is a broken one
         )
+        self._answer()
         try:
             if self.stop.is_set():  # stopped before there was a socket to cut
                 return
@@ -470,6 +547,13 @@ class _Stream:
             resp, self.resp = self.resp, None
             resp.close()
             resp.release_conn()
+
+    def _answer(self) -> None:
+        self._answered, self.failing = True, None
+
+    def _failed(self, why: str) -> None:
+        self.failing = why
+        self.failures += 1
 
     def _take(self, event: Obj) -> None:
         obj = event.get("object") or {}
@@ -492,11 +576,44 @@ class _Stream:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+def _attempt_timeout(limit: float | None) -> tuple[float, float]:
+    """(connect, read) seconds for one attempt: at most half the time left before the deadline
+    (at least a second), so that an answer that never comes leaves time to try again."""
+    read = _ATTEMPT_SECONDS
+    if limit is not None and (left := limit - time.monotonic()) > 0:
+        read = min(read, max(1.0, left / 2))
+    return min(_CONNECT_SECONDS, read), read
+
+
+def _next_wait(attempt: int, asked: float | None, limit: float | None) -> tuple[float, str | None]:
+    """How long to wait before attempt `attempt` + 1, or why there is none (then the wait is 0).
+    Within a deadline: Retry-After if the server asked (unless it reaches past the deadline),
+    else a backoff growing to _BACKOFF_MAX; never a wait that leaves no time for the attempt.
+    Outside one (or past it): the few quick _RETRIES."""
+    now = time.monotonic()
+    if limit is not None and (left := limit - now) > 0:
+        if asked is not None and asked > left:
+            return (
+                0.0,
+                f"the API server asked to wait {asked:g}s, past the deadline ({left:.1f}s left)",
+            )
+        if left <= _LAST_ATTEMPT:
+            return 0.0, "gave up at the deadline"
+        backoff = _RETRIES[attempt - 1] if attempt <= len(_RETRIES) else _BACKOFF_MAX
+        wait = asked if asked is not None else min(backoff, _BACKOFF_MAX)
+        return min(wait, left - _LAST_ATTEMPT), None
+    if attempt > len(_RETRIES):
+        return 0.0, "gave up" if limit is None else "gave up past the deadline"
+    if asked is not None and asked > _RETRY_AFTER_MAX:
+        return 0.0, f"the API server asked to wait {asked:g}s"
+    return (asked if asked is not None else _RETRIES[attempt - 1]), None
+
+
 def _retry_after(exc: ApiException) -> float | None:
-    """Seconds the server asked the client to wait (429 and 503 may say), at most a minute."""
+    """Seconds the server asked the client to wait (429 and 503 may say)."""
     value = (exc.headers or {}).get("Retry-After")
     try:
-        return min(float(value), 60.0) if value is not None else None
+        return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare from an API server; the usual backoff instead
 

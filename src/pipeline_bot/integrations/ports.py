@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,8 +62,32 @@ class RiskPort(Protocol):
     def assess(self, root: Path | None, changes: ChangeSet) -> RiskInputs: ...
 
 
+_DEADLINE: ContextVar[float | None] = ContextVar("pipeline_bot_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[float]:
+    """Calls a port makes inside the block (in this thread) may retry what fails for a while
+    (a 5xx, a 429, a connection dropped or gone quiet) until `seconds` from now, and no longer:
+    a wait that would end past it, or a Retry-After that asks for more, is an error at once.
+    Outside any deadline, or once it has passed, a call gets a few quick retries only. Yields
+    the deadline (time.monotonic())."""
+    at = time.monotonic() + seconds
+    token = _DEADLINE.set(at)
+    try:
+        yield at
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The deadline (time.monotonic()) the caller set with `deadline`, if any."""
+    return _DEADLINE.get()
+
+
 class ClusterPort(Protocol):
-    """A Kubernetes API server, objects as plain dicts."""
+    """A Kubernetes API server, objects as plain dicts. Its calls retry transient failures
+    within the caller's `deadline` (above)."""
 
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
 
