@@ -142,6 +142,13 @@ def risk_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     return path
 
 
+@pytest.fixture(autouse=True)
+def tags_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The images tests name (registry.local/shop:1) are on no registry: deploys take them as
+    given. Tests of digest pinning (tests/test_image_registry.py) set PIPELINE_BOT_PIN_DIGEST."""
+    monkeypatch.setenv("PIPELINE_BOT_PIN_DIGEST", "false")
+
+
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Run `pipeline-bot ARGS...` in-process; returns exit code, stdout and stderr apart."""

@@ -26,12 +26,15 @@ READ_ONLY = {
     "list_workflow_runs",
     "monitor_infrastructure",
     "query_metrics",
+    "resolve_image",
     "review_change",
 }
 ALL = READ_ONLY | {
     "investigate_deploy",
     "deploy_application",
     "deploy_plan",
+    "build_image",
+    "push_image",
     "execute_pipeline",
     "promote_deployment",
     "abort_deployment",

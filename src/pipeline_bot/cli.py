@@ -13,7 +13,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_bot import __version__, cli_ai, cli_app, cli_deploy, cli_pipeline, cli_plan
+from pipeline_bot import (
+    __version__,
+    cli_ai,
+    cli_app,
+    cli_deploy,
+    cli_image,
+    cli_pipeline,
+    cli_plan,
+)
 from pipeline_bot.errors import ConfigError, PipelineBotError
 from pipeline_bot.exit_codes import Exit, for_error
 from pipeline_bot.models import SEVERITY_ORDER, AIReview, Analysis
@@ -325,6 +333,7 @@ cli_ai.register(app)
 cli_ai.register_audit(app)
 cli_plan.register(app)
 cli_pipeline.register(app)
+cli_image.register(app)
 
 
 def main() -> None:

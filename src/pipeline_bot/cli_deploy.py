@@ -232,6 +232,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         commit: Annotated[str | None, typer.Option(help="Commit SHA to record.")] = None,
+        no_digest: Annotated[
+            bool,
+            typer.Option(
+                "--no-digest",
+                help="Deploy the tag as given, not pinned to the digest it names now.",
+            ),
+        ] = False,
         repo: Repo = Path(),
         kubeconfig: Kubeconfig = None,
         context: Context = None,
@@ -274,6 +281,7 @@ def register(app: typer.Typer) -> None:
             "canary_steps": weights,
             "commit_sha": commit,
             "pause_seconds": int(parse_duration(pause)) if pause else None,
+            "pin_digest": False if no_digest else None,
         }
         arguments = {
             "app_name": app_name,

@@ -15,6 +15,7 @@ Tree::
     ├── ToolError                    .tool
     │   ├── UnknownToolError
     │   └── ToolInputError           .problems: list[str]
+    ├── ImageError                   .reference (no such repository or tag, a malformed name)
     └── IntegrationError             .service (github, kubernetes, prometheus, llm ...), .status
 
 Front ends (CLI, Action, App, MCP server) are the only places that catch `PipelineBotError`
@@ -162,6 +163,15 @@ class ToolInputError(ToolError):
     def __init__(self, message: str, *, tool: str, problems: list[str]) -> None:
         self.problems = problems
         super().__init__(message, tool=tool)
+
+
+class ImageError(PipelineBotError):
+    """An image reference that names nothing: a malformed name, or a repository or tag the
+    registry does not have (bad input: exit 2)."""
+
+    def __init__(self, message: str, *, reference: str) -> None:
+        self.reference = reference
+        super().__init__(message)
 
 
 class IntegrationError(PipelineBotError):

@@ -411,6 +411,9 @@ class DeployRequest(_Model):
     app: str = Field(pattern=DNS_LABEL, description="Application name (a DNS label).")
     environment: str
     image: str = Field(min_length=1)
+    image_tag: str | None = Field(
+        None, description="The tag `image` was resolved from when it is pinned to a digest."
+    )
     commit_sha: str | None = None
     namespace: str | None = None
     strategy: StrategyName | Literal["auto"] = "auto"

@@ -66,6 +66,23 @@ class Settings(BaseSettings):
         None, description="A whole kubeconfig (from a secret) instead of a file."
     )
     in_cluster: bool = Field(False, description="Use the pod's service account.")
+    pin_digest: bool = Field(
+        True,
+        description="Deploy an image by the digest its tag names now (repo@sha256:...), the tag "
+        "kept in an annotation; false deploys the tag as given.",
+    )
+    registry_username: str | None = Field(
+        None,
+        description="User for image registries that $DOCKER_CONFIG/config.json has no login for.",
+    )
+    registry_password: SecretStr | None = Field(
+        None, description="Password or token for registry_username (on GHCR: a GITHUB_TOKEN)."
+    )
+    insecure_registries: str | None = Field(
+        None,
+        description="Comma-separated registries (host:port) spoken to over plain HTTP; loopback "
+        "ones always are.",
+    )
     prometheus_url: str | None = Field(None, description="Prometheus query API for gates.")
     prometheus_token: SecretStr | None = Field(None, description="Bearer token for Prometheus.")
     prometheus_username: str | None = None

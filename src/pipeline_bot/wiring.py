@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pipeline_bot.integrations.ports import (
         AuditPort,
         ClusterPort,
+        ImagePort,
         LLMPort,
         MetricsPort,
         RiskPort,
@@ -172,6 +173,30 @@ def source(settings: Settings) -> SourcePort:
     return GitSource(git=settings.git_binary)
 
 
+def images(settings: Settings) -> ImagePort:
+    """Registries with Docker's saved logins first, then the registry_* settings."""
+    from pipeline_bot.integrations.images import (
+        Credentials,
+        RegistryImages,
+        docker_config_credentials,
+    )
+
+    password = settings.registry_password
+    fallback = (
+        Credentials(settings.registry_username, password.get_secret_value())
+        if settings.registry_username and password
+        else None
+    )
+
+    def credentials(registry: str) -> Credentials | None:
+        return docker_config_credentials(registry) or fallback
+
+    insecure = frozenset(
+        h.strip() for h in (settings.insecure_registries or "").split(",") if h.strip()
+    )
+    return RegistryImages(credentials, insecure=insecure)
+
+
 def tool_context(
     settings: Settings,
     *,
@@ -203,6 +228,8 @@ def tool_context(
         ai=AILimits(max_steps=settings.llm_max_steps, prompt_tokens=settings.llm_max_prompt_tokens),
         github_repository=settings.github_repository,
         audit=audit(settings),
+        images=images(settings),
+        pin_digest=settings.pin_digest,
         front_end=front_end,
         actor=actor or default_actor(),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline_bot.core.images import TAG_ANNOTATION
 from pipeline_bot.core.manifests import (
     add_metadata,
     check_objects,
@@ -36,6 +37,7 @@ COMMIT = "pipeline-bot.dev/commit"
 STRATEGY = "pipeline-bot.dev/strategy"
 ENVIRONMENT = "pipeline-bot.dev/environment"
 APP = "pipeline-bot.dev/app"
+IMAGE_TAG = TAG_ANNOTATION  # the tag a digest-pinned image was resolved from
 
 
 @dataclass
@@ -75,6 +77,8 @@ def build_workload(
     notes = {DEPLOY_ID: deploy_id, STRATEGY: strategy}
     if req.commit_sha:
         notes[COMMIT] = req.commit_sha
+    if req.image_tag:
+        notes[IMAGE_TAG] = req.image_tag
     objs = add_metadata(objs, labels, notes)
     deployments = [o for o in objs if o["kind"] == "Deployment"]
     deployment = next((d for d in deployments if d["metadata"]["name"] == req.app), None)

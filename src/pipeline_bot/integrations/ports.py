@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline_bot.core.agent import ModelTurn
+from pipeline_bot.core.images import BuildSpec, ResolvedImage
 from pipeline_bot.core.pipeline import Dispatched, PipelineRun
 from pipeline_bot.core.riskmodel import RiskInputs
 from pipeline_bot.models import (
@@ -230,3 +231,20 @@ class LLMPort(Protocol):
         schema: dict[str, Any],
         schema_name: str,
     ) -> ModelTurn: ...
+
+
+class ImagePort(Protocol):
+    """Container images: what a registry says a reference is now, and builds that push."""
+
+    def resolve(self, reference: str) -> ResolvedImage:
+        """`repo:tag` -> its digest (ImageError when the registry has no such repository or
+        tag; IntegrationError when it cannot be reached or refuses the pull)."""
+        ...
+
+    def build(self, spec: BuildSpec, *, progress: Callable[[str], None] | None = None) -> str:
+        """Build and tag an image locally; returns the builder used (docker or buildah)."""
+        ...
+
+    def push(
+        self, reference: str, *, progress: Callable[[str], None] | None = None
+    ) -> ResolvedImage: ...

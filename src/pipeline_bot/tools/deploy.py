@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_bot.core.analysis import analyze
 from pipeline_bot.core.canary import DEFAULT_GATES
+from pipeline_bot.core.images import is_pinned, parse_reference
 from pipeline_bot.core.manifests import (
     AppChoiceError,
     default_app,
@@ -64,6 +65,12 @@ class DeployConfig(_Input):
     canary_steps: list[int] | None = Field(None, description="Canary weights in percent")
     pause_seconds: int | None = Field(None, ge=0, description="Pause after each canary step")
     commit_sha: str | None = None
+    pin_digest: bool | None = Field(
+        None,
+        description="Resolve the image's tag to its digest at the registry and deploy "
+        "repo@sha256:... (the tag kept in the pipeline-bot.dev/image-tag annotation); a missing "
+        "tag then fails before anything is applied. Default: true (PIPELINE_BOT_PIN_DIGEST)",
+    )
     gates: list[MetricGate] | None = Field(
         None, description="Metric gates for this deploy, instead of the config's"
     )
@@ -166,6 +173,31 @@ def _image(args: DeployInput, config: RepoConfig) -> str:
     return image
 
 
+def _pinned(args: DeployInput, ctx: ToolContext, image: str) -> tuple[str, str | None]:
+    """The image to run and the tag it came from: `repo@sha256:...` as the registry resolves
+    the tag now, unless pinning is off, the reference is pinned already, or there is no
+    registry client (a context built without one: the tag is deployed as given)."""
+    pin = ctx.pin_digest if args.config.pin_digest is None else args.config.pin_digest
+    if not pin or is_pinned(image) or args.config.dry_run == "client":
+        return image, None
+    if ctx.images is None:
+        if args.config.pin_digest:
+            raise ToolError(
+                "pin_digest needs a registry client, and none is configured",
+                tool="deploy_application",
+            )
+        return image, None
+    resolved = ctx.images.resolve(image)
+    if ctx.progress:
+        ctx.progress(f"image {image} is {resolved.digest}")
+    return resolved.pinned, image_tag_of(image)
+
+
+def image_tag_of(image: str) -> str:
+    """The tag a reference names (`latest` when it names none)."""
+    return parse_reference(image).tag or "latest"
+
+
 def _strategy(
     args: DeployInput, ctx: ToolContext, env: Environment, config: RepoConfig
 ) -> Strategy:
@@ -205,12 +237,14 @@ def deploy_application(args: DeployInput, ctx: ToolContext) -> DeployResult:
     env = config.environment(args.environment)
     app, manifests = _app_and_manifests(args, config)
     args = args.model_copy(update={"app_name": app})
+    image, tag = _pinned(args, ctx, _image(args, config))  # before any apply
     strategy = _strategy(args, ctx, env, config)
     c = args.config
     request = DeployRequest(
         app=app,
         environment=env.name,
-        image=_image(args, config),
+        image=image,
+        image_tag=tag,
         commit_sha=c.commit_sha,
         namespace=args.namespace,
         strategy=strategy.name,
@@ -278,6 +312,9 @@ def get_deployment_status(args: AppInput, ctx: ToolContext) -> DeploymentStatus:
 
 
 def register(registry: ToolRegistry) -> None:
+    from pipeline_bot.tools import images  # the image tools ride with deploy's (they share ports)
+
+    images.register(registry)
     for fn, title, input_model, output_model, hints in (
         (deploy_application, "Deploy application", DeployInput, DeployResult, CHANGES_CLUSTER),
         (promote_deployment, "Promote deployment", AppInput, DeployResult, CHANGES_CLUSTER),

@@ -28,6 +28,7 @@ from pipeline_bot.errors import (
 from pipeline_bot.integrations.ports import (
     AuditPort,
     ClusterPort,
+    ImagePort,
     LLMPort,
     MetricsPort,
     RiskPort,
@@ -95,6 +96,8 @@ class ToolContext:
     # the repository's config when the front end read it itself (the App reads it from the
     # default branch through GitHub's API); tools then use it instead of a local file
     config: RepoConfig | None = None
+    images: ImagePort | None = None  # registries and image builds (resolve_image, build_image)
+    pin_digest: bool = True  # deploy repo@sha256:... unless a deploy says pin_digest: false
 
     def repo_config(self, repository: str) -> RepoConfig:
         """The front end's config when it read one, else the repository folder's own file (or
