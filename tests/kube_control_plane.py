@@ -874,6 +874,14 @@ def failure_stage(pattern: str, reason: str) -> dict[str, Any]:
             weight=FAILURE_WEIGHT,
             delay={"durationMilliseconds": int(seconds * 1000)},
         )
+    # the event a kubelet records (KWOK's event messages are fixed text: the pattern stands in
+    # for the image when it has wildcards)
+    events = {
+        "ImagePullBackOff": ("Failed", f'Failed to pull image "{pattern}": not found'),
+        "ErrImagePull": ("Failed", f'Failed to pull image "{pattern}": not found'),
+        "CrashLoopBackOff": ("BackOff", "Back-off restarting failed container"),
+        "Unready": ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503"),
+    }
     if reason in ("ImagePullBackOff", "ErrImagePull"):
         state = (
             f"    waiting:\n      reason: {reason}\n"
@@ -893,7 +901,9 @@ def failure_stage(pattern: str, reason: str) -> dict[str, Any]:
         template = _status("Running", False, RUNNING, "  restartCount: 0\n  started: true\n")
     else:
         raise ValueError(f"no such failure: {reason}")
-    return _stage(name, match, {"statusTemplate": template}, weight=FAILURE_WEIGHT)
+    kind, message = events[reason]
+    event = {"type": "Warning", "reason": kind, "message": message}
+    return _stage(name, match, {"statusTemplate": template, "event": event}, weight=FAILURE_WEIGHT)
 
 
 # ---------------------------------------------------------------------------- the command

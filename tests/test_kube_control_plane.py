@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+
+import pytest
 
 from tests import kube_control_plane as kcp
 
@@ -20,6 +24,8 @@ def test_every_staging_module_is_pinned_to_the_release_of_kubernetes():
 
 
 def test_the_cache_key_names_the_versions():
+    if shutil.which("go") is None and os.environ.get("CI") != "true":
+        pytest.skip("go is missing: install Go 1.26 (scripts/kube-control-plane builds with it)")
     key = kcp.cache_key()
     v = kcp.versions()
     assert key.startswith(f"k8s-{v['kubernetes']}-etcd-{v['etcd']}-kwok-{v['kwok']}-go")
