@@ -451,3 +451,52 @@ def test_image_build_without_push_then_push_from_the_command_line(
     assert pushed.exit_code == 0, pushed.stderr
     digest = pushed.json()["digest"]
     assert cli("image", "resolve", image).stdout.startswith(f"{image.rsplit(':', 1)[0]}@{digest}")
+
+
+# ------------------------------------------------------------------ the Action
+
+
+def test_the_action_builds_pushes_and_deploys_by_digest(
+    base_repo, tmp_path, kube_api, namespace, registries, buildah_storage
+):
+    from tests.test_action import _run
+
+    regs, _ = registries
+    host = regs["token"].host
+    base_repo.commit(
+        "app and config",
+        {
+            ".github/pipeline-bot.yml": (
+                f"version: 1\nenvironments:\n  - {{name: staging, namespace: {namespace}}}\n"
+            ),
+            "app/Dockerfile": "FROM scratch\nCOPY hello.txt /hello.txt\n",
+            "app/hello.txt": "built by the Action\n",
+        },
+    )
+    kubeconfig = kube_api.kubeconfig(tmp_path / "kc", namespace).read_text()
+    proc, outputs, summary = _run(
+        base_repo,
+        tmp_path,
+        "workflow_dispatch",
+        {},
+        COMMAND="deploy",
+        ENVIRONMENT="staging",
+        APP="shop",
+        IMAGE=f"{host}/acme/action:1",
+        BUILD="app",
+        **{"PIN-DIGEST": "true", "REGISTRY-USERNAME": USER, "REGISTRY-PASSWORD": PASSWORD},
+        STRATEGY="rolling",
+        KUBECONFIG=kubeconfig,
+        TIMEOUT="30",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert outputs["status"] == "succeeded"
+    digest = RegistryImages(_creds).resolve(f"{host}/acme/action:1").digest
+    assert f"pushed: `{host}/acme/action@{digest}`" in summary
+    deployment = _deployment(kube_api, namespace)
+    assert deployment is not None
+    template = deployment["spec"]["template"]
+    assert template["spec"]["containers"][0]["image"] == f"{host}/acme/action@{digest}"
+    assert template["metadata"]["annotations"]["pipeline-bot.dev/image-tag"] == "1"
+    printed = [line for line in proc.stdout.splitlines() if not line.startswith("::add-mask::")]
+    assert not any(PASSWORD in line for line in printed)

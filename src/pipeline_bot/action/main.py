@@ -228,6 +228,7 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
     from pipeline_bot.models import DeploymentStatus, DeployResult
 
     app = input_value("app", env) or None  # none: the rule every front end shares picks it
+    built: str | None = None
     environment = input_value("environment", env)
     if not environment:
         return _fail(f"{what} needs the input environment")
@@ -246,6 +247,9 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
         image = input_value("image", env)
         if not image:
             return _fail("deploy needs the input image")
+        from pipeline_bot.action.images import build_first
+
+        built = build_first(env, workspace, image, _call)  # the `build` input, before the deploy
         config = {
             "manifests": [str(workspace / m) for m in input_value("manifests", env).split()],
             "timeout_seconds": timeout,
@@ -286,6 +290,7 @@ def _deploy(what: str, env: dict[str, str], workspace: Path) -> int:
         "",
         result.message,
         "",
+        *([built, ""] if what == "deploy" and built else []),
         "| step | status | took | detail |",
         "|---|---|---|---|",
     ]
@@ -376,6 +381,9 @@ def action_settings(env: Mapping[str, str]) -> Any:
         "llm_model": input_value("model", env) or None,
         "openai_base_url": input_value("openai-base-url", env) or None,
         "openai_api_key": SecretStr(v) if (v := input_value("openai-api-key", env)) else None,
+        "registry_username": input_value("registry-username", env) or None,
+        "registry_password": SecretStr(v) if (v := input_value("registry-password", env)) else None,
+        "pin_digest": {"true": True, "false": False}.get(input_value("pin-digest", env).lower()),
     }
     update = {k: v for k, v in inputs.items() if v is not None}
     update["cache_dir"] = str(workspace / (input_value("cache-dir", env) or ".pipeline-bot-cache"))

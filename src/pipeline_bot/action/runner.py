@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from pipeline_bot.redaction import kubeconfig_parts, redact, register, url_parts
 
-SECRET_INPUTS = ("kubeconfig", "github-token", "openai-api-key")
+SECRET_INPUTS = ("kubeconfig", "github-token", "openai-api-key", "registry-password")
 URL_INPUTS = ("prometheus-url", "openai-base-url")
 SECRET_SETTINGS = (
     "PIPELINE_BOT_KUBECONFIG_CONTENT",
