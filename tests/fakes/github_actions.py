@@ -18,7 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jsonschema
 
@@ -196,6 +198,38 @@ class ActionsDouble:
             last = job["steps"][-1]
             last["conclusion"] = run["conclusion"]
         return page
+
+    def serve(self) -> tuple[str, ThreadingHTTPServer]:
+        """The double on a free port of 127.0.0.1, for a process of its own (the Action):
+        (its URL, the server to shut down)."""
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                path, _, qs = self.path.partition("?")
+                response = double.answer(
+                    self.command, path, dict(parse_qsl(qs)), json.loads(raw) if raw else None
+                )
+                self.send_response(response.status_code)
+                if "content-type" in response.headers:
+                    self.send_header("Content-Type", response.headers["content-type"])
+                self.send_header("Content-Length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            do_GET = do_POST = _any
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return format_datetime(double.now, usegmt=True)  # the double's clock
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}", server
 
     def made(self, method: str, pattern: str) -> list[tuple[str, str, dict[str, str], Any]]:
         return [c for c in self.calls if c[0] == method and re.search(pattern, c[1])]

@@ -57,7 +57,9 @@ class ExecuteInput(_Input):
     )
     wait: bool = Field(True, description="Follow the run until it completes")
     timeout_seconds: float = Field(1800, gt=0, description="How long to follow it")
-    poll_seconds: float = Field(10, ge=0.05, le=300, description="Between looks at the run")
+    poll_seconds: float = Field(
+        10, ge=0.05, le=300, description="Longest wait between looks at the run"
+    )
 
 
 class RunsInput(_Input):
@@ -153,6 +155,7 @@ def _follow(
 ) -> PipelineExecution:
     deadline = time.monotonic() + args.timeout_seconds
     seen = ""
+    wait = min(0.5, args.poll_seconds)  # a quick run is reported quickly: 0.5, 1, 2 ... poll
     while True:
         fresh = gh.run(run.repository, run.id)
         run = fresh.model_copy(update={"found_by": run.found_by, "note": run.note})
@@ -166,7 +169,8 @@ def _follow(
             return _outcome(run, timed_out=False)
         if time.monotonic() >= deadline:
             return _outcome(run, timed_out=True)
-        time.sleep(args.poll_seconds)
+        time.sleep(wait)
+        wait = min(wait * 2, args.poll_seconds)
 
 
 def _outcome(run: PipelineRun, *, timed_out: bool) -> PipelineExecution:
