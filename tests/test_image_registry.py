@@ -500,3 +500,26 @@ def test_the_action_builds_pushes_and_deploys_by_digest(
     assert template["metadata"]["annotations"]["pipeline-bot.dev/image-tag"] == "1"
     printed = [line for line in proc.stdout.splitlines() if not line.startswith("::add-mask::")]
     assert not any(PASSWORD in line for line in printed)
+
+
+def test_a_plan_with_one_missing_tag_applies_nothing(cli, by_digest, pushed, kube_api, namespace):
+    repo, host = by_digest
+    repo.commit(
+        "two services",
+        {
+            ".github/pipeline-bot.yml": (
+                "version: 1\nenvironments:\n"
+                f"  - {{name: production, namespace: {namespace}}}\n"
+                "services:\n"
+                f"  - {{name: shop, paths: ['src/**'], image: {host}/acme/shop}}\n"
+                f"  - {{name: cart, paths: ['cart/**'], image: {host}/acme/cart}}\n"
+            )
+        },
+    )
+    result = cli(
+        "deploy", "--repo", str(repo.root), "-e", "production", "--image", "1", "--plan",
+        "--strategy", "rolling", "--timeout", "30s",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert f"repository {host}/acme/cart does not exist" in result.stderr
+    assert _deployment(kube_api, namespace) is None  # shop, whose image exists, was not applied

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline_bot.core.images import is_pinned
 from pipeline_bot.core.manifests import image_reference
 from pipeline_bot.core.plan import (
     MAX_PARALLEL_DEFAULT,
@@ -93,25 +94,42 @@ def get_deploy_plan(args: PlanInput, ctx: ToolContext) -> DeployPlan:
 
 
 def _images(args: DeployPlanInput, config: RepoConfig, plan: DeployPlan) -> dict[str, str]:
-    unknown = sorted(set(args.images) - {s.name for s in plan.services})
+    return plan_images(config, plan, args.image_tag, args.images)
+
+
+def plan_images(
+    config: RepoConfig, plan: DeployPlan, image_tag: str, given: dict[str, str]
+) -> dict[str, str]:
+    """Each service's image: its entry in `given` (a tag or a full reference), else
+    `image_tag` on its configured image."""
+    unknown = sorted(set(given) - {s.name for s in plan.services})
     if unknown:
         raise ToolError(
             f"images names service(s) the config does not have: {', '.join(unknown)}",
             tool="deploy_plan",
         )
     images = {
-        s.name: image_reference(config, s.name, args.images.get(s.name, args.image_tag))
-        for s in plan.services
+        s.name: image_reference(config, s.name, given.get(s.name, image_tag)) for s in plan.services
     }
     missing = [name for name, image in images.items() if image is None]
     if missing:
         raise ToolError(
-            f"image_tag {args.image_tag!r} is only a tag, and service(s) {', '.join(missing)} "
+            f"image_tag {image_tag!r} is only a tag, and service(s) {', '.join(missing)} "
             "have no image in .github/pipeline-bot.yml: give them one, or pass their full "
             "image references in images",
             tool="deploy_plan",
         )
     return {name: image for name, image in images.items() if image is not None}
+
+
+def _check_images(images: dict[str, str], ctx: ToolContext) -> None:
+    """Each image a service will be pinned to must exist before any service is deployed: a
+    missing tag stops the plan before anything is applied (each deploy pins its own after)."""
+    if not ctx.pin_digest or ctx.images is None:
+        return
+    for image in sorted(set(images.values())):
+        if not is_pinned(image):
+            ctx.images.resolve(image)
 
 
 def deploy_plan(args: DeployPlanInput, ctx: ToolContext) -> PlanResult:
@@ -124,6 +142,8 @@ def deploy_plan(args: DeployPlanInput, ctx: ToolContext) -> PlanResult:
     env = config.environment(args.environment)
     plan = plan_for(config, env.name, args.max_parallel)
     images = _images(args, config, plan)
+    if args.dry_run != "client":
+        _check_images(images, ctx)
     store = None
     if args.dry_run != "client":  # a client dry run renders only: no cluster, no lock
         ctx.require_cluster("deploy_plan", env)  # say so before anything is locked
