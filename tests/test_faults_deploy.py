@@ -382,9 +382,14 @@ def test_watches_dropped_mid_rollout_resume_and_the_deploy_succeeds(shop, kube_f
 
 
 def test_a_canary_whose_stable_cannot_be_scaled_down_is_aborted(shop, kube_faults):
-    """The canary is up; scaling stable down fails past the step's deadline: the canary is
-    removed and stable keeps its replicas and version, instead of both left half-way."""
-    kube_faults.inject(_deployments(shop), method="PATCH", answer=500, times=0, seconds=7)
+    """The canary is up; scaling stable down fails past the step's deadline (5 s): the canary
+    is removed and stable keeps its replicas and version, instead of both left half-way."""
+    shop.on(
+        "canary 50%",  # the canary rolls out; every PATCH of stable fails for the next 7 s
+        lambda: kube_faults.inject(
+            _deployments(shop), method="PATCH", answer=500, times=0, seconds=7
+        ),
+    )
     result = shop.deploy("2", "canary", timeout_seconds=5)
     assert result.status == "rolled_back", result.message
     assert [s.name for s in result.steps][-1] == "abort"
@@ -399,12 +404,17 @@ def test_a_canary_whose_stable_cannot_be_scaled_down_is_aborted(shop, kube_fault
 
 
 def test_a_canary_promotion_cut_short_by_the_api_restores_stable(shop, kube_faults):
-    """The canary passes; the promotion's patch of stable fails past its deadline: stable gets
-    its version back and the canary goes."""
-    # the first PATCH of shop scales it down for the canary step; the second promotes it
-    kube_faults.inject(_deployments(shop), method="PATCH", answer=500, times=0, skip=1, seconds=9)
+    """The canary passes; the promotion's patch of stable fails past its deadline (5 s): stable
+    gets its version and replicas back and the canary goes."""
+    shop.on(
+        "gate 50%",  # passed: every PATCH of stable fails for the next 7 s
+        lambda: kube_faults.inject(
+            _deployments(shop), method="PATCH", answer=500, times=0, seconds=7
+        ),
+    )
     result = shop.deploy("2", "canary", timeout_seconds=5)
     assert result.status == "rolled_back", result.message
+    assert "promotion failed" in result.message
     assert shop.deployment("shop-canary") is None
     stable = shop.deployment()
     assert stable is not None
