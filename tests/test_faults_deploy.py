@@ -435,6 +435,32 @@ def test_a_canary_through_a_burst_of_429s_succeeds(shop, kube_faults):
     assert shop.image() == f"{IMAGE}:2"
 
 
+# ---------------------------------------------------------------- blue-green deploys
+
+
+def test_a_blue_green_deploy_whose_api_fails_before_the_switch_removes_the_new_colour(
+    shop, kube_faults
+):
+    shop.on(
+        "apply shop-blue",  # applied: then Deployments and pods fail past the rollout's deadline
+        lambda: kube_faults.inject(
+            f"/namespaces/{shop.namespace}/(deployments|pods)", answer=500, times=0, seconds=8
+        ),
+    )
+    result = shop.deploy("2", "blue-green", timeout_seconds=5)
+    assert result.status == "rolled_back", result.message
+    assert "blue never took traffic" in result.message
+    assert shop.deployment("shop-blue") is None
+    assert shop.image() == f"{IMAGE}:1"
+    url = f"{shop.kube_api.url}/api/v1/namespaces/{shop.namespace}/services/shop"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        selector = json.loads(resp.read())["spec"]["selector"]
+    assert "pipeline-bot.dev/color" not in selector  # the Service never moved
+    record = shop.record()
+    assert record.status == "rolled_back"
+    assert "still failing at the deadline" in record.reason
+
+
 # ---------------------------------------------------------------- Prometheus goes away
 
 

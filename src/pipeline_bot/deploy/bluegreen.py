@@ -42,9 +42,12 @@ class BlueGreen:
             selector={**selector_of_service(service), COLOR_LABEL: color},
             keep_seconds=strategy.parameters.keep_previous_seconds or 0,
         )
+        # until the switch, an API that fails past its retries removes the new colour again
+        run.undo = lambda why: self._undo_new(run, st, w.namespace, why)
         state = ops.apply_and_watch(run, new, req.timeout_seconds, f"{color} rollout")
         if state.phase != "succeeded":
             why = ops.explain(w.namespace, state)
+            run.undo = None
             self._remove_new(st, w.namespace)
             run.step(
                 "cleanup",
@@ -72,6 +75,7 @@ class BlueGreen:
             verdict.reason,
             details=verdict.measurements,
         )
+        run.undo = None  # what follows removes, pauses or switches on its own terms
         if verdict.decision == "rollback":
             self._remove_new(st, w.namespace)
             return run.finish(
@@ -215,6 +219,17 @@ class BlueGreen:
             self.ops.progress(f"scaled down {previous}: its rollback window has passed")
         st.scaled_down = True
         return True
+
+    def _undo_new(self, run: Run, st: BlueGreenState, namespace: str, why: str) -> DeployResult:
+        """The API failed before the switch: the new colour goes, the Service never moved."""
+        run.undo = None
+        with run.phase():
+            self._remove_new(st, namespace)
+        kept = st.previous_deployment or "nothing"
+        run.step("cleanup", "succeeded", f"removed {st.deployment}; {kept} keeps serving")
+        return run.finish(
+            "rolled_back", f"{st.color} never took traffic: {why}", rolled_back=True, reason=why
+        )
 
     def _remove_new(self, st: BlueGreenState, namespace: str) -> None:
         self.ops.cluster.delete("apps/v1", "Deployment", namespace, st.deployment)
