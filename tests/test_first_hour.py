@@ -29,6 +29,7 @@ def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.integration  # runs the product as its own process
 def test_serve_names_every_missing_setting_in_one_run(tmp_path):
     done = subprocess.run(
         [*CLI, "serve", "--port", "0"],
@@ -45,6 +46,7 @@ def test_serve_names_every_missing_setting_in_one_run(tmp_path):
     assert "3 settings to fix" in done.stderr
 
 
+@pytest.mark.integration  # runs the product as its own process
 @pytest.mark.parametrize("command", [["serve"], ["analyze", "--repo", "."]])
 def test_a_malformed_setting_is_one_line_naming_the_variable_not_a_traceback(tmp_path, command):
     secret_looking = "abc-not-a-number-s3cr3t"
@@ -95,3 +97,67 @@ def test_mcp_over_http_says_where_it_listens_then_serves_there(tmp_path):
         assert status in (200, 400, 405, 406)  # the MCP transport answered, on that port
     finally:
         stop_process(proc)
+
+
+def test_an_empty_repository_says_it_has_no_commits(cli, tmp_path):
+    empty = tmp_path / "empty"
+    subprocess.run(["git", "init", "-q", str(empty)], check=True)
+    result = cli("analyze", "--repo", str(empty))
+    assert result.exit_code == 2
+    assert "has no commits yet" in result.stderr
+    assert "git fetch" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [
+        ("env", "($KUBECONFIG)"),
+        ("flag", "(--kubeconfig)"),
+        ("default", "~/.kube/config (the default"),
+    ],
+)
+def test_a_missing_kubeconfig_says_where_it_looked(
+    cli, base_repo, monkeypatch, tmp_path, how, named
+):
+    missing = tmp_path / "nowhere" / "kubeconfig"
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = ["status", "-e", "production", "--app", "shop", "--repo", str(base_repo.root)]
+    if how == "env":
+        monkeypatch.setenv("KUBECONFIG", str(missing))
+    elif how == "flag":
+        args += ["--kubeconfig", str(missing)]
+    result = cli(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "no kubeconfig found: looked at" in result.stderr
+    assert named in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "says", "never"),
+    [
+        (
+            "version: 1\nenvironments:\n  - {name: prod, strategy: yolo}\n",
+            "environments[0].strategy: Input should be one of 'none', 'rolling', 'blue-green', "
+            "'canary', 'auto', got 'yolo'",
+            "literal[",
+        ),
+        (
+            "version: 1\nservices:\n  - {name: shop, paths: src}\n",
+            "services[0].paths: Input should be a valid list",
+            "list[",
+        ),
+    ],
+)
+def test_config_errors_name_the_keys_a_user_wrote(yaml_text, says, never):
+    """Issue 16, point 5: union branch tags (`strategy.literal['auto']`) leaked into messages,
+    one line per branch."""
+    from pipeline_bot.errors import ConfigError
+    from pipeline_bot.repo_config import parse_repo_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config(yaml_text)
+    lines = [p.render("cfg.yml") for p in caught.value.problems]
+    assert any(says in line for line in lines), lines
+    assert not any(never in line for line in lines), lines
+    assert len(lines) == 1, lines

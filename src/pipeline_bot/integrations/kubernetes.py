@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -31,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from pipeline_bot.errors import IntegrationError
+from pipeline_bot.errors import IntegrationError, KubeconfigError
 from pipeline_bot.integrations.ports import current_deadline
 
 Obj = dict[str, Any]
@@ -77,6 +78,17 @@ class KubernetesCluster:
         in_cluster: bool = False,
     ) -> KubernetesCluster:
         """From a kubeconfig file, kubeconfig content (a secret), or the pod's service account."""
+        # where it looks, said in every error: a newcomer's first failure is usually this
+        if in_cluster:
+            where = "the pod's service account (in-cluster)"
+        elif kubeconfig_content:
+            where = "the kubeconfig content given (PIPELINE_BOT_KUBECONFIG_CONTENT or an input)"
+        elif kubeconfig:
+            where = f"{kubeconfig} (--kubeconfig)"
+        elif os.environ.get("KUBECONFIG"):
+            where = f"{os.environ['KUBECONFIG']} ($KUBECONFIG)"
+        else:
+            where = "~/.kube/config (the default: set KUBECONFIG or pass --kubeconfig)"
         try:
             if in_cluster:
                 cfg = client.Configuration()
@@ -85,17 +97,22 @@ class KubernetesCluster:
             if kubeconfig_content:
                 data = yaml.safe_load(kubeconfig_content)
                 if not isinstance(data, dict):
-                    raise IntegrationError(
+                    raise KubeconfigError(
                         "the kubeconfig content is not a YAML mapping", service="kubernetes"
                     )
                 return cls(config.new_client_from_config_dict(data, context=context))
             # the client reads $KUBECONFIG once, at import; read it now instead
             path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            first = path.split(os.pathsep)[0]
+            if not Path(first).expanduser().exists():
+                raise KubeconfigError(
+                    f"no kubeconfig found: looked at {where}", service="kubernetes"
+                )
             return cls(config.new_client_from_config(config_file=path, context=context))
         except (config.ConfigException, yaml.YAMLError, OSError) as exc:
             # the message names the file or the missing key; it never holds the credentials
-            raise IntegrationError(
-                f"cannot load the Kubernetes configuration: {_first_line(exc)}",
+            raise KubeconfigError(
+                f"cannot load the Kubernetes configuration from {where}: {_first_line(exc)}",
                 service="kubernetes",
             ) from None
 
