@@ -523,3 +523,59 @@ def test_a_plan_with_one_missing_tag_applies_nothing(cli, by_digest, pushed, kub
     assert result.exit_code == 2, result.stdout + result.stderr
     assert f"repository {host}/acme/cart does not exist" in result.stderr
     assert _deployment(kube_api, namespace) is None  # shop, whose image exists, was not applied
+
+
+# ------------------------------------------------------------------ the App
+
+
+def test_the_app_deploys_a_push_by_digest_and_names_tag_and_digest_in_the_deployment(
+    tmp_path, registries, buildah_storage, kube_api, namespace
+):
+    import respx
+    from fastapi.testclient import TestClient
+
+    from pipeline_bot.app.context import AppServices
+    from pipeline_bot.app.server import create_app
+    from pipeline_bot.integrations.deliveries import DeliveryStore
+    from pipeline_bot.integrations.github_app import GitHubApp
+    from pipeline_bot.integrations.kubernetes import KubernetesCluster
+    from pipeline_bot.integrations.store import SqlStore
+    from tests.app_harness import API, API_TOKEN, HEAD, SECRET, Harness, config, private_key
+    from tests.conftest import github_examples, webhook_example
+    from tests.fakes.github_api import GitHubApiDouble
+
+    regs, _ = registries
+    host = regs["token"].host
+    context = _context(tmp_path / "ctx", "pushed for the App\n")
+    built = build_registry().call(
+        "build_image", {"context": str(context), "image": f"{host}/acme/shop:{HEAD}"}, _ctx()
+    )
+    gh = GitHubApiDouble(github_examples())
+    gh.config = config(namespace).replace("registry.local/shop", f"{host}/acme/shop")
+    kubeconfig = kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    services = AppServices(
+        deliveries=DeliveryStore(url),
+        github=GitHubApp("1", private_key(), api_url=API),
+        store=SqlStore(url),
+        cluster=lambda env: KubernetesCluster.connect(kubeconfig=str(kubeconfig)),
+        images=RegistryImages(_creds),
+    )
+    application = create_app(services, SECRET, api_token=API_TOKEN, mcp=False, start_worker=False)
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(url__startswith=API).mock(side_effect=gh.respx_side_effect)
+        mock.route(host="127.0.0.1").pass_through()  # the registry and its token service
+        with TestClient(application) as client:
+            app = Harness(client, services, gh)
+            payload = webhook_example("push")
+            payload.update(ref="refs/heads/master", before="b" * 40, after=HEAD, deleted=False)
+            app.deliver("push", payload, "push-1")
+            app.work()
+    created = gh.made("POST", r"/deployments$")
+    assert len(created) == 1
+    assert created[0].body["payload"]["tag"] == HEAD
+    assert created[0].body["payload"]["digest"] == built.digest
+    deployment = _deployment(kube_api, namespace)
+    assert deployment is not None
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"{host}/acme/shop@{built.digest}"

@@ -15,6 +15,7 @@ from pipeline_bot.integrations.ports import (
     AuditPort,
     ChangeSource,
     ClusterPort,
+    ImagePort,
     LLMPort,
     MetricsPort,
     RiskPort,
@@ -76,6 +77,8 @@ class AppServices:
     # the risk model, with the history of each repository read from a bare mirror of it
     risk: RiskPort | None = None
     mirrors: Mirrors | None = None
+    images: ImagePort | None = None  # registries: deploys run the digest a tag names now
+    pin_digest: bool = True
 
 
 class PreparedSource:
@@ -188,6 +191,8 @@ class EventContext:
             github_repository=self.repo,
             workflows=self._actions(),
             config=config,
+            images=self.services.images,
+            pin_digest=self.services.pin_digest,
         )
 
     def _actions(self) -> WorkflowsPort | None:

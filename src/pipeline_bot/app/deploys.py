@@ -33,7 +33,10 @@ def deploy_commit(
     gh, repo = ctx.gh, ctx.repo
     tag = image or sha
     before = latest_deploy(ctx, env.name, app)
-    github_id = _github_deployment(ctx, config, env, app, sha, strategy, tag, actor, pull_request)
+    digest = _digest(ctx, config, app, tag)  # a missing tag stops here, before anything
+    github_id = _github_deployment(
+        ctx, config, env, app, sha, strategy, tag, actor, pull_request, digest
+    )
     gh.deployment_status(repo, github_id, "in_progress", f"Deploying {app} to {env.name}")
     source = None
     if strategy == "auto":  # the strategy fits the change: from `base`, else the commit's parent
@@ -92,9 +95,11 @@ def _github_deployment(
     tag: str,
     actor: str,
     pull_request: int | None,
+    digest: str | None = None,
 ) -> int:
     """This delivery's GitHub deployment for `app` in `env`, created the first time. It names
-    the image, so deploys of one commit with different tags tell apart."""
+    the image (and the digest its tag named), so deploys of one commit with different tags tell
+    apart."""
     key = f"github_deployment:{env.name}:{app}"
     github_id = ctx.state.get(key)
     if github_id is not None:
@@ -106,6 +111,8 @@ def _github_deployment(
         "image": image,
         "tag": image_tag(image),
     }
+    if digest is not None:
+        payload["digest"] = digest
     if pull_request is not None:
         payload["pull_request"] = pull_request
     github_id = ctx.gh.create_deployment(
@@ -122,6 +129,16 @@ def _github_deployment(
     )
     ctx.save(**{key: github_id})
     return int(github_id)
+
+
+def _digest(ctx: EventContext, config: RepoConfig, app: str, tag: str) -> str | None:
+    """The digest the deploy will run (the deploy tool pins the same tag again), or None when
+    images are not pinned here."""
+    images = ctx.services.images
+    image = image_reference(config, app, tag)
+    if images is None or not ctx.services.pin_digest or image is None or "@" in image:
+        return None
+    return images.resolve(image).digest
 
 
 def image_tag(image: str) -> str:

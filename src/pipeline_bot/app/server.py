@@ -113,6 +113,8 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
         ai=AILimits(settings.llm_max_steps, settings.llm_max_prompt_tokens),
         risk=wiring.risk_port(settings),
         audit=wiring.audit(settings),
+        images=wiring.images(settings),
+        pin_digest=settings.pin_digest,
         mirrors=Mirrors(
             wiring.cache_dir(settings) / "mirrors", server_url=settings.github_server_url
         ),
