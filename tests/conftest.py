@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -240,10 +241,31 @@ class KubeApi:
         return path
 
 
-def _real_kube_wanted() -> bool:
-    """PIPELINE_BOT_TEST_KUBE=real puts every test that uses `kube_server` / `kube_api` on the
-    real control plane (scripts/kube-control-plane) instead of tests/kubeapi."""
-    return os.environ.get("PIPELINE_BOT_TEST_KUBE", "kubeapi") == "real"
+# the test modules whose `kube_api` is the real control plane (scripts/kube-control-plane) by
+# default: every test in them passes there. PIPELINE_BOT_TEST_KUBE=real puts every test that uses
+# `kube_server` / `kube_api` there, =kubeapi none (README: A real Kubernetes control plane)
+REAL_KUBE_MODULES = frozenset({"test_deploy_engine"})
+
+
+def _real_kube_wanted(module: str | None = None) -> bool:
+    mode = os.environ.get("PIPELINE_BOT_TEST_KUBE", "auto")
+    if mode in ("real", "kubeapi"):
+        return mode == "real"
+    if module not in REAL_KUBE_MODULES:
+        return False
+    if os.environ.get("CI") == "true":
+        return True  # CI builds it (scripts/test): a missing one fails there, never falls back
+    return _real_kube_built()
+
+
+@functools.cache
+def _real_kube_built() -> bool:
+    from tests import kube_control_plane as kcp
+
+    try:
+        return not kcp.missing_binaries()
+    except kcp.ControlPlaneError:  # no Go: these modules run on tests/kubeapi instead
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -299,10 +321,14 @@ def kube_server(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 @pytest.fixture
-def kube_api(kube_server: KubeApi) -> KubeApi:
-    """The session's server, with no failing images and the default pod start time."""
-    kube_server.reset()
-    return kube_server
+def kube_api(request: pytest.FixtureRequest) -> Any:
+    """The session's server, with no failing images and the default pod start time: the real
+    control plane for REAL_KUBE_MODULES when it is built, else tests/kubeapi."""
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    real = _real_kube_wanted(module)
+    server = request.getfixturevalue("kube_control_plane" if real else "kube_server")
+    server.reset()
+    return server
 
 
 @pytest.fixture
