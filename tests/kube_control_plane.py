@@ -85,6 +85,9 @@ def versions() -> dict[str, str]:
 
 def go() -> str:
     found = shutil.which("go")
+    for usual in ("/usr/local/go/bin/go", str(Path.home() / "go" / "bin" / "go")):
+        if found is None and Path(usual).is_file():
+            found = usual  # where Go's own tarball installs it, when PATH does not say
     if found is None:
         raise ControlPlaneError(
             "go is missing: install Go 1.26 (the control plane is built with it)"
