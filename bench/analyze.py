@@ -10,8 +10,10 @@ same range and in the same run:
   analysis   `pipeline-bot analyze --format json` in a fresh Python process (output discarded);
              beyond the diff read it runs the rules, the history and the risk model
 and prints the median of each, the ratios, the analysis process's peak RSS (target < 300 MB)
-next to the peak RSS of the git processes it ran, and the load the machine ran under (with two
-CPUs, git and the parser share them with whatever else runs). --profile also splits the parse
+next to the peak RSS of the git processes it ran, the CPU seconds of the analysis (its Python
+process, and its git processes apart) and of `git diff -p`, and the load the machine ran under
+(with two CPUs, git and the parser share them with whatever else runs: under load the wall
+times stretch, the CPU seconds much less). --profile also splits the parse
 of the same patch, read from memory, into what costs what.
 
     python bench/analyze.py [--files 20000] [--lines 500000] [--runs 5] [--keep DIR] [--profile]
@@ -80,13 +82,20 @@ def build_repo(root: Path, files: int, lines: int) -> tuple[str, str]:
     return "main~1", "main"
 
 
-def _median_seconds(cmd: list[str], runs: int, cwd: Path) -> float:
-    times = []
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _median_seconds(cmd: list[str], runs: int, cwd: Path) -> tuple[float, float]:
+    """Median wall and CPU seconds of a command."""
+    times, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, used = time.perf_counter(), _children_cpu()
         subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu.append(_children_cpu() - used)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def child(repo: str, base: str, head: str) -> None:
@@ -100,7 +109,7 @@ def child(repo: str, base: str, head: str) -> None:
     start, cpu = time.perf_counter(), time.process_time()
     git.diff(base_sha, head_sha)
     diff_seconds, diff_cpu = time.perf_counter() - start, time.process_time() - cpu
-    start = time.perf_counter()
+    start, cpu, git_cpu = time.perf_counter(), time.process_time(), _children_cpu()
     with open("/dev/null", "w") as sink:  # noqa: PTH123 - a plain sink for stdout
         saved, sys.stdout = sys.stdout, sink
         try:
@@ -111,10 +120,13 @@ def child(repo: str, base: str, head: str) -> None:
         finally:
             sys.stdout = saved
     elapsed = time.perf_counter() - start
+    cpu, git_cpu = time.process_time() - cpu, _children_cpu() - git_cpu
     print(
         json.dumps(
             {
                 "seconds": elapsed,
+                "cpu": cpu,
+                "git_cpu": git_cpu,
                 "diff_seconds": diff_seconds,
                 "diff_cpu": diff_cpu,
                 "self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -155,8 +167,8 @@ def main() -> None:
         ).stdout.strip()
         print(f"change: {stat}")
         load = os.getloadavg()
-        numstat = _median_seconds(["git", "diff", "--numstat", base, head], args.runs, root)
-        patch = _median_seconds(["git", "diff", "-p", base, head], args.runs, root)
+        numstat, _ = _median_seconds(["git", "diff", "--numstat", base, head], args.runs, root)
+        patch, patch_cpu = _median_seconds(["git", "diff", "-p", base, head], args.runs, root)
         runs = []
         for _ in range(args.runs):
             out = subprocess.run(
@@ -192,6 +204,8 @@ def main() -> None:
         diff_read = statistics.median(r["diff_seconds"] for r in runs)
         diff_cpu = statistics.median(r["diff_cpu"] for r in runs)
         end_to_end = statistics.median(wall)
+        cpu = statistics.median(r["cpu"] for r in runs)
+        git_cpu = statistics.median(r["git_cpu"] for r in runs)
         peak = max(r["self_kib"] for r in runs) / 1024
         git_peak = max(r["git_kib"] for r in runs) / 1024
         print(f"git diff --numstat           median {numstat:.3f}s  (baseline)")
@@ -207,6 +221,11 @@ def main() -> None:
         print(
             f"pipeline-bot analyze (CLI)   median {end_to_end:.3f}s  ratio "
             f"{end_to_end / numstat:.2f}  (includes interpreter start and imports)"
+        )
+        print(
+            f"CPU seconds (what load does not change): analysis {cpu:.3f} in Python + "
+            f"{git_cpu:.3f} in its git processes (on another CPU: git streams while Python "
+            f"parses); git diff -p {patch_cpu:.3f}; Python's {cpu / patch_cpu:.2f}x git diff -p's"
         )
         print(
             f"peak memory: analysis process {peak:.0f} MB (target < 300), "
