@@ -36,6 +36,8 @@ ALL = READ_ONLY | {
     "build_image",
     "push_image",
     "execute_pipeline",
+    "promote_plan",
+    "approve_promotion",
     "promote_deployment",
     "abort_deployment",
     "rollback_deployment",

@@ -31,6 +31,8 @@ def _call(tool: str, arguments: dict[str, Any], ctx: Any) -> Any:
 
 
 def register(app: typer.Typer) -> None:
+    app.add_typer(promotion_app, name="promotion")
+
     @app.command()
     def plan(
         environment: Annotated[
@@ -98,3 +100,79 @@ def deploy_plan(arguments: dict[str, Any], ctx: Any, *, output: str, max_paralle
         typer.echo(result_text(result))
     if result.status == "failed":
         raise typer.Exit(Exit.FAILED)
+
+
+promotion_app = typer.Typer(
+    help="Take a commit's deploy plan through the environments, with approvals.",
+    no_args_is_help=True,
+)
+Repo = Annotated[Path, typer.Option("--repo", help="Repository with .github/pipeline-bot.yml.")]
+Image = Annotated[str, typer.Option("--image", help="The tag every service's image gets.")]
+CommitSha = Annotated[str, typer.Option("--commit", help="The commit being promoted (its SHA).")]
+
+
+@promotion_app.command("run")
+def promotion_run(
+    image: Image,
+    commit: CommitSha,
+    to: Annotated[
+        str | None, typer.Option(help="Last environment. Default: the last in promotion order.")
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="auto, rolling, blue-green or canary.")] = "auto",
+    repo: Repo = Path(),
+    timeout: Annotated[str, typer.Option(help="Each service's rollout timeout.")] = "5m",
+    kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig file.")] = None,
+    output: Annotated[PlanFormat, typer.Option("--format", help="text or json.")] = PlanFormat.text,
+) -> None:
+    """Deploy the plan to each environment in promotion order, each after the one before it
+    succeeded; stop before an environment that requires approval until someone runs `promotion
+    approve` for this commit and plan. Exit 0: done, 1: a plan failed, 5: waiting for
+    approval."""
+    from pipeline_bot.cli_deploy import parse_duration, tool_context
+
+    arguments = {
+        "image_tag": image,
+        "commit_sha": commit,
+        "to": to,
+        "strategy": strategy,
+        "repository": str(repo),
+        "timeout_seconds": parse_duration(timeout),
+    }
+    result = _call("promote_plan", arguments, tool_context(kubeconfig, None))
+    if output == PlanFormat.json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        typer.echo(f"{result.status.upper()}: {result.message}")
+        for step in result.environments:
+            digest = f" plan {step.plan_digest}" if step.plan_digest else ""
+            typer.echo(f"  {step.environment}: {step.status}{digest} {step.message}".rstrip())
+    if result.status == "failed":
+        raise typer.Exit(Exit.FAILED)
+    if result.status == "waiting_for_approval":
+        raise typer.Exit(Exit.REFUSED)
+
+
+@promotion_app.command("approve")
+def promotion_approve(
+    environment: Annotated[str, typer.Option("--environment", "-e", help="Environment.")],
+    image: Image,
+    commit: CommitSha,
+    repo: Repo = Path(),
+    kubeconfig: Annotated[str | None, typer.Option(help="kubeconfig file.")] = None,
+) -> None:
+    """Approve this commit's plan into an environment that requires approval (until the
+    environment's approval_expires)."""
+    from pipeline_bot.cli_deploy import tool_context
+
+    arguments = {
+        "environment": environment,
+        "image_tag": image,
+        "commit_sha": commit,
+        "repository": str(repo),
+    }
+    approval = _call("approve_promotion", arguments, tool_context(kubeconfig, None))
+    typer.echo(
+        f"approved plan {approval.plan_digest} of {approval.commit_sha[:12]} into "
+        f"{approval.environment} for {approval.approved_by} until "
+        f"{approval.expires_at:%Y-%m-%d %H:%M}Z"
+    )

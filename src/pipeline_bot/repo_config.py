@@ -67,6 +67,17 @@ class Environment(_Strict):
         description="Environments the same commit must have deployed to successfully first, "
         "e.g. [staging] for production.",
     )
+    requires_approval: bool = Field(
+        False,
+        description="A promotion (`pipeline-bot promotion run`) stops before this environment "
+        "until a person approves the exact commit and plan (`pipeline-bot promotion approve`).",
+    )
+    approval_expires: str = Field(
+        "24h",
+        min_length=1,
+        pattern=r"^(\d+h)?(\d+m)?(\d+s)?$",
+        description="How long an approval holds: 30m, 24h, 1h30m.",
+    )
     production: bool | None = Field(
         None, description="Treat as production; defaults to true for 'production' or 'prod'."
     )

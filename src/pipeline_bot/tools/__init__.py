@@ -16,7 +16,7 @@ def build_registry() -> ToolRegistry:
     tool is first asked for that an earlier module does not hold (or the list), so calling
     analyze_changes imports neither the deploy engine nor the cluster's tools."""
     registry = ToolRegistry()
-    for register in (_analyze, _deploy, _monitor, _pipelines, _plans, _pods, _review):
+    for register in (_analyze, _deploy, _monitor, _pipelines, _plans, _pods, _promotion, _review):
         registry.defer(register)
     return registry
 
@@ -55,6 +55,12 @@ def _pods(registry: ToolRegistry) -> None:
     from pipeline_bot.tools import pods
 
     pods.register(registry)
+
+
+def _promotion(registry: ToolRegistry) -> None:
+    from pipeline_bot.tools import promotion
+
+    promotion.register(registry)
 
 
 def _review(registry: ToolRegistry) -> None:
