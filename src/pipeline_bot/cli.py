@@ -140,7 +140,11 @@ def analyze(
     }
     try:
         ctx = tool_context(
-            get_settings(), progress=_progress, prometheus_url=prometheus_url, deploys=False
+            get_settings(),
+            progress=_progress,
+            prometheus_url=prometheus_url,
+            deploys=False,
+            registries=False,
         )
         # --llm: the same analysis, then the model's review (ai.status off without a model)
         with _collector_paused():

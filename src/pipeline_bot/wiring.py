@@ -205,11 +205,14 @@ def tool_context(
     context: str | None = None,
     prometheus_url: str | None = None,
     deploys: bool = True,
+    registries: bool = True,
     front_end: str = "cli",
     actor: str | None = None,
 ) -> ToolContext:
     """Everything a tool may use, from settings. `deploys=False` leaves out the store and the
-    cluster (an analysis needs neither, and opening the store creates its file)."""
+    cluster (an analysis needs neither, and opening the store creates its file);
+    `registries=False` the image registries (an analysis resolves no image, and does not import
+    their HTTP client)."""
     from pipeline_bot.tools import AILimits, ToolContext
 
     connect = cluster(settings, kubeconfig=kubeconfig, context=context)
@@ -228,7 +231,7 @@ def tool_context(
         ai=AILimits(max_steps=settings.llm_max_steps, prompt_tokens=settings.llm_max_prompt_tokens),
         github_repository=settings.github_repository,
         audit=audit(settings),
-        images=images(settings),
+        images=images(settings) if registries else None,
         pin_digest=settings.pin_digest,
         front_end=front_end,
         actor=actor or default_actor(),
