@@ -22,6 +22,10 @@ class _Model(BaseModel):
 _M = TypeVar("_M", bound=BaseModel)
 _new = object.__new__
 _set = object.__setattr__
+# BaseModel's slots, set through their descriptors: faster than by name
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
@@ -32,9 +36,9 @@ def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     the validated model (tests/test_diff_parse_equivalence.py)."""
     model = _new(cls)
     _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", set(values))
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
+    _set_fields(model, set(values))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
