@@ -54,7 +54,11 @@ BUILDS: dict[str, dict[str, str]] = {
     },
     "etcd": {"etcd": "go.etcd.io/etcd/server/v3"},
     "kwok": {"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+    "toxiproxy": {"toxiproxy-server": "github.com/Shopify/toxiproxy/v2/cmd/server"},
 }
+# modules cached under a key of their own, apart from the control plane's (adding one must not
+# make the long build of the others start again)
+APART = ("toxiproxy",)
 # gentle on a 2-core machine that also runs the test suite
 GO_BUILD_FLAGS = ["-trimpath", "-p=2"]
 FAST_NODE_COUNT = 2
@@ -80,6 +84,7 @@ def versions() -> dict[str, str]:
         "kubernetes": required_version(MODULES / "controlplane", "k8s.io/kubernetes"),
         "etcd": required_version(MODULES / "etcd", "go.etcd.io/etcd/server/v3"),
         "kwok": required_version(MODULES / "kwok", "sigs.k8s.io/kwok"),
+        "toxiproxy": required_version(MODULES / "toxiproxy", "github.com/Shopify/toxiproxy/v2"),
     }
 
 
@@ -145,9 +150,10 @@ def cache_root() -> Path:
     return Path(base) / "pipeline-bot" / "kube"
 
 
-def cache_key() -> str:
+def cache_key(apart: str | None = None) -> str:
+    """The cache folder's name: the control plane's modules together, or one module apart."""
     digest = hashlib.sha256()
-    for name in sorted(BUILDS):
+    for name in [apart] if apart else sorted(set(BUILDS) - set(APART)):
         for part in ("go.mod", "go.sum"):
             digest.update((MODULES / name / part).read_bytes())
     digest.update(" ".join(GO_BUILD_FLAGS).encode())
@@ -156,19 +162,26 @@ def cache_key() -> str:
     ).stdout.split()
     digest.update(" ".join(go_version).encode())
     v = versions()
+    if apart:
+        return f"{apart}-{v[apart]}-{go_version[0]}-{digest.hexdigest()[:12]}"
     return (
         f"k8s-{v['kubernetes']}-etcd-{v['etcd']}-kwok-{v['kwok']}-{go_version[0]}-"
         f"{digest.hexdigest()[:12]}"
     )
 
 
-def bin_dir() -> Path:
-    return cache_root() / cache_key() / "bin"
+def bin_dir(module: str | None = None) -> Path:
+    """Where the control plane's binaries are (or, for a module in APART, that module's)."""
+    return cache_root() / cache_key(module if module in APART else None) / "bin"
+
+
+def binary(name: str) -> Path:
+    module = next(m for m, binaries in BUILDS.items() if name in binaries)
+    return bin_dir(module) / name
 
 
 def missing_binaries() -> list[str]:
-    where = bin_dir()
-    return [b for mod in BUILDS.values() for b in mod if not (where / b).is_file()]
+    return [b for mod in BUILDS.values() for b in mod if not binary(b).is_file()]
 
 
 def build(*, quiet: bool = False) -> Path:
@@ -192,11 +205,14 @@ def build(*, quiet: bool = False) -> Path:
             ),
             "etcd": "-s -w",
             "kwok": "-s -w",
+            "toxiproxy": "-s -w",
         }
         for module, binaries in BUILDS.items():
+            where = bin_dir(module)
             todo = [b for b in binaries if not (where / b).is_file()]
             if not todo:
                 continue
+            where.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix="build-", dir=where.parent))
             started = time.monotonic()
             if not quiet:
@@ -221,7 +237,7 @@ def build(*, quiet: bool = False) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
             if not quiet:
                 print(f"   built in {time.monotonic() - started:.0f} s")
-    return where
+    return bin_dir()
 
 
 def _go_output_name(package: str) -> str:
@@ -411,6 +427,8 @@ class ControlPlane:
     dir: Path
     server: str = ""  # https://127.0.0.1:PORT
     proxy: str = ""  # http://127.0.0.1:PORT, `kubectl proxy` with the admin's credentials
+    faulty_server: str = ""  # https://127.0.0.1:PORT, the API server through toxiproxy
+    toxiproxy: str = ""  # http://127.0.0.1:PORT, toxiproxy's own API
     pids: dict[str, int] = field(default_factory=dict)
     # the Popen objects of the processes this one started (kept so none is collected running)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
@@ -424,20 +442,29 @@ class ControlPlane:
         return self.dir / "pki"
 
     def save(self) -> None:
-        (self.dir / "state.json").write_text(
-            json.dumps({"server": self.server, "proxy": self.proxy, "pids": self.pids})
-        )
+        state = {"server": self.server, "proxy": self.proxy, "pids": self.pids}
+        state |= {"faulty_server": self.faulty_server, "toxiproxy": self.toxiproxy}
+        (self.dir / "state.json").write_text(json.dumps(state))
 
     @classmethod
     def load(cls, folder: Path) -> ControlPlane:
         state = json.loads((folder / "state.json").read_text())
-        return cls(folder, state["server"], state["proxy"], dict(state["pids"]))
+        return cls(
+            folder,
+            state["server"],
+            state["proxy"],
+            state.get("faulty_server", ""),
+            state.get("toxiproxy", ""),
+            dict(state["pids"]),
+        )
 
     def env(self) -> dict[str, str]:
         return {
             "KUBECONFIG": str(self.kubeconfig_path),
             "PIPELINE_BOT_KUBE_SERVER": self.server,
             "PIPELINE_BOT_KUBE_PROXY": self.proxy,
+            "PIPELINE_BOT_KUBE_FAULTY_SERVER": self.faulty_server,
+            "PIPELINE_BOT_KUBE_TOXIPROXY": self.toxiproxy,
         }
 
     # -------------------------------------------------------------- talking to the API server
@@ -565,6 +592,7 @@ class ControlPlane:
                 ],
             )
             self._wait(self.proxy + "/readyz", "kubectl proxy", secure=False)
+            self._start_toxiproxy(api_port)
             self._start_kwok(binaries)
             for name in self.pids:
                 if not self._alive(name):
@@ -623,6 +651,32 @@ class ControlPlane:
         if not log.exists():
             return ""
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    def _start_toxiproxy(self, api_port: int) -> None:
+        """Toxiproxy in front of the API server (TCP, so TLS passes through untouched):
+        `faulty_server` is the API server with whatever toxics a test adds."""
+        control, listen = free_port(), free_port()
+        self._spawn(
+            "toxiproxy",
+            [str(binary("toxiproxy-server")), "-host=127.0.0.1", f"-port={control}"],
+        )
+        self.toxiproxy = f"http://127.0.0.1:{control}"
+        self._wait(self.toxiproxy + "/version", "toxiproxy", secure=False)
+        body = {
+            "name": "kube-apiserver",
+            "listen": f"127.0.0.1:{listen}",
+            "upstream": f"127.0.0.1:{api_port}",
+            "enabled": True,
+        }
+        self.toxiproxy_request("POST", "/proxies", body)
+        self.faulty_server = f"https://127.0.0.1:{listen}"
+
+    def toxiproxy_request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.toxiproxy + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw.strip() else None
 
     def _start_kwok(self, binaries: Path) -> None:
         import yaml
@@ -1009,6 +1063,30 @@ class RealKubeApi:
         self._failures.add(stage["metadata"]["name"])
         self._settle()
 
+    def faulty_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        """A kubeconfig for the API server through toxiproxy, where `toxic()` adds faults."""
+        path.write_text(json.dumps(kubeconfig(self.plane.pki, self.plane.faulty_server, namespace)))
+        path.chmod(0o600)
+        return path
+
+    def toxic(self, kind: str, *, stream: str = "downstream", **attributes: Any) -> str:
+        """Add a toxiproxy toxic to the faulty server: reset_peer (connections reset),
+        latency (latency=ms, jitter=ms), timeout (timeout=ms, 0: hang until removed),
+        bandwidth (rate=KB/s), slicer, limit_data (bytes=N). Returns its name."""
+        name = f"{kind}-{stream}-{len(self.toxics())}"
+        body = {"name": name, "type": kind, "stream": stream, "attributes": attributes}
+        self.plane.toxiproxy_request("POST", "/proxies/kube-apiserver/toxics", body)
+        return name
+
+    def toxics(self) -> list[dict[str, Any]]:
+        return list(self.plane.toxiproxy_request("GET", "/proxies/kube-apiserver/toxics") or [])
+
+    def clear_toxics(self) -> None:
+        for toxic in self.toxics():
+            self.plane.toxiproxy_request(
+                "DELETE", f"/proxies/kube-apiserver/toxics/{toxic['name']}"
+            )
+
     def pod_ready_seconds(self, seconds: float) -> None:
         self.plane.apply(pod_stages(int(seconds * 1000))[1])
         self._ready_seconds = seconds
@@ -1022,6 +1100,7 @@ class RealKubeApi:
                 if e.code != 404:
                     raise
         self._failures.clear()
+        self.clear_toxics()
         if self._ready_seconds != self.POD_READY_SECONDS:
             self.pod_ready_seconds(self.POD_READY_SECONDS)
 
