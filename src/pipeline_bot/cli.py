@@ -144,7 +144,7 @@ def analyze(
             progress=_progress,
             prometheus_url=prometheus_url,
             deploys=False,
-            registries=False,
+            registries=llm,  # the review may offer the model resolve_image; an analysis, none
         )
         # --llm: the same analysis, then the model's review (ai.status off without a model)
         with _collector_paused():
