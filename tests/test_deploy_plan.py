@@ -137,6 +137,22 @@ def test_a_failing_service_stops_its_dependents_and_keeps_the_others(
     assert worker["lock"] is None  # the plan released the environment's lock
     assert _status(cli, five, "api")["history"] == []
 
+    # status --plan: every service as the plan left it, skipped ones too
+    where = ("status", "--plan", "--repo", str(five.root), "-e", "staging")
+    status = cli(*where, "--format", "json")
+    assert status.exit_code == 0, status.stderr
+    shown = status.json()
+    assert shown["plan_id"] == data["plan_id"]
+    assert {o["name"]: o["status"] for o in shown["services"]} == {
+        n: s["status"] for n, s in by.items()
+    }
+    assert {o["name"]: o["deploy_id"] for o in shown["services"]}["worker"] == by["worker"][
+        "deploy_id"
+    ]
+    text = cli(*where).stdout
+    assert "  stage 2 api                  skipped" in text
+    assert '  s1["cache (rolled_back)"]' in text
+
 
 def test_deploy_plan_through_the_registry_renders_every_service_in_a_client_dry_run(five):
     result = build_registry().call(

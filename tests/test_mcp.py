@@ -20,6 +20,7 @@ SCRIPT = str(Path(sys.executable).parent / "pipeline-bot")
 READ_ONLY = {
     "analyze_changes",
     "get_deploy_plan",
+    "get_plan_status",
     "get_deployment_status",
     "get_pod_events",
     "get_workflow_run",

@@ -46,10 +46,10 @@ def test_unknown_tool_names_the_known_ones():
     expected = (
         "unknown tool 'deploy'; known tools: abort_deployment, analyze_changes, "
         "approve_promotion, build_image, deploy_application, deploy_plan, execute_pipeline, "
-        "get_deploy_plan, get_deployment_status, get_pod_events, get_workflow_run, "
-        "investigate_deploy, list_workflow_runs, monitor_infrastructure, promote_deployment, "
-        "promote_plan, push_image, query_metrics, resolve_image, review_change, "
-        "rollback_deployment"
+        "get_deploy_plan, get_deployment_status, get_plan_status, get_pod_events, "
+        "get_workflow_run, investigate_deploy, list_workflow_runs, monitor_infrastructure, "
+        "promote_deployment, promote_plan, push_image, query_metrics, resolve_image, "
+        "review_change, rollback_deployment"
     )
     with pytest.raises(UnknownToolError, match=expected):
         build_registry().call("deploy", {}, ToolContext())

@@ -321,8 +321,18 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Kubeconfig = None,
         context: Context = None,
         output: Format = OutputFormat.text,
+        plan: Annotated[
+            bool, typer.Option("--plan", help="Every service of the deploy plan, as a table.")
+        ] = False,
     ) -> None:
         """What runs for an app in an environment, and its recent deploys."""
+        if plan:
+            from pipeline_bot.cli_plan import plan_status
+
+            where = {"environment": environment, "repository": str(repo)}
+            ctx = tool_context(kubeconfig, context)
+            plan_status(_call("get_plan_status", where, ctx), output.value)
+            return
         arguments = {
             "app_name": app_name,
             "environment": environment,

@@ -76,6 +76,22 @@ def register(app: typer.Typer) -> None:
             typer.echo(plan_text(result))
 
 
+def plan_status(status: Any, output: str) -> None:
+    """`status --plan`: each service's stage, status and deploy, and the plan as a graph."""
+    from pipeline_bot.core.plan_render import plan_mermaid
+
+    if output == "json":
+        sys.stdout.write(status.model_dump_json(indent=2) + "\n")
+        return
+    typer.echo(f"deploy plan in {status.environment}: {status.plan_id or 'no plan has run here'}")
+    for o in status.services:
+        deploy = f" [{o.deploy_id}]" if o.deploy_id else ""
+        why = f": {o.message}" if o.message else ""
+        typer.echo(f"  stage {o.stage + 1} {o.name:<20} {o.status}{deploy}{why}")
+    typer.echo("as a Mermaid graph:")
+    typer.echo(plan_mermaid(status.plan, {o.name: o.status for o in status.services}))
+
+
 def deploy_plan(arguments: dict[str, Any], ctx: Any, *, output: str, max_parallel: int) -> None:
     """`deploy --plan`: every service through the deploy_plan tool; exit 1 unless all of them
     succeeded (or, in a client dry run, rendered)."""

@@ -4,7 +4,7 @@ repository, in dependency order, each from its own manifests and image)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,15 +15,17 @@ from pipeline_bot.core.plan import (
     DeployPlan,
     PlanResult,
     PlanService,
+    ServiceOutcome,
     build_plan,
 )
 from pipeline_bot.deploy.plans import run_plan
 from pipeline_bot.errors import ToolError
 from pipeline_bot.integrations.ports import StorePort
-from pipeline_bot.models import DeployResult
+from pipeline_bot.models import DeployRecord, DeployResult
 from pipeline_bot.repo_config import RepoConfig
 from pipeline_bot.tools.deploy import (
     CHANGES_CLUSTER,
+    READS_CLUSTER,
     DeployConfig,
     DeployInput,
     deploy_application,
@@ -185,7 +187,77 @@ def deploy_plan(args: DeployPlanInput, ctx: ToolContext) -> PlanResult:
     )
 
 
+class PlanStatusInput(_Input):
+    environment: str = Field(description="Environment from .github/pipeline-bot.yml")
+    repository: str = Field(".", description="Repository whose config lists the services")
+
+
+class PlanStatus(BaseModel):
+    """Where the services of a plan stand in an environment: the latest plan's outcome for each,
+    and the deploys running now."""
+
+    environment: str
+    plan_id: str | None = Field(None, description="the latest plan that ran here")
+    plan: DeployPlan
+    services: list[ServiceOutcome]
+
+
+def _note(record: DeployRecord | None) -> dict[str, Any] | None:
+    note = record.state.get("plan") if record is not None else None
+    return note if isinstance(note, dict) else None
+
+
+def get_plan_status(args: PlanStatusInput, ctx: ToolContext) -> PlanStatus:
+    """The deploy plan's progress in an environment, from the deploy records: a service
+    deploying now is running; the others have how the latest plan left them (skipped ones too).
+    Reads only."""
+    config = ctx.repo_config(args.repository)
+    env = config.environment(args.environment)
+    plan = plan_for(config, env.name, MAX_PARALLEL_DEFAULT)
+    store = ctx.require_store("get_plan_status", config)
+    latest = {
+        s.name: next(iter(store.history(env.name, s.name, limit=1)), None) for s in plan.services
+    }
+    noted = [(r.started_at, n) for r in latest.values() if r and (n := _note(r))]
+    newest = max(noted, key=lambda pair: pair[0])[1] if noted else None
+    ended: dict[str, str] = (newest or {}).get("services") or {}
+    outcomes = []
+    for s in plan.services:
+        record = latest[s.name]
+        status: str = "pending"
+        if record is not None and record.status == "running":
+            status = "running"
+        elif s.name in ended:
+            status = ended[s.name]
+        elif record is not None:
+            status = "rolled_back" if record.status == "aborted" else record.status
+        ours = record is not None and (status == "running" or _note(record) == newest)
+        outcomes.append(
+            ServiceOutcome(
+                name=s.name,
+                stage=s.stage,
+                status=status,
+                image=record.image if ours and record else None,
+                deploy_id=record.id if ours and record else None,
+                message=(record.reason or record.step) if ours and record else "",
+            )
+        )
+    return PlanStatus(
+        environment=env.name,
+        plan_id=str(newest["id"]) if newest else None,
+        plan=plan,
+        services=outcomes,
+    )
+
+
 def register(registry: ToolRegistry) -> None:
+    registry.tool(
+        name="get_plan_status",
+        title="Deploy plan status",
+        input_model=PlanStatusInput,
+        output_model=PlanStatus,
+        annotations=READS_CLUSTER,
+    )(get_plan_status)
     registry.tool(
         name="get_deploy_plan",
         title="Deploy plan",
