@@ -1,6 +1,7 @@
 """The thread that works the delivery queue: one delivery at a time, retries with backoff.
 
-A handler that raises is retried (2 s, 4 s, 8 s ... capped at 5 minutes) up to MAX_ATTEMPTS, then
+A handler that raises is retried (2 s, 4 s, 8 s ... capped at 5 minutes; one that met GitHub's
+rate limit not before the time GitHub gave) up to MAX_ATTEMPTS, then
 the delivery is `failed` and shows in `GET /deliveries?status=failed`, where it can be retried.
 A handler that reached an outcome which must not be repeated on its own (a deploy that ran and
 failed) calls `ctx.fail()` and returns: its delivery is failed at once, without the retries.
@@ -25,6 +26,7 @@ from pipeline_bot.app.context import AppServices, EventContext
 from pipeline_bot.app.handlers import HANDLERS
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.integrations.deliveries import Delivery
+from pipeline_bot.integrations.github_limits import RateLimited
 
 MAX_ATTEMPTS = 5
 BACKOFF_CAP = 300.0
@@ -176,6 +178,8 @@ class Worker:
                 log.error("delivery %s (%s) failed: %s", delivery.id, delivery.event, message)
             else:
                 retry_at = time.time() + self._backoff(delivery.attempts)
+                if isinstance(exc, RateLimited):  # due again when GitHub allows, not before
+                    retry_at = max(retry_at, exc.retry_at)
                 self._finish(delivery, "pending", error=message, retry_at=retry_at)
                 metrics.DELIVERIES.labels(delivery.event, "retried").inc()
                 log.warning(

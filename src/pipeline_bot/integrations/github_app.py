@@ -2,7 +2,13 @@
 caches each until a minute before it expires), and the calls the App's handlers make.
 
 Every call goes through `_request`, which turns GitHub's errors into IntegrationError with the
-status and GitHub's message; no token, key or JWT is ever part of one.
+status and GitHub's message; no token, key or JWT is ever part of one. An answer over a rate
+limit (403/429 with GitHub's headers) is RateLimited, and the installation sends nothing more
+until the time GitHub gave (github_limits.py).
+
+Per replica: installation tokens (githubkit's cache, one client per installation) and parsed
+configs (by blob SHA, app/context.py) are cached in each process. Both stay correct however many
+replicas run: a token is valid wherever it was minted, and a blob SHA names its content.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from typing import Any
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
+from githubkit.exception import RequestFailed
 
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.github import GitHubActions, _file_change, send
+from pipeline_bot.integrations.github_limits import Backoff, RateLimited, retry_at
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange
 from pipeline_bot.redaction import redact_data
@@ -52,6 +60,7 @@ class GitHubApp:
         self._lock = threading.Lock()
         # this App's own token cache (githubkit's default one is shared by the whole process)
         self._cache = MemCacheStrategy()
+        self._backoff = Backoff()  # the App's own (JWT) requests
 
     def _github(self, auth: Any) -> GitHub[Any]:
         # auto_retry off: the App's queue retries a failed delivery with its own backoff, and a
@@ -66,7 +75,7 @@ class GitHubApp:
             client = self._clients.get(installation_id)
             if client is None:
                 auth = AppInstallationAuthStrategy(self.app_id, self._key, installation_id)
-                client = Installation(self._github(auth))
+                client = Installation(self._github(auth), Backoff())
                 self._clients[installation_id] = client
             return client
 
@@ -77,7 +86,11 @@ class GitHubApp:
         gh = self._github(AppAuthStrategy(self.app_id, self._key))
         try:
             data, _ = _request(
-                gh, "GET", f"/repos/{repo}/installation", f"for the App's installation on {repo}"
+                gh,
+                "GET",
+                f"/repos/{repo}/installation",
+                f"for the App's installation on {repo}",
+                backoff=self._backoff,
             )
         except IntegrationError as exc:
             if exc.status == 404:
@@ -89,7 +102,13 @@ class GitHubApp:
     def app_info(self) -> dict[str, Any]:
         """GET /app with the App's JWT: checks the id and key belong together."""
         gh = self._github(AppAuthStrategy(self.app_id, self._key))
-        data, _ = _request(gh, "GET", "/app", "for the App (check GITHUB_APP_ID and the key)")
+        data, _ = _request(
+            gh,
+            "GET",
+            "/app",
+            "for the App (check GITHUB_APP_ID and the key)",
+            backoff=self._backoff,
+        )
         return data  # type: ignore[no-any-return]
 
     def read_token(self, installation_id: int, repo: str) -> str:
@@ -108,6 +127,7 @@ class GitHubApp:
             f"/app/installations/{installation_id}/access_tokens",
             f"for a read-only token of {repo}",
             json={"repositories": [repo.split("/", 1)[1]], "permissions": {"contents": "read"}},
+            backoff=self._backoff,
         )
         token = str(data["token"])
         expires = _epoch(data.get("expires_at")) or now + 3000
@@ -141,11 +161,12 @@ def convert_manifest_code(code: str, *, api_url: str | None = None) -> dict[str,
 class Installation:
     """The calls handlers make as one installation of the App."""
 
-    def __init__(self, gh: GitHub[Any]) -> None:
+    def __init__(self, gh: GitHub[Any], backoff: Backoff | None = None) -> None:
         self._gh = gh
+        self._backoff = backoff or Backoff()
 
     def _do(self, method: str, path: str, what: str, **kw: Any) -> Any:
-        return _request(self._gh, method, path, what, **kw)[0]
+        return _request(self._gh, method, path, what, backoff=self._backoff, **kw)[0]
 
     def actions(self) -> GitHubActions:
         """GitHub Actions (dispatch, runs) as this installation (its Actions permission)."""
@@ -226,6 +247,7 @@ class Installation:
                 f"/repos/{repo}/compare/{base}...{head}",
                 f"comparing {base[:12]}...{head[:12]}",
                 params={"per_page": 100, "page": page},
+                backoff=self._backoff,
             )
             commits.extend(_commit(c) for c in data.get("commits") or [])
             for f in data.get("files") or []:
@@ -298,6 +320,7 @@ class Installation:
                 f"/repos/{repo}/issues/{number}/comments",
                 "listing comments",
                 params={"per_page": 100, "page": page},
+                backoff=self._backoff,
             )
             for comment in data:
                 user = comment.get("user") or {}
@@ -352,11 +375,42 @@ def _epoch(stamp: Any) -> float | None:
         return None
 
 
-def _request(gh: GitHub[Any], method: str, path: str, what: str, **kw: Any) -> tuple[Any, Any]:
-    """(JSON body, raw response) of one request; errors as `send` words them. What the App
-    writes to GitHub (comments, check runs, deployments) never carries a registered secret."""
+def _request(
+    gh: GitHub[Any], method: str, path: str, what: str, *, backoff: Backoff | None = None, **kw: Any
+) -> tuple[Any, Any]:
+    """(JSON body, raw response) of one request; errors as `send` words them, an answer over a
+    rate limit as RateLimited (and `backoff` holds further requests until GitHub's time). What
+    the App writes to GitHub (comments, check runs, deployments) never carries a registered
+    secret."""
+    if backoff is not None:
+        backoff.check(what)
     if "json" in kw:
         kw["json"] = redact_data(kw["json"])
-    raw = send(lambda: gh.request(method, path, **kw), what).raw_response
+
+    def call() -> Any:
+        try:
+            return gh.request(method, path, **kw)
+        except RequestFailed as exc:
+            limited = _limited(exc.response, what)
+            if limited is None:
+                raise
+            if backoff is not None:
+                backoff.hold(limited.retry_at)
+            raise limited from None
+
+    raw = send(call, what).raw_response
     data = raw.json() if raw.content else {}
     return data, raw
+
+
+def _limited(response: Any, what: str) -> RateLimited | None:
+    """The answer as RateLimited when it is GitHub's rate limit, else None."""
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = {}
+    message = str(body.get("message", "")) if isinstance(body, dict) else ""
+    now = time.time()
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    until = retry_at(response.status_code, headers, message, now)
+    return RateLimited(what, until, now) if until is not None else None
