@@ -16,6 +16,11 @@ wait: a lane another replica is claiming in is passed over too), and only then l
 lane's other rows, in a statement of its own and so in a snapshot taken after the lock: two
 replicas never both see a lane free. SQLite, which one process serves, claims with a
 conditional update instead (`DeliveryStore.claim`).
+
+The due rows are walked in order along a partial index of the unfinished ones, so a claim costs
+the same however many done rows the retention keeps. A claim's commit does not wait for the
+disk (a claim lost to a crash of the database only makes its row claimable again, as a lease
+that ran out does); a finish does.
 """
 
 from __future__ import annotations
@@ -40,28 +45,44 @@ DECLARE
     now_ double precision := coalesce(p_now, extract(epoch FROM clock_timestamp()));
     cand record;
 BEGIN
+    -- a claim lost to a crash of the database only makes the row claimable again, as a lease
+    -- that ran out does: no need to wait for the log to reach the disk
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- candidates: due, first of their lane, the lane not held (as this snapshot sees it)
     FOR cand IN
         SELECT d.id, d.lane, d.received_at FROM app_deliveries d
-        WHERE (d.status = 'pending' AND d.next_attempt_at <= now_)
-           OR (d.status = 'running' AND coalesce(d.lease_until, 0) < now_)
+        WHERE d.status IN ('pending', 'running')
+          AND ((d.status = 'pending' AND d.next_attempt_at <= now_)
+               OR (d.status = 'running' AND coalesce(d.lease_until, 0) < now_))
+          AND (d.lane IS NULL OR NOT EXISTS (
+                SELECT 1 FROM app_deliveries o
+                WHERE o.lane = d.lane AND o.status IN ('pending', 'running') AND o.id <> d.id
+                  AND ((o.status = 'running' AND coalesce(o.lease_until, 0) >= now_)
+                       OR ((o.received_at, o.id) < (d.received_at, d.id)
+                           AND ((o.status = 'pending' AND o.next_attempt_at <= now_)
+                                OR (o.status = 'running' AND coalesce(o.lease_until, 0) < now_))))))
         ORDER BY d.received_at, d.id
-        LIMIT 200
-        FOR UPDATE SKIP LOCKED
+        LIMIT 20
     LOOP
         IF cand.lane IS NOT NULL THEN
+            -- one claimer per lane at a time; another one claiming in it: pass it over
             CONTINUE WHEN NOT pg_try_advisory_xact_lock(1885954913, hashtext(cand.lane));
-            -- a statement of its own: its snapshot sees every claim made before the lock
+            -- a statement of its own: its snapshot sees every claim committed before the lock
             CONTINUE WHEN EXISTS (
                 SELECT 1 FROM app_deliveries o
-                WHERE o.lane = cand.lane AND o.id <> cand.id AND (
-                    (o.status = 'running' AND coalesce(o.lease_until, 0) >= now_)
-                    OR ((o.received_at, o.id) < (cand.received_at, cand.id) AND (
-                        (o.status = 'pending' AND o.next_attempt_at <= now_)
-                        OR (o.status = 'running' AND coalesce(o.lease_until, 0) < now_)
-                    ))
-                )
-            );
+                WHERE o.lane = cand.lane AND o.status IN ('pending', 'running') AND o.id <> cand.id
+                  AND ((o.status = 'running' AND coalesce(o.lease_until, 0) >= now_)
+                       OR ((o.received_at, o.id) < (cand.received_at, cand.id)
+                           AND ((o.status = 'pending' AND o.next_attempt_at <= now_)
+                                OR (o.status = 'running' AND coalesce(o.lease_until, 0) < now_)))));
         END IF;
+        -- the row itself, unless another replica is claiming it, and still due
+        PERFORM 1 FROM app_deliveries d
+        WHERE d.id = cand.id
+          AND ((d.status = 'pending' AND d.next_attempt_at <= now_)
+               OR (d.status = 'running' AND coalesce(d.lease_until, 0) < now_))
+        FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
         RETURN QUERY
             UPDATE app_deliveries
             SET status = 'running', attempts = attempts + 1, claimed_by = p_owner,
@@ -73,6 +94,14 @@ BEGIN
 END
 $$
 """
+
+# the unfinished rows, in order and by lane: what claims read, however many done rows are kept
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_app_deliveries_unfinished ON app_deliveries "
+    "(received_at, id) WHERE status IN ('pending', 'running')",
+    "CREATE INDEX IF NOT EXISTS ix_app_deliveries_lane_unfinished ON app_deliveries "
+    "(lane, received_at, id) WHERE status IN ('pending', 'running')",
+)
 
 RENEW = text(
     "UPDATE app_deliveries SET lease_until = extract(epoch FROM clock_timestamp()) + :lease "
@@ -86,6 +115,8 @@ def migrate_postgresql(conn: Connection) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:space, 0)"), {"space": LOCK_SPACE})
     for name, kind in COLUMNS:
         conn.execute(text(f"ALTER TABLE app_deliveries ADD COLUMN IF NOT EXISTS {name} {kind}"))
+    for index in INDEXES:
+        conn.execute(text(index))
     conn.execute(text(CLAIM_FUNCTION))
 
 

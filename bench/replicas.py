@@ -1,0 +1,281 @@
+"""Benchmark: the App as 1, 2 and 4 replicas sharing one PostgreSQL, and the queue's own ceiling.
+
+1. Deliveries/s end to end: N `pipeline-bot serve` processes on loopback share a PostgreSQL of
+   this script's own. A load generator sends --deliveries signed `ping` deliveries (each naming
+   one of --lanes pull requests, so lanes are in play) over --connections keep-alive connections
+   handed round-robin to the replicas, and the clock stops when the database says every one is
+   done. Deliveries/s = deliveries / that time; printed with the ratio to one replica (goal on
+   2 shared cores: 2 replicas >= 0.9x one, no collapse). `ping` has no GitHub work, so what is
+   measured is intake, queue and worker, the part replicas share.
+2. Claims/s the queue sustains: --claims deliveries stored beforehand, then --claimers processes
+   each claim and finish them through DeliveryStore (the worker's calls) until none is left
+   (goal >= 5,000/s): the ceiling every replica shares.
+
+    python bench/replicas.py [--deliveries 3000] [--lanes 50] [--connections 16]
+                             [--claims 20000] [--claimers 4] [--rounds 3]
+
+Each figure is the median of --rounds runs; the load applied and the machine's load average
+(other people's work shares these cores) are printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text
+from tests.app_harness import SECRET, private_key
+from tests.replicas import Replica, free_port
+
+from pipeline_bot.integrations.deliveries import DeliveryStore, NewDelivery
+
+TABLES = "app_deliveries, app_installations, app_github_deployments, app_status_comments"
+
+
+# ----------------------------------------------------------------------- PostgreSQL
+
+
+def start_postgres(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    if not bins:
+        raise SystemExit("PostgreSQL is missing: `apt-get install -y postgresql`")
+    user = "postgres" if os.geteuid() == 0 else None  # initdb refuses to run as root
+    if user:
+        account = pwd.getpwnam(user)
+        shutil.chown(root, account.pw_uid, account.pw_gid)
+    subprocess.run(
+        [str(bins[0] / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "pb"],
+        user=user,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(str(bins[0] / "postgres"), "-D", str(root / "data"), "-p", str(port)),
+            *("-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"),
+        ],
+        user=user,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"postgresql+psycopg://pb@127.0.0.1:{port}/postgres"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            create_engine(url).connect().close()
+            return proc, url
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("PostgreSQL did not start") from None
+            time.sleep(0.1)  # waiting for the server, with a deadline
+
+
+def clean(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {TABLES} CASCADE"))
+    engine.dispose()
+
+
+def count_done(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT count(*) FROM app_deliveries WHERE status = 'done'")
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+# ----------------------------------------------------------------------- deliveries/s
+
+
+def request(i: int, lanes: int, port: int) -> bytes:
+    body = json.dumps(
+        {
+            "zen": "Design for failure.",
+            "hook_id": i,
+            "number": 1 + i % lanes,
+            "repository": {"full_name": "bench/replicas"},
+            "installation": {"id": 1},
+        }
+    ).encode()
+    signature = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+    return (
+        f"POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"X-GitHub-Event: ping\r\nX-GitHub-Delivery: bench-{i}\r\n"
+        f"X-Hub-Signature-256: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def send_all(ports: list[int], total: int, lanes: int, connections: int) -> None:
+    queue = list(range(total))
+
+    async def client(n: int) -> None:
+        port = ports[n % len(ports)]  # round-robin: connection n to replica n mod N
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while queue:
+            i = queue.pop()
+            writer.write(request(i, lanes, port))
+            headers = await reader.readuntil(b"\r\n\r\n")
+            if not headers.startswith(b"HTTP/1.1 202"):
+                raise RuntimeError(f"unexpected answer: {headers[:60]!r}")
+            length = next(
+                int(h.split(b":", 1)[1])
+                for h in headers.split(b"\r\n")
+                if h.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+        writer.close()
+
+    await asyncio.gather(*(client(n) for n in range(connections)))
+
+
+def deliveries_per_second(url: str, replicas: int, args: argparse.Namespace, logs: Path) -> float:
+    clean(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PIPELINE_BOT_"))}
+    env.update(
+        GITHUB_APP_ID="1",
+        GITHUB_APP_PRIVATE_KEY=private_key(),
+        GITHUB_WEBHOOK_SECRET=SECRET.decode(),
+        PIPELINE_BOT_DATABASE_URL=url,
+        PIPELINE_BOT_CACHE_DIR=str(logs / "cache"),
+        PIPELINE_BOT_RISK_MODEL="rules",
+    )
+    started = [Replica(env, logs / f"r{replicas}-{i}.log") for i in range(replicas)]
+    try:
+        for r in started:
+            r.start()
+        for r in started:
+            r.wait_up()
+        begin = time.perf_counter()
+        asyncio.run(
+            send_all([r.port for r in started], args.deliveries, args.lanes, args.connections)
+        )
+        while count_done(url) < args.deliveries:
+            if any(r.proc is not None and r.proc.poll() is not None for r in started):
+                raise SystemExit(f"a replica stopped; see {logs}")
+            time.sleep(0.02)  # polling the database for the end, not a timed wait
+        return args.deliveries / (time.perf_counter() - begin)
+    finally:
+        for r in started:
+            r.stop()
+
+
+# ----------------------------------------------------------------------- claims/s
+
+
+def claimer(url: str, owner: str, start: Any, counts: Any, index: int) -> None:
+    store = DeliveryStore(url, owner=owner)
+    start.wait()
+    done = 0
+    while (claimed := store.claim()) is not None:
+        store.finish(claimed.id, "done", held_by=claimed.claimed_by)
+        done += 1
+    counts[index] = done
+    store.close()
+
+
+def claims_per_second(url: str, args: argparse.Namespace) -> float:
+    clean(url)
+    store = DeliveryStore(url, owner="bench-seed")
+    items = [
+        NewDelivery(f"c{i}", "ping", None, 1, "bench/claims", b"{}", True, f"bench#{i % 500}")
+        for i in range(args.claims)
+    ]
+    for i in range(0, len(items), 1000):
+        store.accept_many(items[i : i + 1000])
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    counts = context.Array("i", args.claimers)
+    procs = [
+        context.Process(target=claimer, args=(url, f"bench-{n}", start, counts, n))
+        for n in range(args.claimers)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(3)  # the claimers' imports and connections, before the clock starts
+    begin = time.perf_counter()
+    start.set()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - begin
+    if sum(counts) != args.claims:
+        raise SystemExit(f"claimed {sum(counts)} of {args.claims}")
+    return args.claims / elapsed
+
+
+# ----------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=3000)
+    parser.add_argument("--lanes", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--claims", type=int, default=20000)
+    parser.add_argument("--claimers", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--replicas", default="1,2,4")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.replicas.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="pb-bench-replicas-"))
+    postgres, url = start_postgres(root)
+    logs = root / "logs"
+    logs.mkdir()
+    try:
+        print(
+            f"load: {args.deliveries} signed ping deliveries over {args.lanes} lanes, "
+            f"{args.connections} connections round-robin over the replicas, 4 worker threads "
+            f"each; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+        )
+        rates: dict[int, list[float]] = {n: [] for n in counts}
+        for _ in range(args.rounds):  # alternating, so the machine's noise falls on all
+            for n in counts:
+                rates[n].append(deliveries_per_second(url, n, args, logs))
+        base = statistics.median(rates[counts[0]])
+        for n in counts:
+            median = statistics.median(rates[n])
+            runs = ", ".join(f"{r:.0f}" for r in rates[n])
+            print(
+                f"{n} replica{'s' if n > 1 else ' '}: {median:7.0f} deliveries/s "
+                f"({median / base:.2f}x one; runs {runs})"
+            )
+        print(
+            f"load: {args.claims} stored deliveries over 500 lanes, {args.claimers} claimer "
+            f"processes each claiming and finishing until none is left"
+        )
+        claims = [claims_per_second(url, args) for _ in range(args.rounds)]
+        runs = ", ".join(f"{c:.0f}" for c in claims)
+        print(f"queue: {statistics.median(claims):7.0f} claims/s (claim + finish; runs {runs})")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        postgres.terminate()
+        postgres.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
