@@ -244,7 +244,21 @@ class KubeApi:
 # the test modules whose `kube_api` is the real control plane (scripts/kube-control-plane) by
 # default: every test in them passes there. PIPELINE_BOT_TEST_KUBE=real puts every test that uses
 # `kube_server` / `kube_api` there, =kubeapi none (README: A real Kubernetes control plane)
-REAL_KUBE_MODULES = frozenset({"test_deploy_engine"})
+REAL_KUBE_MODULES = frozenset(
+    {
+        "test_deploy_engine",  # the engine
+        "test_cli_deploy",  # the CLI
+        "test_action",  # the Action
+        "test_app",  # the App
+        "test_app_failed_deploys",
+        "test_app_mcp",  # MCP over the App
+        "test_cluster_locks",  # deploy state in the cluster
+        "test_cluster_records",
+        "test_deploy_lease",
+        "test_deploy_state",
+        "test_gates",
+    }
+)
 
 
 def _real_kube_wanted(module: str | None = None) -> bool:

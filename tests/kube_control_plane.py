@@ -1052,8 +1052,9 @@ class RealKubeApi:
         return path
 
     def _settle(self) -> None:
-        # KWOK learns of a Stage through its watch; give it that long before pods can exist
-        time.sleep(0.3)
+        # KWOK learns of a Stage through its watch and says nothing when it has: give it a
+        # second (a busy 2-core machine included) before the test makes pods
+        time.sleep(1.0)
 
     def fail_image(self, image: str, reason: str = "ImagePullBackOff") -> None:
         """Pods whose image matches `image` (`*` and `?` allowed) fail as `reason`:
