@@ -40,7 +40,11 @@ COLUMNS = (
 CLAIM_FUNCTION = """
 CREATE OR REPLACE FUNCTION pipeline_bot_claim_delivery(
     p_owner text, p_lease double precision, p_now double precision DEFAULT NULL
-) RETURNS SETOF app_deliveries LANGUAGE plpgsql VOLATILE AS $$
+) RETURNS SETOF app_deliveries LANGUAGE plpgsql VOLATILE
+-- walk the unfinished rows in order along their index and stop at the first claimable ones;
+-- a planner with stale statistics (a queue fills faster than they are gathered) would rather
+-- sort every unfinished row, checking each one's lane first
+SET enable_sort = off SET enable_bitmapscan = off AS $$
 DECLARE
     now_ double precision := coalesce(p_now, extract(epoch FROM clock_timestamp()));
     cand record;
