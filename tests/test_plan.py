@@ -207,3 +207,71 @@ def test_the_config_names_the_line_of_a_bad_dependency():
         "p.yml:10: services[1].depends_on[1]: services depend on each other in a cycle: "
         "api -> db -> api",
     ]
+
+
+def _progress_run(store, config, ctx, fail: str | None, seen: dict, look_at: str) -> None:  # type: ignore[no-untyped-def]
+    """A plan run with a stand-in for each deploy (a record saved as the engine saves it), one
+    service at a time; while `look_at` deploys, `status --plan`'s tool looks at the plan."""
+    import uuid
+
+    from pipeline_bot.deploy.plans import run_plan
+    from pipeline_bot.models import DeployRecord, DeployResult
+    from pipeline_bot.tools.plans import PlanStatusInput, get_plan_status, plan_for
+
+    def deploy_one(service, held):  # type: ignore[no-untyped-def]
+        at = datetime.now(UTC)
+        record = DeployRecord(
+            id=uuid.uuid4().hex[:12],
+            environment="staging",
+            app=service.name,
+            namespace="ns",
+            image=f"r/{service.name}:2",
+            strategy="rolling",
+            status="running",
+            started_at=at,
+        )
+        held.save(record)
+        if service.name == look_at:
+            status = get_plan_status(PlanStatusInput(environment="staging"), ctx)
+            seen.update({o.name: o.status for o in status.services})
+        record.status = "failed" if service.name == fail else "succeeded"
+        held.save(record)
+        return DeployResult(
+            deploy_id=record.id,
+            environment="staging",
+            app=service.name,
+            namespace="ns",
+            image=record.image,
+            strategy="rolling",
+            status=record.status,
+            message="",
+            started_at=at,
+        )
+
+    run_plan(plan_for(config, "staging", 1), "staging", deploy_one, store)
+
+
+def test_status_shows_a_plan_in_progress_not_the_one_before(tmp_path):
+    from pipeline_bot.integrations.store import SqlStore
+    from pipeline_bot.tools import ToolContext
+
+    config = parse_repo_config(
+        "version: 1\nenvironments: [{name: staging}]\nservices:\n"
+        "  - {name: db, paths: [db/]}\n  - {name: cache, paths: [cache/]}\n"
+        "  - {name: api, paths: [api/], depends_on: [db, cache]}\n"
+        "  - {name: worker, paths: [worker/], depends_on: [db]}\n"
+        "  - {name: web, paths: [web/], depends_on: [api]}\n"
+    )
+    store = SqlStore(f"sqlite:///{tmp_path / 'pb.db'}")
+    ctx = ToolContext(store=store, config=config)
+    _progress_run(store, config, ctx, None, {}, look_at="")  # a plan where all succeeded
+    seen: dict[str, str] = {}
+    _progress_run(store, config, ctx, "cache", seen, look_at="worker")
+    # while worker deploys: cache failed, its dependents skipped (not the last plan's success)
+    assert seen == {
+        "db": "succeeded",
+        "cache": "failed",
+        "api": "skipped",
+        "worker": "running",
+        "web": "skipped",
+    }

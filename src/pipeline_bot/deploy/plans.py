@@ -113,11 +113,15 @@ def run_plan(
     }
     say(f"{plan_id}: {len(plan.services)} service(s) in {len(plan.stages)} stage(s)")
     if store is None:
-        _schedule(plan, outcomes, None, deploy_one, say)
+        _schedule(plan, outcomes, None, deploy_one, say, lambda _names: None)
     else:
         reason = f"deploy plan of {len(plan.services)} service(s){who}"
+
+        def noted(names: list[str]) -> None:  # live: `status --plan` reads these notes
+            _note(store, plan_id, list(outcomes.values()), names, say)
+
         with HeldLock(store, environment, plan_id, reason, lease=lease_seconds) as held:
-            _schedule(plan, outcomes, PlanLockStore(store, held), deploy_one, say)
+            _schedule(plan, outcomes, PlanLockStore(store, held), deploy_one, say, noted)
     ordered = [outcomes[n] for stage in plan.stages for n in stage]
     status = plan_status(ordered)
     result = PlanResult(
@@ -132,7 +136,7 @@ def run_plan(
         seconds=round(time.monotonic() - clock, 3),
     )
     if store is not None:
-        _note(store, result, say)
+        _note(store, plan_id, ordered, [o.name for o in ordered], say)
     return result
 
 
@@ -142,11 +146,13 @@ def _schedule(
     store: StorePort | None,
     deploy_one: DeployOne,
     say: Progress,
+    noted: Callable[[list[str]], None],
 ) -> None:
     def status() -> dict[str, ServiceStatus]:
         return {n: o.status for n, o in outcomes.items()}
 
     running: dict[Future[DeployResult], str] = {}
+    finished: list[str] = []
     with ThreadPoolExecutor(plan.max_parallel, thread_name_prefix="plan") as pool:
         while True:
             for name, cause in blocked(plan, status()).items():
@@ -159,6 +165,9 @@ def _schedule(
                     }
                 )
                 say(f"{name}: skipped ({cause} did not succeed)")
+            if finished:  # once what their outcome stops is marked
+                noted(finished)
+                finished = []
             free = plan.max_parallel - len(running)
             for name in ready(plan, status())[: max(free, 0)]:
                 outcomes[name] = outcomes[name].model_copy(update={"status": "running"})
@@ -171,6 +180,7 @@ def _schedule(
                 name = running.pop(future)
                 outcomes[name] = _outcome(outcomes[name], future)
                 say(f"{name}: {outcomes[name].status.replace('_', ' ')}")
+                finished.append(name)
 
 
 def _outcome(pending: ServiceOutcome, future: Future[DeployResult]) -> ServiceOutcome:
@@ -189,19 +199,25 @@ def _outcome(pending: ServiceOutcome, future: Future[DeployResult]) -> ServiceOu
     )
 
 
-def _note(store: StorePort, result: PlanResult, say: Progress) -> None:
-    """Each deployed service's record says which plan it was part of and how the plan ended, so
-    a record of a failed service names the services its failure stopped."""
-    outcome: dict[str, Any] = {o.name: o.status for o in result.services}
-    for o in result.services:
-        if o.deploy_id is None:
-            continue
+def _note(
+    store: StorePort,
+    plan_id: str,
+    outcomes: list[ServiceOutcome],
+    names: list[str],
+    say: Progress,
+) -> None:
+    """The records of `names` say which plan they were part of and where every service of it
+    stands (so a record of a failed service names the services its failure stopped), as of now:
+    after each service ends, and when the plan ends."""
+    where: dict[str, Any] = {o.name: o.status for o in outcomes}
+    at = now().isoformat()
+    for o in (o for o in outcomes if o.name in names and o.deploy_id is not None):
         try:
-            record = store.get(o.deploy_id)
+            record = store.get(str(o.deploy_id))
             if record is None:
                 continue
-            stopped = [s.name for s in result.services if s.blocked_by == o.name]
-            note = {"id": result.plan_id, "stage": o.stage, "services": outcome}
+            stopped = [s.name for s in outcomes if s.blocked_by == o.name]
+            note = {"id": plan_id, "at": at, "stage": o.stage, "services": where}
             record.state["plan"] = note | ({"stopped": stopped} if stopped else {})
             store.save(record)
         except PipelineBotError as exc:  # the deploys are done; a missing note is not a failure

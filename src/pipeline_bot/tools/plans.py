@@ -218,7 +218,11 @@ def get_plan_status(args: PlanStatusInput, ctx: ToolContext) -> PlanStatus:
     latest = {
         s.name: next(iter(store.history(env.name, s.name, limit=1)), None) for s in plan.services
     }
-    noted = [(r.started_at, n) for r in latest.values() if r and (n := _note(r))]
+    noted = [
+        (str(n.get("at") or r.started_at.isoformat()), n)
+        for r in latest.values()
+        if r and (n := _note(r))
+    ]
     newest = max(noted, key=lambda pair: pair[0])[1] if noted else None
     ended: dict[str, str] = (newest or {}).get("services") or {}
     outcomes = []
@@ -231,7 +235,10 @@ def get_plan_status(args: PlanStatusInput, ctx: ToolContext) -> PlanStatus:
             status = ended[s.name]
         elif record is not None:
             status = "rolled_back" if record.status == "aborted" else record.status
-        ours = record is not None and (status == "running" or _note(record) == newest)
+        note = _note(record)
+        ours = record is not None and (
+            status == "running" or (note is not None and note.get("id") == (newest or {}).get("id"))
+        )
         outcomes.append(
             ServiceOutcome(
                 name=s.name,
