@@ -32,6 +32,7 @@ MAX_ATTEMPTS = 5
 BACKOFF_CAP = 300.0
 CHECKPOINT_EVERY = 1.0
 PRUNE_EVERY = 3600.0
+DEPTH_EVERY = 1.0
 log = logging.getLogger("pipeline_bot.app")
 
 
@@ -52,6 +53,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._held: set[str] = set()  # deliveries in hand, whose leases the renewer extends
         self._held_lock = threading.Lock()
+        self._counted = -DEPTH_EVERY  # when the queue's depth was last counted
         self._backoff = backoff or (lambda attempts: min(BACKOFF_CAP, 2.0**attempts))
 
     def start(self) -> None:
@@ -137,7 +139,7 @@ class Worker:
         """Work the next due delivery; False when none was due."""
         delivery = self.services.deliveries.claim()
         if delivery is None:
-            metrics.QUEUE_DEPTH.set(self.services.deliveries.depth())
+            self._gauge()
             return False
         with self._held_lock:
             self._held.add(delivery.id)
@@ -147,8 +149,17 @@ class Worker:
             with self._held_lock:
                 self._held.discard(delivery.id)
             self.wake.set()  # its lane is free: a later delivery of it may wait
-        metrics.QUEUE_DEPTH.set(self.services.deliveries.depth())
+        self._gauge()
         return True
+
+    def _gauge(self) -> None:
+        """The queue's depth for /metrics, counted at most once a second (a count of the queue
+        after every delivery cost more than the delivery; a scrape counts it anyway)."""
+        now = time.monotonic()
+        if now - self._counted < DEPTH_EVERY:
+            return
+        self._counted = now
+        metrics.QUEUE_DEPTH.set(self.services.deliveries.depth())
 
     def _finish(self, delivery: Delivery, status: str, **kw: Any) -> None:
         """The outcome, if this process still holds the claim."""
