@@ -243,6 +243,50 @@ def claims_per_second(url: str, args: argparse.Namespace) -> float:
     return args.claims / elapsed
 
 
+def pgbench_ceiling(url: str, args: argparse.Namespace, root: Path) -> float | None:
+    """Claim-and-finish cycles/s with PostgreSQL's own C client (pgbench, the claim function
+    and the finish statement, --claimers connections for 10 s): the database's ceiling, without
+    Python's cost per call. None when pgbench is not installed."""
+    pgbench = next(
+        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)), None
+    )
+    if pgbench is None:
+        return None
+    clean(url)
+    store = DeliveryStore(url, owner="bench-seed")
+    total = args.claims * 4  # enough that 10 s never runs out
+    for i in range(0, total, 1000):
+        store.accept_many(
+            [
+                NewDelivery(
+                    f"p{n}", "ping", None, 1, "bench/claims", b"{}", True, f"bench#{n % 500}"
+                )
+                for n in range(i, min(total, i + 1000))
+            ]
+        )
+    store.close()
+    script = root / "claim.sql"
+    script.write_text(
+        "SELECT id AS claimed FROM pipeline_bot_claim_delivery('pgbench', 60, NULL) \\gset\n"
+        "UPDATE app_deliveries SET status = 'done', claimed_by = NULL, lease_until = NULL "
+        "WHERE id = :claimed;\n"
+    )
+    host, port = url.rsplit("@", 1)[1].split("/", 1)[0].split(":")
+    done = subprocess.run(
+        [
+            *(str(pgbench), "-n", "-M", "prepared", "-h", host, "-p", port, "-U", "pb"),
+            *("-c", str(args.claimers), "-j", "2", "-T", "10", "-f", str(script), "postgres"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    return None
+
+
 # ----------------------------------------------------------------------- main
 
 
@@ -287,6 +331,12 @@ def main() -> None:
         claims = [claims_per_second(url, args) for _ in range(args.rounds)]
         runs = ", ".join(f"{c:.0f}" for c in claims)
         print(f"queue: {statistics.median(claims):7.0f} claims/s (claim + finish; runs {runs})")
+        ceiling = pgbench_ceiling(url, args, root)
+        if ceiling is not None:
+            print(
+                f"queue: {ceiling:7.0f} claims/s with pgbench ({args.claimers} connections, the "
+                "claim function and the finish statement: the database's own ceiling)"
+            )
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         postgres.send_signal(signal.SIGINT)  # fast shutdown: clients are disconnected
