@@ -145,6 +145,7 @@ def server_env(tmp_path, stand_in, kube_api, namespace):
         PIPELINE_BOT_API_TOKEN=API_TOKEN,
         PIPELINE_BOT_DATABASE_URL=f"sqlite:///{tmp_path / 'app.db'}",
         KUBECONFIG=str(kube_api.kubeconfig(tmp_path / "kubeconfig", namespace)),
+        PIPELINE_BOT_PIN_DIGEST="false",  # registry.local/shop is on no registry: deploy the tag
     )
     return env
 
