@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline_bot import redaction
 from pipeline_bot.action.main import main as action_main
 from pipeline_bot.app.context import AppServices
 from pipeline_bot.app.server import create_app
@@ -192,7 +193,14 @@ def test_any_action_input_ends_in_exit_0_or_1_never_a_traceback(base_repo, tmp_p
             "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
         }
         env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
-        code = action_main(env)
+        known = redaction.values()
+        try:
+            code = action_main(env)
+        finally:
+            # the Action registers its secret inputs for masking, process-wide: a hostile
+            # "github-token: production" must not mask "production" in the tests that follow
+            redaction._reset_for_tests()
+            redaction.register(*known)
         out = capsys.readouterr().out
         assert code in (0, 1), code
         if code == 1:
