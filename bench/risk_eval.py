@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline_bot.core.analysis import analyze
 from pipeline_bot.core.dataset import Row, build
-from pipeline_bot.core.riskmodel import ModelParams, predict
+from pipeline_bot.core.riskmodel import ModelParams, auc, predict
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.integrations.git import GitRepository
 from pipeline_bot.integrations.history import HistoryMiner, HistoryStore
@@ -117,22 +117,6 @@ def _rule_scores(root: Path, test: list[Row], records: list) -> list[float]:
         if (i + 1) % 250 == 0:
             print(f"  rule weights: {i + 1} of {len(test)} commits", file=sys.stderr)
     return out
-
-
-def auc(y: list[int], s: list[float]) -> float:
-    """Probability that a random positive outranks a random negative (ties count half)."""
-    pairs = sorted(zip(s, y, strict=True))
-    rank_sum, i, n = 0.0, 0, len(pairs)
-    while i < n:
-        j = i
-        while j < n and pairs[j][0] == pairs[i][0]:
-            j += 1
-        avg = (i + j + 1) / 2  # ranks are 1-based
-        rank_sum += avg * sum(label for _, label in pairs[i:j])
-        i = j
-    pos = sum(y)
-    neg = n - pos
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
 
 
 def _bootstrap(y, columns, n, seed=7):

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline_bot.core.dataset import Row
 from pipeline_bot.core.features import NAMES
-from pipeline_bot.core.riskmodel import transform
+from pipeline_bot.core.riskmodel import auc, transform
 from pipeline_bot.integrations.history import HistoryMiner, HistoryStore
 from pipeline_bot.integrations.riskfit import (
     C_REGULARISATION,
@@ -159,7 +159,6 @@ def write_prior(
     sources: list[tuple[str, str, str]], mined: list[dict[str, object]], window: int
 ) -> None:
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
     names = list(NAMES)
     kept = [sample(list(m["rows"])) for m in mined]  # type: ignore[arg-type]
@@ -215,8 +214,8 @@ def write_prior(
         scores = ((xs - center) / scale) @ np.array(c)
         lines = [r.features["la"] + r.features["ld"] for r in rows]
         per_repo[m["name"]] = {
-            "model": round(float(roc_auc_score(labels, scores)), 3),
-            "lines": round(float(roc_auc_score(labels, lines)), 3),
+            "model": round(auc(labels, [float(v) for v in scores]), 3),
+            "lines": round(auc(labels, lines), 3),
         }
         print(f"  leave-one-out {m['name']}: {per_repo[m['name']]}", file=sys.stderr)
     meta["loro_auc"] = {

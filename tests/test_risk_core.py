@@ -518,3 +518,35 @@ def test_the_default_app_rule_every_front_end_shares(explicit, services, deploym
     except AppChoiceError as exc:
         got = str(exc)
     assert expected in got
+
+
+# --------------------------------------------------------------------------- AUC
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "expected"),
+    [
+        ([0, 1], [0.1, 0.9], 1.0),  # the positive above the negative
+        ([1, 0], [0.1, 0.9], 0.0),  # below it
+        ([0, 1], [0.5, 0.5], 0.5),  # a tie counts half
+        ([0, 0, 1, 1], [1, 2, 3, 4], 1.0),
+        ([0, 1, 0, 1], [1, 2, 3, 4], 0.75),  # 3 of 4 pairs ordered
+        ([1, 0, 1, 0], [3, 3, 3, 1], 0.75),  # (1 + 0.5 + 1 + 0.5) / 4 with a three-way tie
+        ([0, 0, 0, 1], [-5.0, 0.0, 2.5, 2.5], 5 / 6),  # ties across a label only
+    ],
+)
+def test_auc_ranks_positives_above_negatives_ties_half(labels, scores, expected):
+    assert riskmodel.auc(labels, scores) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "error"),
+    [
+        ([1, 1], [0.2, 0.3], "one positive and one negative"),
+        ([0, 0], [0.2, 0.3], "one positive and one negative"),
+        ([0, 1], [0.2], "2 labels but 1 scores"),
+    ],
+)
+def test_auc_refuses_what_has_no_area(labels, scores, error):
+    with pytest.raises(ValueError, match=error):
+        riskmodel.auc(labels, scores)

@@ -1,11 +1,13 @@
-"""Fitting the risk model: the prior corpus pooled with the repository's own history (scikit-learn).
+"""Fitting the risk model: the prior corpus pooled with the repository's own history (numpy).
 
 The prior ships with the package (`pipeline_bot/data/risk_prior.json` and its rows, built by
 `scripts/build-risk-prior` from public repositories). A fit is a regularised logistic regression
 on standardised, log-transformed features with one intercept per repository (so a repository whose
 changes are bigger or riskier overall does not bend the shared coefficients), the repository's own
-labelled commits weighted up as there are more of them. scikit-learn and numpy are imported only
-here, only when a model is fitted; scoring needs neither (core/riskmodel.py).
+labelled commits weighted up as there are more of them. The fit is Newton's method on the exact
+penalised log-loss (`fit_logistic`: a few dense solves of the features' size, so numpy is all it
+needs; scikit-learn's LogisticRegression finds the same optimum, tests/test_riskfit.py); numpy is
+imported only here, only when a model is fitted; scoring needs nothing (core/riskmodel.py).
 """
 
 from __future__ import annotations
@@ -193,7 +195,6 @@ def fit_pooled(prior: Prior, own: Sequence[Row]) -> tuple[list[float], float]:
     """Coefficients and the intercept for the repository (for one with no rows of its own, an
     average repository of the prior)."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
 
     names = list(prior.meta["features"])
     center = np.array(prior.meta["center"])
@@ -220,19 +221,68 @@ def fit_pooled(prior: Prior, own: Sequence[Row]) -> tuple[list[float], float]:
         blocks.append(design([r.features for r in own], repos))
         labels += [r.label for r in own]
         weights += [w_own] * len(own)
-    model = LogisticRegression(C=C_REGULARISATION, max_iter=5000)
-    model.fit(np.vstack(blocks), np.array(labels), sample_weight=np.array(weights))
-    coef = model.coef_[0]
+    coef, intercept = fit_logistic(
+        np.vstack(blocks), np.array(labels), np.array(weights), C_REGULARISATION
+    )
     effect = coef[-1] if own else float(np.mean(coef[len(names) : len(names) + repos]))
-    return [float(c) for c in coef[: len(names)]], float(model.intercept_[0] + effect)
+    return [float(c) for c in coef[: len(names)]], float(intercept + effect)
+
+
+def fit_logistic(
+    x: Any, y: Any, weights: Any, c: float, *, max_iter: int = 100
+) -> tuple[Any, float]:
+    """L2-regularised logistic regression with an unpenalised intercept, by Newton's method:
+    minimises 1/2 |w|^2 + c * sum_i weights_i * logloss(y_i, x_i . w + b), the objective
+    scikit-learn's LogisticRegression(C=c) minimises. Each step solves the exact Hessian (the
+    objective is strictly convex in w, and in b while any weight is positive), with a backtracking
+    line search, so it converges in a handful of steps to the optimum's precision, not to a
+    solver's tolerance. Returns (w, b) as a numpy array and a float."""
+    import numpy as np
+
+    n, d = x.shape
+    a = np.hstack([x, np.ones((n, 1))])
+    penalty = np.ones(d + 1)
+    penalty[-1] = 0.0
+    cw = c * weights
+    theta = np.zeros(d + 1)
+    scale = 1.0 + float(np.sum(cw))
+
+    def objective(t: Any) -> float:
+        z = a @ t
+        return float(0.5 * np.sum(penalty * t * t) + np.sum(cw * (np.logaddexp(0.0, z) - y * z)))
+
+    value = objective(theta)
+    for _ in range(max_iter):
+        z = a @ theta
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow
+        grad = penalty * theta + a.T @ (cw * (p - y))
+        if float(np.max(np.abs(grad))) <= 1e-9 * scale:
+            return theta[:-1], float(theta[-1])
+        hessian = (a.T * (cw * p * (1.0 - p))) @ a + np.diag(penalty)
+        try:
+            step = np.linalg.solve(hessian, grad)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(hessian, grad, rcond=None)[0]
+        t, decrease = 1.0, float(grad @ step)
+        while True:
+            candidate = theta - t * step
+            new = objective(candidate)
+            if new <= value - 1e-4 * t * decrease or t < 1e-12:
+                break
+            t /= 2
+        converged = float(np.max(np.abs(candidate - theta))) < 1e-12
+        theta, value = candidate, new
+        if converged:
+            return theta[:-1], float(theta[-1])
+    raise IntegrationError(
+        f"the risk model's fit did not converge in {max_iter} Newton steps", service="risk-model"
+    )
 
 
 def _time_split_auc(prior: Prior, own: Sequence[Row]) -> float | None:
     """Fitted on the older part of the repository's own history (with the prior), scored on the
     newer part: what the model would have got right."""
-    from sklearn.metrics import roc_auc_score
-
-    from pipeline_bot.core.riskmodel import predict
+    from pipeline_bot.core.riskmodel import auc, predict
 
     ordered = sorted(own, key=lambda r: r.position)
     cut = int(len(ordered) * (1 - CV_SHARE))
@@ -251,7 +301,7 @@ def _time_split_auc(prior: Prior, own: Sequence[Row]) -> float | None:
         intercept=intercept,
     )
     scores = [predict(params, r.features).probability for r in test]
-    return round(float(roc_auc_score(labels, scores)), 3)
+    return round(auc(labels, scores), 3)
 
 
 @dataclass
