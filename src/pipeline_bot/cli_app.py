@@ -7,8 +7,12 @@ from typing import Annotated
 
 import typer
 
-from pipeline_bot.errors import ConfigError, PipelineBotError
+from pipeline_bot.errors import ConfigError, PipelineBotError, require_extra
 from pipeline_bot.exit_codes import Exit, for_error
+
+APP_FEATURE = "`pipeline-bot serve` (the GitHub App)"
+APP_MODULES = ("fastapi", "sqlalchemy", "jwt", "cryptography")
+"""What the [app] extra brings that the App imports (the Action's image leaves them out)."""
 
 app_app = typer.Typer(help="Register and run pipeline-bot as a GitHub App.", no_args_is_help=True)
 
@@ -25,10 +29,12 @@ def register(app: typer.Typer) -> None:
 
         Needs GITHUB_WEBHOOK_SECRET, GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY (or _PATH).
         """
-        from pipeline_bot.app.server import serve as run
         from pipeline_bot.settings import load_settings
 
         try:
+            require_extra(APP_FEATURE, "app", *APP_MODULES)
+            from pipeline_bot.app.server import serve as run
+
             run(host, port, load_settings())
         except ConfigError as exc:
             count = len(exc.problems)

@@ -67,6 +67,36 @@ class ConfigError(PipelineBotError):
         super().__init__(f"invalid configuration: {first}{more}")
 
 
+class MissingExtraError(PipelineBotError):
+    """A feature whose packages this installation left out (an optional extra, such as the
+    GitHub App's `[app]`: the Action's image carries only what the Action runs)."""
+
+    def __init__(self, feature: str, extra: str, missing: list[str]) -> None:
+        self.feature = feature
+        self.extra = extra
+        self.missing = missing
+        super().__init__(
+            f"{feature} needs the [{extra}] extra, which this installation lacks (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'pipeline-bot[{extra}]'"
+        )
+
+
+def require_extra(feature: str, extra: str, *modules: str) -> None:
+    """Raise MissingExtraError unless every module can be imported (checked without importing)."""
+    from importlib.util import find_spec
+
+    missing = []
+    for name in modules:
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(feature, extra, missing)
+
+
 class UnknownEnvironmentError(PipelineBotError):
     """A command named an environment the repository configuration does not define."""
 

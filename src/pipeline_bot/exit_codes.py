@@ -18,6 +18,7 @@ from pipeline_bot.errors import (
     KubeconfigError,
     LockedError,
     ManifestError,
+    MissingExtraError,
     PausedDeployError,
     PipelineBotError,
     ToolInputError,
@@ -58,6 +59,7 @@ _BY_ERROR: tuple[tuple[type[PipelineBotError], Exit], ...] = (
     (ToolInputError, Exit.BAD_INPUT),
     (UnknownEnvironmentError, Exit.BAD_INPUT),
     (ManifestError, Exit.BAD_INPUT),
+    (MissingExtraError, Exit.BAD_INPUT),  # an installation without the feature's extra
     (GitError, Exit.BAD_INPUT),
     (DeployError, Exit.BAD_INPUT),  # nothing to promote, no earlier version: nothing was done
 )

@@ -125,6 +125,9 @@ def cluster(
 def store(settings: Settings) -> StorePort:
     """The SQL store: PIPELINE_BOT_DATABASE_URL, else a SQLite file of this user's (the App's
     own bookkeeping, and deploy state with PIPELINE_BOT_STORE=sql)."""
+    from pipeline_bot.errors import require_extra
+
+    require_extra("the SQL store (PIPELINE_BOT_STORE=sql)", "app", "sqlalchemy")
     from pipeline_bot.integrations.store import SqlStore, default_database_url
 
     return SqlStore(settings.database_url or default_database_url())
