@@ -167,6 +167,7 @@ def main() -> None:
         image = f"{host}/pipeline-bot:bench"
         b("push", "--tls-verify=false", "localhost/pipeline-bot:bench", f"docker://{image}")
         size = b("images", "--format", "{{.Size}}", "localhost/pipeline-bot:bench").strip()
+        base = b("images", "--format", "{{.Size}}", "localhost/pb-base:bench").strip()
         blobs = work / "registry" / "docker" / "registry" / "v2" / "blobs"
         compressed = sum(p.stat().st_size for p in blobs.rglob("data"))
         pulls, starts = [], []
@@ -178,11 +179,14 @@ def main() -> None:
                 f"run {run + 1}: pull {pull:.1f} s, start to first line {start:.2f} s", flush=True
             )
         ctr = b("from", "localhost/pipeline-bot:bench").strip()
-        sizes = b("run", "--isolation", "chroot", ctr, "--", "python3", "-c", SIZES)
+        sizes = b(
+            "run", "--isolation", "chroot", ctr, "--", "/opt/pipeline-bot/bin/python", "-c", SIZES
+        )
         b("rm", ctr)
         print()
         print(f"image {IMAGE}{args.extras}: {size} unpacked ({len(layers)} layers), "
-              f"{compressed / 1e6:.0f} MB in the registry (compressed)")  # fmt: skip
+              f"{compressed / 1e6:.0f} MB in the registry (compressed); of it the base "
+              f"(Debian minbase with python3, pip and git) {base}")  # fmt: skip
         print(f"pull (loopback registry, fresh storage)  median {statistics.median(pulls):6.1f} s")
         print(f"start to the first line                  median {statistics.median(starts):6.2f} s")
         print(f"pull and start                           median "
