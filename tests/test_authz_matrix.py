@@ -32,6 +32,7 @@ COMMANDS = {
     "rollback": "/rollback production",
     "promote": "/promote production",
     "abort": "/abort production",
+    "approve": "/approve production",
     "lock": "/lock production freeze",
     "unlock": "/unlock production",
     "status": "/status production",
@@ -53,6 +54,7 @@ class EnvRow:
     listed: bool = True  # the requester is allowed by allowed_users / allowed_teams
     forks: bool = False  # allow_forks
     requires_met: bool = True  # for /deploy: `requires` environments already deployed to
+    approval: bool = True  # for /approve: the environment requires approval
     login: str = "alice"
     teams: frozenset[str] = field(default_factory=frozenset)
     deployed_to: frozenset[str] = field(default_factory=frozenset)
@@ -100,6 +102,7 @@ ENVIRONMENTS = [
     ),
     EnvRow("requires staging, never deployed", {"requires": ["staging"]}, requires_met=False),
     EnvRow("allow_forks", {"allow_forks": True}, forks=True),
+    EnvRow("requires_approval false", {"requires_approval": False}, approval=False),
     EnvRow(
         "everything set, all met",
         {
@@ -131,7 +134,17 @@ def expected(command: str, row: EnvRow, permission: str, fork: bool) -> str | No
         return "comes from a fork"
     if command == "deploy" and not row.requires_met:
         return "requires this commit to be deployed"
+    if command == "approve" and not row.approval:
+        return "does not require approval"
     return None
+
+
+def environment(command: str, row: EnvRow) -> Environment | None:
+    """The row's environment; for /approve one that requires approval unless the row says."""
+    if row.env is None:
+        return None
+    fields = {"requires_approval": True} if command == "approve" else {}
+    return Environment(name="production", **{**fields, **row.env})
 
 
 MATRIX = [
@@ -152,7 +165,7 @@ def test_every_command_permission_environment_and_fork(command, row):
     parsed = parse_command(COMMANDS[command])
     assert parsed is not None
     assert parsed.name == command
-    env = Environment(name="production", **row.env) if row.env is not None else None
+    env = environment(command, row)
     wrong = []
     for permission in PERMISSIONS:
         for fork in (False, True):
@@ -180,7 +193,7 @@ def test_a_refusal_names_the_requester_and_never_an_empty_reason():
     for command, row, permission, fork in MATRIX:
         parsed = parse_command(COMMANDS[command])
         assert parsed is not None
-        env = Environment(name="production", **row.env) if row.env is not None else None
+        env = environment(command, row)
         who = Requester(row.login, permission, row.teams, from_fork=fork)
         decision = authorize(parsed, env, who, deployed_to=row.deployed_to)
         if not decision.allowed:

@@ -39,3 +39,37 @@ def test_a_button_for_an_environment_no_longer_configured_is_refused():
 
 def test_without_environments_there_is_only_the_re_analyze_button():
     assert [b["identifier"] for b in checkrun.actions([])] == ["reanalyze"]
+
+
+@pytest.mark.parametrize("approve", ["production", "preproduction-eu", "p" * 63])
+def test_the_approve_button_names_exactly_its_environment_within_githubs_limits(approve):
+    configured = [*CONFIGURED, "production", "p" * 63, "p" * 62]
+    buttons = checkrun.actions(["staging"], approve)
+    assert len(buttons) <= checkrun.MAX_ACTIONS
+    assert [b["identifier"].partition(":")[0] for b in buttons] == [
+        "deploy",
+        "approve",
+        "reanalyze",
+    ]
+    for button in buttons:
+        assert len(button["label"]) <= 20, button
+        assert len(button["description"]) <= 40, button
+        assert len(button["identifier"]) <= 20, button
+    token = buttons[1]["identifier"].partition(":")[2]
+    assert checkrun.button_environment(token, configured, checkrun.APPROVE_BUTTON) == approve
+
+
+def test_an_approve_button_for_an_environment_no_longer_configured_is_refused():
+    token = checkrun.actions([], "production")[0]["identifier"].partition(":")[2]
+    with pytest.raises(CommandSyntaxError, match="`/approve <environment>`"):
+        checkrun.button_environment(token, ["staging"], checkrun.APPROVE_BUTTON)
+    # a name is never taken as it is for an approve button: every approve button is hashed
+    with pytest.raises(CommandSyntaxError, match="no longer in the configuration"):
+        checkrun.button_environment("staging", ["staging"], checkrun.APPROVE_BUTTON)
+
+
+def test_without_an_environment_that_requires_approval_there_is_no_approve_button():
+    assert [b["identifier"].partition(":")[0] for b in checkrun.actions(["staging"])] == [
+        "deploy",
+        "reanalyze",
+    ]

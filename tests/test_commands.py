@@ -28,6 +28,14 @@ from pipeline_bot.repo_config import Environment
         ("  /rollback prod --app shop", "rollback", "prod", {"app": "shop"}),
         ("/promote staging", "promote", "staging", {}),
         ("/abort staging", "abort", "staging", {}),
+        ("/approve production", "approve", "production", {"image": None}),
+        ("/Approve production --image v1.2", "approve", "production", {"image": "v1.2"}),
+        (
+            "/approve production --image=v1.2\nlooks good",
+            "approve",
+            "production",
+            {"image": "v1.2"},
+        ),
         ("/status", "status", None, {}),
         ("/status production", "status", "production", {}),
         ("/analyze", "analyze", None, {}),
@@ -71,6 +79,13 @@ def test_comments_that_are_not_commands_give_none(body):
         ("/analyze now", "takes no arguments"),
         ("/unlock staging please", "takes only an environment"),
         ("/launch staging", "is not a pipeline-bot command"),
+        ("/approve", "needs an environment"),
+        ("/approve --image v1", "needs an environment"),
+        ("/approve Production!", "is not an environment name"),
+        ("/approve production --app shop", "unexpected `--app`"),
+        ("/approve production --strategy canary", "unexpected `--strategy`"),
+        ("/approve production --image", "`--image` needs a value"),
+        ("/approve production --image $(id)", "is not an image tag"),
     ],
 )
 def test_malformed_commands_say_what_is_wrong_and_show_usage(body, says):
@@ -129,3 +144,32 @@ def test_forks_deploy_only_where_allowed():
     assert "from a fork" in authorize(_deploy("staging"), STAGING, fork).reason
     open_env = Environment(name="staging", allow_forks=True)
     assert authorize(_deploy("staging"), open_env, fork).allowed
+
+
+@pytest.mark.parametrize(
+    ("env", "permission", "allowed", "says"),
+    [
+        (Environment(name="production", requires_approval=True), "write", True, ""),
+        (Environment(name="production", requires_approval=True), "read", False, "needs write"),
+        (
+            Environment(name="production", requires_approval=True, required_permission="admin"),
+            "maintain",
+            False,
+            "needs admin permission",
+        ),
+        (STAGING, "admin", False, "staging does not require approval"),
+        (None, "admin", False, "needs an environment"),
+    ],
+)
+def test_approve_needs_the_environments_permission_and_an_environment_that_asks_for_it(
+    env, permission, allowed, says
+):
+    decision = authorize(parse_command("/approve production"), env, Requester("a", permission))
+    assert decision.allowed is allowed
+    assert says in decision.reason
+
+
+def test_help_lists_approve():
+    from pipeline_bot.core.commands import HELP
+
+    assert "`/approve <environment> [--image TAG]`" in HELP

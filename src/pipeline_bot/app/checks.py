@@ -69,7 +69,10 @@ def analyse_pull_request(
     parts = checkrun.batches(found)
     for part in parts[:-1]:
         gh.update_check_run(repo, check_id, {"output": {**output, "annotations": part}})
-    envs = [e.name for e in sorted(config.environments, key=lambda e: e.order)]
+    ordered = sorted(config.environments, key=lambda e: e.order)
+    envs = [e.name for e in ordered]
+    # the first environment a promotion of this head would stop before, for the approve button
+    approve = next((e.name for e in ordered if e.requires_approval and config.services), None)
     gh.update_check_run(
         repo,
         check_id,
@@ -77,7 +80,7 @@ def analyse_pull_request(
             "status": "completed",
             "conclusion": checkrun.conclusion(result, config.risk.fail_on),
             "output": {**output, "annotations": parts[-1]},
-            "actions": checkrun.actions(envs),
+            "actions": checkrun.actions(envs, approve),
         },
     )
     return f"analysed: {result.risk.level} risk, {len(found)} annotations"

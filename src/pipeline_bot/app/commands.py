@@ -18,6 +18,7 @@ from pipeline_bot.app.retries import repeat_refusal
 from pipeline_bot.core.authz import Requester, authorize
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
 from pipeline_bot.core.manifests import AppChoiceError, default_app
+from pipeline_bot.core.promotion import Approval
 from pipeline_bot.errors import ConfigError, LockedError, PipelineBotError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
@@ -33,12 +34,15 @@ def run_command(
     actor: str,
     comment_id: int | None = None,
     syntax_error: CommandSyntaxError | None = None,
+    sha: str | None = None,
 ) -> str:
+    """`sha`: the commit the command acts on (a check run's button: the check run's head);
+    None: the pull request's head."""
     if comment_id is not None and not ctx.state.get("eyes"):
         ctx.gh.react(ctx.repo, comment_id, "eyes")
         ctx.save(eyes=True)
     try:
-        ok, text = _outcome(ctx, command, number, actor, syntax_error)
+        ok, text = _outcome(ctx, command, number, actor, syntax_error, sha)
     except CommandSyntaxError as exc:  # e.g. no --app where the repository has several services
         ok, text = False, replies.syntax(actor, str(exc))
     except PipelineBotError as exc:
@@ -57,6 +61,7 @@ def _outcome(
     number: int,
     actor: str,
     syntax_error: CommandSyntaxError | None,
+    sha: str | None = None,
 ) -> tuple[bool, str]:
     if syntax_error is not None or command is None:
         return False, replies.syntax(actor, str(syntax_error))
@@ -68,7 +73,7 @@ def _outcome(
         return False, replies.config_error(exc)
     env = config.environment(command.environment) if command.environment else None
     pr = ctx.gh.pull_request(ctx.repo, number)
-    head_sha = str(ctx.state.get("accepted_sha") or pr["head"]["sha"])
+    head_sha = str(ctx.state.get("accepted_sha") or sha or pr["head"]["sha"])
     who = _requester(ctx, env, actor, pr)
     deployed_to = _deployed_to(ctx, env, head_sha) if command.name == "deploy" else set()
     decision = authorize(command, env, who, deployed_to=deployed_to)
@@ -96,6 +101,8 @@ def _outcome(
         return _lock(ctx, env, actor, command.reason)
     if command.name == "unlock":
         return _unlock(ctx, env, actor)
+    if command.name == "approve":
+        return _approve(ctx, config, env, command, actor, head_sha)
     if command.name == "deploy":
         return _deploy(ctx, config, env, command, number, actor, pr, head_sha)
     result = ctx.services.registry.call(
@@ -240,6 +247,37 @@ def _unlock(ctx: EventContext, env: Environment, actor: str) -> tuple[bool, str]
         )
     ctx.deploy_store().release(env.name, lock.owner)
     return True, f"@{actor} unlocked `{env.name}` (it was locked by {lock.owner})."
+
+
+def _approve(
+    ctx: EventContext,
+    config: RepoConfig,
+    env: Environment,
+    command: Command,
+    actor: str,
+    head_sha: str,
+) -> tuple[bool, str]:
+    """Approve `head_sha`'s deploy plan into `env` through the registry's approve_promotion:
+    the plan of the config on the default branch, each service's image tagged with the commit
+    (what the App deploys) unless `--image` names the tag. A retried delivery reports the
+    approval it made instead of approving again."""
+    if "approval" in ctx.state:
+        return True, replies.approved(actor, Approval.model_validate(ctx.state["approval"]))
+    approval = ctx.services.registry.call(
+        "approve_promotion",
+        {
+            "environment": env.name,
+            "image_tag": command.image or head_sha,
+            "commit_sha": head_sha,
+            "repository": ctx.repo,
+            "approved_by": f"@{actor}",
+        },
+        ctx.tools(config),
+    )
+    if not isinstance(approval, Approval):  # the registry checked it; this narrows the type
+        raise TypeError("expected Approval")
+    ctx.save(approval=approval.model_dump(mode="json"))
+    return True, replies.approved(actor, approval)
 
 
 def _report(ctx: EventContext, number: int, text: str) -> None:

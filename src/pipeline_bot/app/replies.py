@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline_bot.core.commands import Command
 from pipeline_bot.core.escape import md_cell, md_code, md_text
+from pipeline_bot.core.promotion import Approval
 from pipeline_bot.errors import ConfigError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 
@@ -56,6 +57,15 @@ def locked(actor: str, env: str, reason: str) -> str:
     return (
         f"🔒 @{actor} locked **{md_text(env)}**: {md_text(reason)}. "
         f"{md_code('/unlock ' + env)} releases it."
+    )
+
+
+def approved(actor: str, a: Approval) -> str:
+    return (
+        f"✅ @{actor} approved plan {md_code(a.plan_digest)} of `{a.commit_sha[:12]}` into "
+        f"**{md_text(a.environment)}**, until "
+        f"{a.expires_at:%Y-%m-%d %H:%M} UTC. A promotion of this commit with this plan may now "
+        "enter it; another commit, another image or a changed plan needs a new approval."
     )
 
 

@@ -2,8 +2,9 @@
 
 Reading needs nothing; anything that changes an environment needs the environment's
 `required_permission` (write by default), membership of `allowed_users` / `allowed_teams` when
-those are set, a pull request from the repository itself unless `allow_forks`, and, for a deploy,
-a successful deploy of the same commit to every environment in `requires`.
+those are set, a pull request from the repository itself unless `allow_forks`, for a deploy,
+a successful deploy of the same commit to every environment in `requires`, and, for an approval,
+an environment that requires one (`requires_approval`).
 """
 
 from __future__ import annotations
@@ -74,4 +75,10 @@ def authorize(
                 False,
                 f"{env.name} requires this commit to be deployed to {', '.join(missing)} first",
             )
+    if command.name == "approve" and not env.requires_approval:
+        return Decision(
+            False,
+            f"{env.name} does not require approval (requires_approval in "
+            ".github/pipeline-bot.yml), so there is nothing to approve",
+        )
     return Decision(True)

@@ -4,6 +4,8 @@ A button's identifier holds 20 characters, and an environment's name does not fi
 (`deploy:preproduction-eu` cut to 20 is `deploy:preproduction`, another environment), so the
 deploy button carries a hash of the name. A press deploys to the configured environment with
 that hash, and is refused when none has it any more (the config changed since the analysis).
+The approve button (`approve:` and a hash the same way) is there when an environment requires
+approval: a press approves the check run's commit and plan into it, as `/approve` does.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ _LEVEL = {"critical": "failure", "high": "failure", "medium": "warning"}
 _RISK = {"low": 1, "medium": 2, "high": 3, "critical": 4, "never": 99}
 LABEL_LIMIT, DESCRIPTION_LIMIT, IDENTIFIER_LIMIT = 20, 40, 20  # GitHub's, for a button
 DEPLOY_BUTTON = "deploy:"
-_HASH_CHARS = IDENTIFIER_LIMIT - len(DEPLOY_BUTTON)
+APPROVE_BUTTON = "approve:"
+MAX_ACTIONS = 3  # GitHub's limit of buttons on one check run
 STALE_BUTTON = (
     "this button's environment is no longer in the configuration on the default branch (it "
     "changed since the analysis): press **Re-analyze** for new buttons, or comment "
-    "`/deploy <environment>`."
+    "`/{command} <environment>`."
 )
 
 
@@ -80,8 +83,10 @@ def summary(analysis: Analysis, notes: list[str]) -> str:
     return text
 
 
-def actions(environments: list[str]) -> list[dict[str, str]]:
-    """The buttons: deploy to the first environment in promotion order, and re-analyze."""
+def actions(environments: list[str], approve: str | None = None) -> list[dict[str, str]]:
+    """The buttons: deploy to the first environment in promotion order, approve this head's
+    plan into `approve` (the first environment in promotion order that requires approval, if
+    any), and re-analyze."""
     out = []
     if environments:
         env = environments[0]
@@ -90,6 +95,14 @@ def actions(environments: list[str]) -> list[dict[str, str]]:
                 "label": _fit(f"Deploy to {env}", LABEL_LIMIT),
                 "description": _fit(f"Deploy this head to {env}", DESCRIPTION_LIMIT),
                 "identifier": DEPLOY_BUTTON + button_digest(env),
+            }
+        )
+    if approve is not None:
+        out.append(
+            {
+                "label": _fit(f"Approve {approve}", LABEL_LIMIT),
+                "description": _fit(f"Approve this head's plan into {approve}", DESCRIPTION_LIMIT),
+                "identifier": APPROVE_BUTTON + button_digest(approve, APPROVE_BUTTON),
             }
         )
     out.append(
@@ -102,19 +115,21 @@ def actions(environments: list[str]) -> list[dict[str, str]]:
     return out
 
 
-def button_digest(environment: str) -> str:
-    return hashlib.sha256(environment.encode()).hexdigest()[:_HASH_CHARS]
+def button_digest(environment: str, prefix: str = DEPLOY_BUTTON) -> str:
+    """The hash of `environment` that fills a button's identifier after `prefix`."""
+    return hashlib.sha256(environment.encode()).hexdigest()[: IDENTIFIER_LIMIT - len(prefix)]
 
 
-def button_environment(token: str, configured: list[str]) -> str:
-    """The configured environment a deploy button names (`token` follows `deploy:`)."""
+def button_environment(token: str, configured: list[str], prefix: str = DEPLOY_BUTTON) -> str:
+    """The configured environment a deploy (or approve) button names (`token` follows
+    `prefix`)."""
     for name in configured:
-        if button_digest(name) == token:
+        if button_digest(name, prefix) == token:
             return name
-    # a button from before the hashes: its name is whole only when it was under the limit
-    if len(DEPLOY_BUTTON + token) < IDENTIFIER_LIMIT and token in configured:
+    # a deploy button from before the hashes: its name is whole only when it was under the limit
+    if prefix == DEPLOY_BUTTON and len(prefix + token) < IDENTIFIER_LIMIT and token in configured:
         return token
-    raise CommandSyntaxError(STALE_BUTTON, "deploy")
+    raise CommandSyntaxError(STALE_BUTTON.format(command=prefix.rstrip(":")), prefix.rstrip(":"))
 
 
 def _fit(text: str, limit: int) -> str:

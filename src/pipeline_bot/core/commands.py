@@ -11,11 +11,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 CommandName = Literal[
-    "deploy", "rollback", "promote", "abort", "status", "analyze", "lock", "unlock", "help"
+    "deploy",
+    "rollback",
+    "promote",
+    "abort",
+    "approve",
+    "status",
+    "analyze",
+    "lock",
+    "unlock",
+    "help",
 ]
 STRATEGIES = ("auto", "rolling", "blue-green", "canary")
 # what each command changes: these need the environment's required permission
-CHANGES_ENVIRONMENT = frozenset({"deploy", "rollback", "promote", "abort", "lock", "unlock"})
+CHANGES_ENVIRONMENT = frozenset(
+    {"deploy", "rollback", "promote", "abort", "approve", "lock", "unlock"}
+)
 
 USAGE = {
     "deploy": "/deploy <environment> [--strategy auto|rolling|blue-green|canary] [--image TAG] "
@@ -23,6 +34,7 @@ USAGE = {
     "rollback": "/rollback <environment> [--app NAME]",
     "promote": "/promote <environment> [--app NAME]",
     "abort": "/abort <environment> [--app NAME]",
+    "approve": "/approve <environment> [--image TAG]",
     "status": "/status [environment]",
     "analyze": "/analyze",
     "lock": "/lock <environment> [reason]",
@@ -39,6 +51,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "rollback": ("--app",),
     "promote": ("--app",),
     "abort": ("--app",),
+    "approve": ("--image",),
 }
 
 

@@ -1,7 +1,8 @@
 """check_run rerequested (analyse again) and requested_action (the check run's buttons).
 
 A button press is the same as the matching comment command, under the same authorisation; a
-deploy button names its environment exactly (see `core/checkrun.py`).
+deploy or approve button names its environment exactly (see `core/checkrun.py`). An approve
+button approves the check run's own commit (its head_sha), which the button was shown for.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pipeline_bot.app.checks import analyse_pull_request
 from pipeline_bot.app.commands import run_command
 from pipeline_bot.app.context import CHECK_NAME, EventContext
-from pipeline_bot.core.checkrun import button_environment
+from pipeline_bot.core.checkrun import APPROVE_BUTTON, DEPLOY_BUTTON, button_environment
 from pipeline_bot.core.commands import CommandSyntaxError, parse_command
 from pipeline_bot.errors import ConfigError
 
@@ -41,16 +42,21 @@ def handle(ctx: EventContext) -> str:
         command = parse_command(f"/{kind} {_environment(ctx, kind, target)}")
     except CommandSyntaxError as exc:
         return run_command(ctx, None, number=number, actor=actor, syntax_error=exc)
-    return run_command(ctx, command, number=number, actor=actor)
+    sha = str(run["head_sha"]) if kind == "approve" and run.get("head_sha") else None
+    return run_command(ctx, command, number=number, actor=actor, sha=sha)
+
+
+_HASHED = {DEPLOY_BUTTON.rstrip(":"): DEPLOY_BUTTON, APPROVE_BUTTON.rstrip(":"): APPROVE_BUTTON}
 
 
 def _environment(ctx: EventContext, kind: str, target: str) -> str:
     """The environment a button names, resolved against the configuration on the default
-    branch (a deploy button holds a hash of the name, not the name)."""
-    if kind != "deploy":
+    branch (a deploy or approve button holds a hash of the name, not the name)."""
+    prefix = _HASHED.get(kind)
+    if prefix is None:
         return target
     try:
         config = ctx.config()
     except ConfigError:
         return target  # run_command reports the configuration's problems
-    return button_environment(target, [e.name for e in config.environments])
+    return button_environment(target, [e.name for e in config.environments], prefix)
