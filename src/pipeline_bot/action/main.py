@@ -22,7 +22,17 @@ from pipeline_bot.action.runner import (
     write_summary,
 )
 
-COMMANDS = ("analyze", "deploy", "rollback", "promote", "abort", "status", "plan", "pipeline")
+COMMANDS = (
+    "analyze",
+    "deploy",
+    "rollback",
+    "promote",
+    "abort",
+    "status",
+    "plan",
+    "promotion",
+    "pipeline",
+)
 LEVELS = {
     "info": "notice",
     "low": "notice",
@@ -52,11 +62,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         if what == "analyze":
             return _analyze(env, workspace)
-        if what in ("plan", "pipeline"):
+        if what in ("plan", "promotion", "pipeline"):
             from pipeline_bot.action import plans
 
             if what == "plan":
                 return plans.deploy_plan(env, workspace, _call, _fail)
+            if what == "promotion":
+                return plans.promotion(env, workspace, _call, _fail)
             return plans.run_pipeline(env, _call, _fail)
         return _deploy(what, env, workspace)
     except PipelineBotError as exc:
