@@ -3,6 +3,7 @@ from the Actions double (requests checked against GitHub's REST description)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ def actions(gh: Any) -> ActionsDouble:
     route = gh._route
 
     def routed(method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if "/actions/" in path:
+        if "/actions/" in path or re.search(r"/commits/[^/]+$", path):
             template = check_request(method, path, query, body)
             return double._route(method, template, path, query, body)
         return route(method, path, query, body)
@@ -72,3 +73,74 @@ def test_a_workflow_runs_status_needs_its_repository_and_the_token(app, gh, acti
         "/pipeline/status/run-1", params={"repository": "someone/else"}, headers=AUTH
     )
     assert elsewhere.status_code == 404
+
+
+def _status(app: Any, job_id: str) -> dict[str, Any]:
+    answer = app.client.get(f"/pipeline/status/{job_id}", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+@pytest.mark.parametrize(
+    ("given", "conclusion"),
+    [
+        ({"workflow": "deploy.yml"}, "failure"),  # the double's runs end in failure
+        ({"pipeline_config": ".github/workflows/deploy.yml"}, "failure"),
+    ],
+)
+def test_execute_dispatches_a_workflow_and_its_status_follows_the_run(
+    app, gh, actions, given, conclusion
+):
+    _installed(app)
+    body = {"repository": REPO, "branch": "main", "inputs": {"environment": "staging"}, **given}
+    queued = app.client.post("/pipeline/execute", json=body, headers=AUTH)
+    assert queued.status_code == 202, queued.text
+    job_id = queued.json()["id"]
+    app.work()
+    dispatches = gh.made("POST", r"/actions/workflows/deploy\.yml/dispatches$")
+    assert len(dispatches) == 1
+    assert dispatches[0].body["ref"] == "main"
+    assert dispatches[0].body["inputs"] == {"environment": "staging"}
+    first = _status(app, job_id)
+    assert first["kind"] == "job"
+    assert first["status"] == "done"
+    run_id = first["run"]["id"]
+    assert run_id not in (7001, 7002)  # the run this dispatch started, not an older one
+    seen = [first["run"]["status"]]
+    for _ in range(5):  # GitHub's run moves on between looks; the status shows it each time
+        data = _status(app, job_id)
+        seen.append(data["run"]["status"])
+        if data["run"]["status"] == "completed":
+            break
+    assert seen[-1] == "completed"
+    assert "in_progress" in seen
+    assert data["run"]["conclusion"] == conclusion
+    assert data["run"]["jobs"][0]["name"] == "deploy"
+    assert data["run"]["html_url"].endswith(f"/actions/runs/{run_id}")
+    # worked again (a retry), the job never dispatches a second time
+    from pipeline_bot.app.handlers import api_jobs
+
+    delivery = app.services.deliveries.get(job_id)
+    assert delivery.state["workflow_run_id"] == run_id
+    ctx = type("Ctx", (), {"state": delivery.state, "payload": {}})()
+    assert api_jobs.handle_workflow(ctx) == f"dispatched run {run_id}"  # type: ignore[arg-type]
+    assert len(gh.made("POST", r"/dispatches$")) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"workflow": "deploy.yml"}, "needs `branch`"),
+        ({"workflow": "deploy.yml", "branch": "main", "sha": "a" * 40}, "not both"),
+        ({"branch": "main"}, "give `sha`"),
+        ({"sha": "a" * 40, "inputs": {"x": "1"}}, "go with `workflow`"),
+        ({"workflow": "../../etc/passwd", "branch": "main"}, "pattern"),
+        ({"pipeline_config": "deploy.sh", "branch": "main"}, "pattern"),
+    ],
+)
+def test_execute_says_what_a_workflow_run_needs(app, gh, actions, body, says):
+    _installed(app)
+    answer = app.client.post("/pipeline/execute", json={"repository": REPO, **body}, headers=AUTH)
+    assert answer.status_code == 422
+    assert says in answer.text
+    assert not gh.made("POST", r"/dispatches$")

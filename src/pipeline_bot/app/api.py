@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
 from pipeline_bot import __version__
@@ -30,6 +30,7 @@ from pipeline_bot.repo_config import default_config
 _REPO = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
 _SHA = r"^[0-9a-f]{40}$"
 _ENVIRONMENT = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_WORKFLOW = r"^([0-9]{1,19}|[A-Za-z0-9_.-]{1,100}\.ya?ml)$"
 EnvironmentName = Annotated[str, Field(pattern=_ENVIRONMENT)]
 PUBLIC = frozenset(
     {"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
@@ -52,10 +53,14 @@ class DeployBody(BaseModel):
 
 
 class PipelineBody(BaseModel):
+    """Either a commit through the environments (`sha`, optional `environments`), or a GitHub
+    Actions workflow run (`workflow` or `pipeline_config`, with `branch` and `inputs`: the
+    original design's execute_pipeline), dispatched as the App's installation."""
+
     model_config = ConfigDict(extra="forbid")
 
     repository: str = Field(pattern=_REPO)
-    sha: str = Field(pattern=_SHA)
+    sha: str | None = Field(None, pattern=_SHA, description="The commit to take through")
     base: str | None = Field(None, pattern=_SHA)
     environments: list[EnvironmentName] | None = Field(
         None,
@@ -64,6 +69,40 @@ class PipelineBody(BaseModel):
         description="Environments of the repository's config (run in promotion order); "
         "default: every configured environment",
     )
+    workflow: str | None = Field(
+        None, pattern=_WORKFLOW, description="A workflow to dispatch: its file name or id"
+    )
+    pipeline_config: str | None = Field(
+        None,
+        pattern=r"^(\.github/workflows/)?[A-Za-z0-9_.-]{1,100}\.ya?ml$",
+        description="The workflow file, e.g. .github/workflows/deploy.yml (the original "
+        "design's name); `workflow` wins when both are given",
+    )
+    branch: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._/-]{1,255}$", description="Where the workflow runs"
+    )
+    inputs: dict[str, str] = Field(
+        default_factory=dict, max_length=25, description="The workflow's inputs"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PipelineBody:
+        if self.workflow or self.pipeline_config:
+            if not self.branch:
+                raise ValueError("a workflow run needs `branch` (where the workflow runs)")
+            if self.sha or self.environments:
+                raise ValueError(
+                    "give either a workflow (workflow or pipeline_config, branch, inputs) or a "
+                    "commit through the environments (sha, environments), not both"
+                )
+        elif not self.sha:
+            raise ValueError(
+                "give `sha` (a commit through the environments) or `workflow` with `branch` "
+                "(a GitHub Actions run)"
+            )
+        elif self.branch or self.inputs:
+            raise ValueError("`branch` and `inputs` go with `workflow` or `pipeline_config`")
+        return self
 
 
 class Queued(BaseModel):
@@ -122,12 +161,19 @@ def router() -> APIRouter:
             return {"id": job_id, "kind": "deploy", "deploy": record.model_dump(mode="json")}
         deploy_ids = sorted(_deploys_of(delivery.state))
         deploys = [state.store.get(d) for d in deploy_ids]
-        return {
+        answer = {
             **delivery.summary(),
             "kind": "job" if delivery.event.startswith("api.") else "delivery",
             "outcome": delivery.error,
             "deploys": [d.model_dump(mode="json") for d in deploys if d is not None],
         }
+        if run_id := delivery.state.get("workflow_run_id"):  # as GitHub reports it now
+            try:
+                answer["run"] = _workflow_run(request, int(run_id), delivery.repository)["run"]
+            except HTTPException as exc:  # the job's own state still answers
+                answer["run"] = None
+                answer["run_error"] = exc.detail
+        return answer
 
     @api.post("/deploy", status_code=202, tags=["pipeline"])
     def deploy(body: DeployBody, request: Request, _: Protected) -> Queued:
@@ -139,8 +185,13 @@ def router() -> APIRouter:
     @api.post("/pipeline/execute", status_code=202, tags=["pipeline"])
     def execute(body: PipelineBody, request: Request, _: Protected) -> Queued:
         """Queue a commit's way through the environments in promotion order, stopping at the
-        first deploy that does not succeed."""
+        first deploy that does not succeed; or, with `workflow` and `branch`, dispatch a GitHub
+        Actions workflow as the App's installation (the run's id, jobs, steps and conclusion
+        then come from GitHub in `GET /pipeline/status/{id}`)."""
         installation = _installation(request, body.repository)
+        if body.workflow or body.pipeline_config:
+            job = body.model_dump(exclude={"sha", "base", "environments"})
+            return _queue(request, installation, "api.workflow", body.repository, job)
         if body.environments is not None:
             _check_environments(request, installation, body.repository, body.environments)
         return _queue(request, installation, "api.pipeline", body.repository, body.model_dump())

@@ -28,6 +28,7 @@ HANDLERS: dict[str, tuple[frozenset[str] | None, Handler]] = {
     # jobs from the REST API share the queue; GitHub never sends these names (no dots)
     "api.deploy": (None, api_jobs.handle_deploy),
     "api.pipeline": (None, api_jobs.handle_pipeline),
+    "api.workflow": (None, api_jobs.handle_workflow),
 }
 
 

@@ -30,3 +30,28 @@ def handle_pipeline(ctx: EventContext) -> str:
     return deploy_through(
         ctx, config, envs, sha=job["sha"], base=job.get("base"), actor=job["actor"]
     )
+
+
+def handle_workflow(ctx: EventContext) -> str:
+    """`POST /pipeline/execute` with a workflow: execute_pipeline through the tool registry (its
+    policy and audit trail), as the App's installation. The job only dispatches and records the
+    run; `GET /pipeline/status/{job}` reads the run's state from GitHub whenever it is asked, so
+    no worker waits the run out."""
+    done = ctx.state.get("workflow_run_id")
+    if done:  # a retry after the dispatch: never start the workflow twice
+        return f"dispatched run {done}"
+    job = ctx.payload["job"]
+    arguments = {
+        "repository": ctx.repo,
+        "branch": job["branch"],
+        "inputs": job.get("inputs") or {},
+        "wait": False,
+    }
+    if job.get("workflow"):
+        arguments["workflow"] = job["workflow"]
+    if job.get("pipeline_config"):
+        arguments["pipeline_config"] = job["pipeline_config"]
+    result = ctx.services.registry.call("execute_pipeline", arguments, ctx.tools(ctx.config()))
+    run = result.model_dump(mode="json")["run"]
+    ctx.save(workflow_run_id=run["id"], workflow_run_url=run.get("html_url"))
+    return f"dispatched run {run['id']}: {run.get('html_url')}"
