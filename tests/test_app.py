@@ -454,13 +454,51 @@ def test_a_rolled_back_deploy_from_a_comment_is_investigated_in_the_reply(app, g
     assert "Likely cause: registry.local/shop:2 does not exist" in text
 
 
-def test_deploy_without_app_where_there_are_several_services_says_which_to_name(app, gh, kube):
-    gh.config += "  - {name: web, paths: ['web/**'], image: registry.local/web}\n"
+def test_deploy_without_app_where_there_are_several_services_runs_the_plan(app, gh, kube):
+    gh.config += (
+        "  - {name: web, paths: ['web/**'], image: registry.local/web, depends_on: [shop]}\n"
+    )
+    gh.config += "  - {name: worker, paths: ['worker/**'], image: registry.local/worker}\n"
     app.comment("/deploy staging", "writer")
     text = app.status_comment()
-    assert "several services (shop, web): add --app NAME" in text
-    assert "Usage: `/deploy <environment>" in text
+    assert "Deploy plan to staging: succeeded" in text
+    assert "3 succeeded" in text
+    assert "```mermaid" in text
+    created = gh.made("POST", r"/deployments$")
+    assert sorted(c.body["payload"]["app"] for c in created) == ["shop", "web", "worker"]
+    assert {c.body["environment"] for c in created} == {"staging"}
+    statuses = [c.body["state"] for c in gh.made("POST", r"/deployments/\d+/statuses$")]
+    assert statuses.count("success") == 3
     assert app.services.deliveries.recent("failed") == []
+
+
+def test_a_plan_with_a_failing_service_skips_its_dependents_and_keeps_the_others(
+    app, gh, kube, kube_api
+):
+    gh.config += (
+        "  - {name: web, paths: ['web/**'], image: registry.local/web, depends_on: [shop]}\n"
+    )
+    gh.config += "  - {name: worker, paths: ['worker/**'], image: registry.local/worker}\n"
+    kube_api.fail_image("registry.local/shop:*")
+    app.comment("/deploy staging", "writer")
+    text = app.status_comment()
+    assert "Deploy plan to staging: failed" in text
+    rows = {
+        line.split("|")[2].strip(" `"): line for line in text.splitlines() if line.count("|") >= 5
+    }
+    assert "skipped" in rows["web"]  # depends on shop, which failed
+    assert "succeeded" in rows["worker"]  # independent: deployed and kept
+    assert "rolled back" in rows["shop"] or "failed" in rows["shop"]
+    states: dict[str, list[str]] = {}
+    apps: dict[str, str] = {}
+    for c in gh.made("POST", r"/deployments/\d+/statuses$"):
+        deployment = c.path.split("/")[-2]
+        if c.body.get("description", "").startswith("Deploy plan: "):
+            apps[deployment] = c.body["description"].split()[2]
+        states.setdefault(deployment, []).append(c.body["state"])
+    last = {apps[i]: s[-1] for i, s in states.items()}
+    assert last == {"shop": "failure", "web": "error", "worker": "success"}
+    assert [d.id for d in app.services.deliveries.recent("failed")]  # the delivery failed
 
 
 def test_an_api_deploy_to_an_auto_environment_without_base_reads_the_commits_own_change(

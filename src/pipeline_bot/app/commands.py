@@ -13,15 +13,18 @@ from typing import Any
 from pipeline_bot.app import replies
 from pipeline_bot.app.checks import analyse_pull_request
 from pipeline_bot.app.context import STATUS_MARKER, EventContext
-from pipeline_bot.app.deploys import deploy_commit
+from pipeline_bot.app.deploys import deploy_commit, deploy_plan_commit
 from pipeline_bot.app.retries import repeat_refusal
 from pipeline_bot.core.authz import Requester, authorize
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
 from pipeline_bot.core.manifests import AppChoiceError, default_app
+from pipeline_bot.core.plan import MAX_PARALLEL_DEFAULT
+from pipeline_bot.core.plan_render import result_markdown
 from pipeline_bot.core.promotion import Approval
 from pipeline_bot.errors import ConfigError, LockedError, PipelineBotError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
+from pipeline_bot.tools.plans import plan_for
 
 LOCK_TTL = 7 * 24 * 3600.0  # a /lock holds for a week unless /unlock ends it sooner
 
@@ -157,6 +160,8 @@ def _deploy(
     head_sha: str,
 ) -> tuple[bool, str]:
     gh, repo = ctx.gh, ctx.repo
+    if command.app is None and command.image is None and len(config.services) > 1:
+        return _deploy_plan(ctx, config, env, command, number, actor, head_sha)
     if "acted" in ctx.state:  # a retried delivery: the deploy ran; report it, do not repeat it
         record = ctx.deploy_store().get(str(ctx.state["acted"]))
         status = record.status if record else "unknown"
@@ -195,6 +200,38 @@ def _deploy(
     if result.rolled_back and ctx.services.llm is not None:
         text += replies.investigation(_investigate(ctx, config, env.name, app))
     return ok, text
+
+
+def _deploy_plan(
+    ctx: EventContext,
+    config: RepoConfig,
+    env: Environment,
+    command: Command,
+    number: int,
+    actor: str,
+    head_sha: str,
+) -> tuple[bool, str]:
+    """`/deploy ENV` where the config has several services and no --app: the deploy plan, every
+    service's image tagged with the head commit; the reply is the plan's graph and table."""
+    services = ", ".join(s.name for s in config.services)
+    if f"plan:{env.name}" not in ctx.state:
+        _report(ctx, number, replies.deploying(actor, env.name, f"plan: {services}", head_sha))
+        current = ctx.gh.pull_request(ctx.repo, number)["head"]["sha"]
+        if current != head_sha:
+            return False, replies.head_moved(actor, command, head_sha, current)
+    try:
+        result = deploy_plan_commit(
+            ctx, config, env, sha=head_sha, actor=actor, pull_request=number
+        )
+    except LockedError:
+        raise
+    except PipelineBotError as exc:
+        if ctx.failure is None:
+            ctx.fail(exc.message)
+        raise
+    plan = plan_for(config, env.name, MAX_PARALLEL_DEFAULT)
+    ok = result.status == "succeeded"
+    return ok, f"@{actor} {result_markdown(plan, result)}"
 
 
 def _investigate(ctx: EventContext, config: RepoConfig, environment: str, app: str) -> AIReview:

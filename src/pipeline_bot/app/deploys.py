@@ -9,6 +9,7 @@ from typing import Any
 from pipeline_bot.app.context import EventContext
 from pipeline_bot.app.retries import began, latest_deploy, record_failure, repeat_refusal
 from pipeline_bot.core.manifests import image_reference
+from pipeline_bot.core.plan import PlanResult
 from pipeline_bot.errors import PipelineBotError
 from pipeline_bot.models import DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
@@ -149,6 +150,65 @@ def image_tag(image: str) -> str:
     return last.split(":", 1)[1] if ":" in last else last
 
 
+def deploy_plan_commit(
+    ctx: EventContext,
+    config: RepoConfig,
+    env: Environment,
+    *,
+    sha: str,
+    actor: str,
+    pull_request: int | None = None,
+) -> PlanResult:
+    """Deploy every service of the config to `env` as its deploy plan (the registry's
+    deploy_plan: dependency order, independent services in parallel, a failed service rolled
+    back and its dependents skipped, the others kept), each service's image tagged with `sha`.
+    Each service gets its GitHub deployment, whose status follows the service's outcome; a
+    retried delivery reports the plan it ran instead of running it again."""
+    done = ctx.state.get(f"plan:{env.name}")
+    if done is not None:
+        return PlanResult.model_validate(done)
+    gh, repo = ctx.gh, ctx.repo
+    # every image's digest first: a missing tag stops the plan before anything, GitHub included
+    digests = {s.name: _digest(ctx, config, s.name, sha) for s in config.services}
+    ids = {
+        name: _github_deployment(
+            ctx, config, env, name, sha, env.strategy, sha, actor, pull_request, digest
+        )
+        for name, digest in digests.items()
+    }
+    for name, github_id in ids.items():
+        gh.deployment_status(repo, github_id, "in_progress", f"Deploy plan: {name} to {env.name}")
+    try:
+        result = ctx.services.registry.call(
+            "deploy_plan",
+            {
+                "environment": env.name,
+                "image_tag": sha,
+                "strategy": env.strategy,
+                "commit_sha": sha,
+                "requested_by": f"@{actor}",
+            },
+            ctx.tools(config),
+        )
+    except PipelineBotError as exc:  # stopped before any service began (images, lock, config)
+        for github_id in ids.values():
+            gh.deployment_status(repo, github_id, "error", exc.message)
+        raise
+    if not isinstance(result, PlanResult):  # the registry checked it; this narrows the type
+        raise TypeError("expected PlanResult")
+    state = {"succeeded": "success", "paused": "in_progress", "skipped": "error"}
+    for o in result.services:
+        why = o.message or o.status
+        gh.deployment_status(repo, ids[o.name], state.get(o.status, "failure"), why)
+        if o.deploy_id and o.status == "succeeded":
+            ctx.save(**{f"acted:{env.name}:{o.name}": o.deploy_id, "acted": o.deploy_id})
+        elif o.deploy_id and o.status in ("failed", "rolled_back"):
+            rolled_back = o.status == "rolled_back"
+            record_failure(ctx, env.name, o.name, o.deploy_id, rolled_back=rolled_back, why=why)
+    ctx.save(**{f"plan:{env.name}": result.model_dump(mode="json")})
+    return result
+
+
 def deploy_through(
     ctx: EventContext,
     config: RepoConfig,
@@ -160,7 +220,10 @@ def deploy_through(
     apps: list[str] | None = None,
 ) -> str:
     """Deploy every app to each environment in turn, stopping at the first that does not
-    succeed; a retried delivery skips what it already did."""
+    succeed; a retried delivery skips what it already did. A config with several services
+    (and no single app asked for) deploys each environment as its deploy plan."""
+    if apps is None and len(config.services) > 1:
+        return _plans_through(ctx, config, envs, sha=sha, actor=actor)
     apps = apps or [s.name for s in config.services] or [ctx.repo.rsplit("/", 1)[-1].lower()]
     outcomes: list[str] = []
     for env in envs:
@@ -193,6 +256,24 @@ def deploy_through(
                 outcomes.append(f"{app}@{env.name}: succeeded")
                 continue
             return _stopped(outcomes, f"{app}@{env.name}: {result.status}: {result.message}")
+    return "; ".join(outcomes)
+
+
+def _plans_through(
+    ctx: EventContext, config: RepoConfig, envs: list[Environment], *, sha: str, actor: str
+) -> str:
+    outcomes: list[str] = []
+    for env in envs:
+        try:
+            result = deploy_plan_commit(ctx, config, env, sha=sha, actor=actor)
+        except PipelineBotError as exc:
+            if ctx.failure is None and not outcomes:
+                raise  # nothing was applied: the queue retries the delivery with backoff
+            return _stopped(outcomes, f"plan@{env.name}: {exc.message}")
+        line = f"plan@{env.name}: {result.status}: {result.message}"
+        if result.status != "succeeded":
+            return _stopped(outcomes, line)
+        outcomes.append(line)
     return "; ".join(outcomes)
 
 
