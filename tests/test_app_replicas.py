@@ -124,9 +124,11 @@ def test_replicas_behind_a_round_robin_work_every_delivery_exactly_once(
     # the work itself done once: one check run per delivery (its external_id)
     created = Counter(c.body["external_id"] for c in double.made("POST", r"/check-runs$"))
     assert created == Counter({delivery: 1 for delivery, _ in load})
-    # and spread over the replicas: each claimed some (the front handed each a share)
+    # and spread over the replicas: more than one worked some. Not each: every replica is
+    # woken by the deliveries the front hands it, but any replica may claim any delivery, so on
+    # a loaded machine one of four can find nothing left (CI saw it once, at load ~15)
     logs = [(tmp_path / f"replica-{i}.log").read_text() for i in range(count)]
-    assert all("pull_request" in log for log in logs)
+    assert sum("pull_request" in log for log in logs) >= 2
     assert all(SECRET.decode() not in log and API_TOKEN not in log for log in logs)
 
 
