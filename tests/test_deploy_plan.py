@@ -191,3 +191,35 @@ def _record(cli, repo, app):  # type: ignore[no-untyped-def]
     history = _status(cli, repo, app)["history"]
     assert history, f"no deploy record of {app}"
     return history[0]
+
+
+def test_an_environment_whose_plan_failure_is_roll_back_rolls_back_what_the_plan_deployed(
+    cli, five, kube_api, namespace
+):
+    config = _config(namespace).replace("replicas: 1}", "replicas: 1, plan_failure: roll_back}")
+    five.commit("plan failures roll back", {".github/pipeline-bot.yml": config})
+    deploy = ("deploy", "--plan", "--repo", str(five.root), "-e", "staging", "--strategy")
+    first = cli(*deploy, "rolling", "--timeout", "30s", "--image", "1", "--format", "json")
+    assert first.exit_code == 0, first.stderr
+    kube_api.fail_image("registry.local/cache:2")
+    result = cli(*deploy, "rolling", "--timeout", "30s", "--image", "2", "--format", "json")
+    assert result.exit_code == 1, result.stderr
+    data = result.json()
+    by = {s["name"]: s for s in data["services"]}
+    assert {n: s["status"] for n, s in by.items()} == {
+        "db": "rolled_back",  # deployed by this plan, then rolled back by the policy
+        "cache": "rolled_back",  # its own failure
+        "api": "skipped",
+        "worker": "rolled_back",
+        "web": "skipped",
+    }
+    assert by["db"]["message"] == (
+        "rolled back: cache failed and staging's plan_failure is roll_back"
+    )
+    assert data["message"].endswith("cache failed and staging's plan_failure is roll_back")
+    for app in ("db", "worker"):  # what ran before the plan runs again
+        assert _status(cli, five, app)["workloads"][0]["images"] == [f"registry.local/{app}:1"]
+    # status --plan says the same as the result
+    status = cli("status", "--plan", "--repo", str(five.root), "-e", "staging", "--format", "json")
+    shown = {o["name"]: o["status"] for o in status.json()["services"]}
+    assert shown["db"] == shown["worker"] == "rolled_back"

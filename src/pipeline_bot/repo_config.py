@@ -90,6 +90,12 @@ class Environment(_Strict):
         description="AI assistants (MCP) may change this environment once the user confirms "
         "(confirm), or never (deny).",
     )
+    plan_failure: Literal["keep", "roll_back"] = Field(
+        "keep",
+        description="When a service of a deploy plan fails (it is rolled back and the services "
+        "depending on it are skipped): keep what the plan's other services deployed (keep), or "
+        "roll every service the plan deployed back to what ran before (roll_back).",
+    )
     on_inconclusive: Literal["pause", "fail"] = Field(
         "pause", description="When gates cannot decide: pause for promote/abort, or roll back."
     )

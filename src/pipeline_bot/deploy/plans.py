@@ -118,7 +118,7 @@ def run_plan(
         reason = f"deploy plan of {len(plan.services)} service(s){who}"
 
         def noted(names: list[str]) -> None:  # live: `status --plan` reads these notes
-            _note(store, plan_id, list(outcomes.values()), names, say)
+            note_plan(store, plan_id, list(outcomes.values()), names, say)
 
         with HeldLock(store, environment, plan_id, reason, lease=lease_seconds) as held:
             _schedule(plan, outcomes, PlanLockStore(store, held), deploy_one, say, noted)
@@ -136,7 +136,7 @@ def run_plan(
         seconds=round(time.monotonic() - clock, 3),
     )
     if store is not None:
-        _note(store, plan_id, ordered, [o.name for o in ordered], say)
+        note_plan(store, plan_id, ordered, [o.name for o in ordered], say)
     return result
 
 
@@ -199,7 +199,7 @@ def _outcome(pending: ServiceOutcome, future: Future[DeployResult]) -> ServiceOu
     )
 
 
-def _note(
+def note_plan(
     store: StorePort,
     plan_id: str,
     outcomes: list[ServiceOutcome],

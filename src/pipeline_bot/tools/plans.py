@@ -17,18 +17,22 @@ from pipeline_bot.core.plan import (
     PlanService,
     ServiceOutcome,
     build_plan,
+    plan_status,
+    summary,
 )
-from pipeline_bot.deploy.plans import run_plan
-from pipeline_bot.errors import ToolError
+from pipeline_bot.deploy.plans import note_plan, run_plan
+from pipeline_bot.errors import PipelineBotError, ToolError
 from pipeline_bot.integrations.ports import StorePort
 from pipeline_bot.models import DeployRecord, DeployResult
 from pipeline_bot.repo_config import RepoConfig
 from pipeline_bot.tools.deploy import (
     CHANGES_CLUSTER,
     READS_CLUSTER,
+    AppInput,
     DeployConfig,
     DeployInput,
     deploy_application,
+    rollback_deployment,
 )
 from pipeline_bot.tools.registry import ToolAnnotations, ToolContext, ToolRegistry
 
@@ -176,7 +180,7 @@ def deploy_plan(args: DeployPlanInput, ctx: ToolContext) -> PlanResult:
         )
         return deploy_application(request, scoped)
 
-    return run_plan(
+    result = run_plan(
         plan,
         env.name,
         deploy_one,
@@ -184,6 +188,58 @@ def deploy_plan(args: DeployPlanInput, ctx: ToolContext) -> PlanResult:
         progress=ctx.progress,
         lease_seconds=ctx.lock_lease_seconds,
         actor=args.requested_by or ctx.actor,
+    )
+    if result.status == "failed" and env.plan_failure == "roll_back" and store is not None:
+        result = _roll_back_plan(result, env.name, args, ctx, store)
+    return result
+
+
+def _roll_back_plan(
+    result: PlanResult, environment: str, args: DeployPlanInput, ctx: ToolContext, store: StorePort
+) -> PlanResult:
+    """The environment's plan_failure: roll_back. Every service the plan deployed goes back to
+    what ran before, dependents first (the reverse of the plan's order); a rollback that fails
+    is said, and that service keeps what it has."""
+    failed = [o.name for o in result.services if o.status in ("failed", "rolled_back")]
+    why = f"{', '.join(failed)} failed and {environment}'s plan_failure is roll_back"
+    say = ctx.progress or (lambda _m: None)
+    outcomes = {o.name: o for o in result.services}
+    for o in sorted(result.services, key=lambda o: -o.stage):
+        if o.status != "succeeded":
+            continue
+        say(f"{o.name}: rolling back ({why})")
+        try:
+            back = rollback_deployment(
+                AppInput(
+                    app_name=o.name,
+                    environment=environment,
+                    repository=args.repository,
+                    timeout_seconds=args.timeout_seconds,
+                ),
+                ctx,
+            )
+        except PipelineBotError as exc:
+            outcomes[o.name] = o.model_copy(
+                update={"message": f"{why}; its rollback failed: {exc.message}"}
+            )
+            continue
+        ok = back.status == "succeeded"
+        outcomes[o.name] = o.model_copy(
+            update={
+                "status": "rolled_back" if ok else o.status,
+                "message": f"rolled back: {why}"
+                if ok
+                else f"{why}; its rollback ended {back.status}: {back.message}",
+            }
+        )
+    ordered = [outcomes[o.name] for o in result.services]
+    note_plan(store, result.plan_id, ordered, [o.name for o in ordered], say)
+    return result.model_copy(
+        update={
+            "services": ordered,
+            "status": plan_status(ordered),
+            "message": f"{len(ordered)} service(s): {summary(ordered)}; {why}",
+        }
     )
 
 
