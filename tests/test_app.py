@@ -464,6 +464,11 @@ def test_deploy_without_app_where_there_are_several_services_runs_the_plan(app, 
     assert "Deploy plan to staging: succeeded" in text
     assert "3 succeeded" in text
     assert "```mermaid" in text
+    # while it ran, the status comment showed each service's latest line
+    edits = [c.body["body"] for c in gh.made("PATCH", r"/issues/comments/\d+$")]
+    live = [b for b in edits if "| service | now |" in b]
+    assert live, edits
+    assert "deploying the plan at" in live[0]
     created = gh.made("POST", r"/deployments$")
     assert sorted(c.body["payload"]["app"] for c in created) == ["shop", "web", "worker"]
     assert {c.body["environment"] for c in created} == {"staging"}
@@ -516,3 +521,27 @@ def test_an_api_deploy_to_an_auto_environment_without_base_reads_the_commits_own
     assert status["deploys"][0]["status"] == "succeeded", status
     assert gh.made("GET", rf"/commits/{HEAD}$")
     assert gh.made("GET", rf"/compare/{'b' * 40}\.\.\.{HEAD}$")
+
+
+def test_plan_progress_keeps_each_services_latest_line_and_writes_at_most_every_few_seconds(
+    monkeypatch,
+):
+    from pipeline_bot.app import commands
+
+    clock = [100.0]
+    monkeypatch.setattr(commands.time, "monotonic", lambda: clock[0])
+    written: list[str] = []
+    live = commands.PlanProgress(written.append, "title", ["db", "web"])
+    live("plan-1234: 2 service(s) in 2 stage(s)")  # the plan's own line: no service
+    assert written == []
+    live("db: rollout 1/2 ready")
+    live("db: succeeded")  # within the interval: kept, not written
+    assert len(written) == 1
+    assert "| `db` | rollout 1/2 ready |" in written[0]
+    assert "| `web` | waiting |" in written[0]
+    clock[0] += commands.PLAN_PROGRESS_SECONDS
+    live("web: a | pipe")
+    assert len(written) == 2
+    assert "| `db` | succeeded |" in written[1]
+    assert "a \\| pipe" in written[1]  # a table cell cannot be broken by what it shows
+    assert live.render() == written[1]

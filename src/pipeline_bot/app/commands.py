@@ -8,6 +8,8 @@ fails is answered, then fails its delivery (`retries.py` says what a retry may r
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pipeline_bot.app import replies
@@ -17,6 +19,7 @@ from pipeline_bot.app.deploys import deploy_commit, deploy_plan_commit
 from pipeline_bot.app.retries import repeat_refusal
 from pipeline_bot.core.authz import Requester, authorize
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
+from pipeline_bot.core.escape import md_cell, md_code, md_text
 from pipeline_bot.core.manifests import AppChoiceError, default_app
 from pipeline_bot.core.plan import MAX_PARALLEL_DEFAULT
 from pipeline_bot.core.plan_render import result_markdown
@@ -219,9 +222,14 @@ def _deploy_plan(
         current = ctx.gh.pull_request(ctx.repo, number)["head"]["sha"]
         if current != head_sha:
             return False, replies.head_moved(actor, command, head_sha, current)
+    live = PlanProgress(
+        lambda text: _report(ctx, number, text),
+        f"🚀 @{actor}: deploying the plan at `{head_sha[:12]}` to **{md_text(env.name)}**…",
+        [s.name for s in config.services],
+    )
     try:
         result = deploy_plan_commit(
-            ctx, config, env, sha=head_sha, actor=actor, pull_request=number
+            ctx, config, env, sha=head_sha, actor=actor, pull_request=number, progress=live
         )
     except LockedError:
         raise
@@ -232,6 +240,32 @@ def _deploy_plan(
     plan = plan_for(config, env.name, MAX_PARALLEL_DEFAULT)
     ok = result.status == "succeeded"
     return ok, f"@{actor} {result_markdown(plan, result)}"
+
+
+PLAN_PROGRESS_SECONDS = 3.0
+
+
+class PlanProgress:
+    """The status comment while a plan runs: each service's latest line, rewritten at most every
+    PLAN_PROGRESS_SECONDS (GitHub's secondary limits frown on rapid edits of one comment)."""
+
+    def __init__(self, write: Callable[[str], None], title: str, services: list[str]) -> None:
+        self._write, self._title = write, title
+        self._latest = dict.fromkeys(services, "waiting")
+        self._last = 0.0
+
+    def __call__(self, message: str) -> None:
+        name, _, text = message.partition(": ")
+        if name not in self._latest or not text:
+            return  # the plan's own lines (its id, stages)
+        self._latest[name] = text
+        if time.monotonic() - self._last >= PLAN_PROGRESS_SECONDS:
+            self._last = time.monotonic()
+            self._write(self.render())
+
+    def render(self) -> str:
+        rows = [f"| {md_code(n)} | {md_cell(t[:200])} |" for n, t in self._latest.items()]
+        return "\n".join([self._title, "", "| service | now |", "|---|---|", *rows])
 
 
 def _investigate(ctx: EventContext, config: RepoConfig, environment: str, app: str) -> AIReview:

@@ -4,6 +4,8 @@ what a retry of it may repeat."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from pipeline_bot.app.context import EventContext
@@ -158,6 +160,7 @@ def deploy_plan_commit(
     sha: str,
     actor: str,
     pull_request: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> PlanResult:
     """Deploy every service of the config to `env` as its deploy plan (the registry's
     deploy_plan: dependency order, independent services in parallel, a failed service rolled
@@ -188,7 +191,7 @@ def deploy_plan_commit(
                 "commit_sha": sha,
                 "requested_by": f"@{actor}",
             },
-            ctx.tools(config),
+            dataclasses.replace(ctx.tools(config), progress=progress),
         )
     except PipelineBotError as exc:  # stopped before any service began (images, lock, config)
         for github_id in ids.values():
