@@ -56,6 +56,23 @@ def test_a_pull_request_gets_a_check_run_with_annotations_in_batches_of_50(app, 
     assert all(r.query.get("ref") == "master" for r in reads)
 
 
+def test_the_check_run_shows_the_deploy_plan_where_the_config_has_several_services(app, gh):
+    gh.config = config("shop")
+    gh.config += (
+        "  - {name: web, paths: ['web/**'], image: registry.local/web, depends_on: [shop]}\n"
+    )
+    app.deliver(
+        "pull_request", pull_request_payload(webhook_example("pull_request", action="opened"))
+    )
+    app.work()
+    final = gh.made("PATCH", r"/check-runs/\d+$")[-1].body
+    text = final["output"]["text"]
+    assert text.startswith("### Deploy plan to production: 2 services in 2 stages")
+    assert "```mermaid\ngraph LR\n" in text
+    assert "  s0 --> s1" in text  # shop before web
+    assert "| 2 | `web` | shop | registry.local/web |" in text
+
+
 def test_a_too_large_pull_request_says_so_in_the_check_run(app, gh):
     gh.files = migration_files(3)
     payload = pull_request_payload(webhook_example("pull_request", action="opened"))

@@ -6,8 +6,11 @@ from typing import Any
 
 from pipeline_bot.app.context import CHECK_NAME, EventContext
 from pipeline_bot.core import checkrun
+from pipeline_bot.core.plan import MAX_PARALLEL_DEFAULT
+from pipeline_bot.core.plan_render import plan_markdown
 from pipeline_bot.errors import ConfigError, PipelineBotError
 from pipeline_bot.models import Analysis
+from pipeline_bot.tools.plans import plan_for
 
 
 def analyse_pull_request(
@@ -66,6 +69,9 @@ def analyse_pull_request(
             f"{checkrun.MAX_ANNOTATIONS})."
         )
     output = {"title": checkrun.title(result), "summary": checkrun.summary(result, notes)}
+    if len(config.services) > 1:  # the plan `/deploy ENV` would run, before anyone runs it
+        plan = plan_for(config, None, MAX_PARALLEL_DEFAULT)
+        output["text"] = plan_markdown(plan)[: checkrun.SUMMARY_LIMIT]
     parts = checkrun.batches(found)
     for part in parts[:-1]:
         gh.update_check_run(repo, check_id, {"output": {**output, "annotations": part}})

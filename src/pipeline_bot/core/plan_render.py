@@ -51,6 +51,30 @@ def plan_mermaid(plan: DeployPlan, status: Mapping[str, str] | None = None) -> s
     return "\n".join(lines)
 
 
+def plan_markdown(plan: DeployPlan) -> str:
+    """The plan before it runs, for a check run: its graph and a table of its stages."""
+    where = f" to {md_text(plan.environment)}" if plan.environment else ""
+    rows = [
+        f"| {n} | {md_code(name)} | {md_cell(', '.join(plan.service(name).depends_on) or '-')} "
+        f"| {md_cell(plan.service(name).image or 'its manifests')} |"
+        for n, names in enumerate(plan.stages, 1)
+        for name in names
+    ]
+    return "\n".join(
+        [
+            f"### Deploy plan{where}: {len(plan.services)} services in {len(plan.stages)} stages",
+            "",
+            "```mermaid",
+            plan_mermaid(plan),
+            "```",
+            "",
+            "| stage | service | after | image |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def result_text(result: PlanResult) -> str:
     lines = [f"{result.status.upper()}: {result.message} ({result.seconds:.1f}s)"]
     for o in result.services:
