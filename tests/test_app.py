@@ -486,6 +486,15 @@ def test_deploy_without_app_where_there_are_several_services_runs_the_plan(app, 
     live = [b for b in edits if "| service | now |" in b]
     assert live, edits
     assert "deploying the plan at" in live[0]
+    # and its own check run, live then completed with the plan's graph and table
+    plan_check = [
+        c for c in gh.made("POST", r"/check-runs$") if c.body["name"].endswith("plan: staging")
+    ]
+    assert plan_check[0].body["name"] == "pipeline-bot / deploy plan: staging"
+    updates = [c.body for c in gh.made("PATCH", r"/check-runs/\d+$") if "output" in c.body]
+    assert any("| service | now |" in u["output"]["summary"] for u in updates)
+    assert updates[-1]["conclusion"] == "success"
+    assert updates[-1]["output"]["title"] == "Deploy plan to staging: succeeded"
     created = gh.made("POST", r"/deployments$")
     assert sorted(c.body["payload"]["app"] for c in created) == ["shop", "web", "worker"]
     assert {c.body["environment"] for c in created} == {"staging"}
@@ -520,6 +529,9 @@ def test_a_plan_with_a_failing_service_skips_its_dependents_and_keeps_the_others
         states.setdefault(deployment, []).append(c.body["state"])
     last = {apps[i]: s[-1] for i, s in states.items()}
     assert last == {"shop": "failure", "web": "error", "worker": "success"}
+    final = gh.made("PATCH", r"/check-runs/\d+$")[-1].body
+    assert final["conclusion"] == "failure"
+    assert final["output"]["title"] == "Deploy plan to staging: failed"
     assert [d.id for d in app.services.deliveries.recent("failed")]  # the delivery failed
 
 

@@ -18,6 +18,7 @@ from pipeline_bot.app.context import STATUS_MARKER, EventContext
 from pipeline_bot.app.deploys import deploy_commit, deploy_plan_commit
 from pipeline_bot.app.retries import repeat_refusal
 from pipeline_bot.core.authz import Requester, authorize
+from pipeline_bot.core.checkrun import SUMMARY_LIMIT
 from pipeline_bot.core.commands import HELP, Command, CommandSyntaxError
 from pipeline_bot.core.escape import md_cell, md_code, md_text
 from pipeline_bot.core.manifests import AppChoiceError, default_app
@@ -222,8 +223,17 @@ def _deploy_plan(
         current = ctx.gh.pull_request(ctx.repo, number)["head"]["sha"]
         if current != head_sha:
             return False, replies.head_moved(actor, command, head_sha, current)
+    check = _plan_check_run(ctx, env, head_sha)
+    title = f"Deploying the plan to {env.name}"
+
+    def write(text: str) -> None:  # the status comment and the plan's check run, live
+        _report(ctx, number, text)
+        ctx.gh.update_check_run(
+            ctx.repo, check, {"output": {"title": title, "summary": text[:SUMMARY_LIMIT]}}
+        )
+
     live = PlanProgress(
-        lambda text: _report(ctx, number, text),
+        write,
         f"🚀 @{actor}: deploying the plan at `{head_sha[:12]}` to **{md_text(env.name)}**…",
         [s.name for s in config.services],
     )
@@ -231,15 +241,58 @@ def _deploy_plan(
         result = deploy_plan_commit(
             ctx, config, env, sha=head_sha, actor=actor, pull_request=number, progress=live
         )
-    except LockedError:
-        raise
     except PipelineBotError as exc:
+        ctx.gh.update_check_run(
+            ctx.repo,
+            check,
+            {
+                "status": "completed",
+                "conclusion": "failure",
+                "output": {
+                    "title": f"The plan to {env.name} did not start",
+                    "summary": exc.message,
+                },
+            },
+        )
+        if isinstance(exc, LockedError):
+            raise
         if ctx.failure is None:
             ctx.fail(exc.message)
         raise
     plan = plan_for(config, env.name, MAX_PARALLEL_DEFAULT)
     ok = result.status == "succeeded"
-    return ok, f"@{actor} {result_markdown(plan, result)}"
+    report = result_markdown(plan, result)
+    ctx.gh.update_check_run(
+        ctx.repo,
+        check,
+        {
+            "status": "completed",
+            "conclusion": "success" if ok else "failure",
+            "output": {"title": f"Deploy plan to {env.name}: {result.status}",
+                       "summary": report[:SUMMARY_LIMIT]},
+        },
+    )  # fmt: skip
+    return ok, f"@{actor} {report}"
+
+
+def _plan_check_run(ctx: EventContext, env: Environment, head_sha: str) -> int:
+    """This delivery's "pipeline-bot / deploy plan: ENV" check run on the head, created once."""
+    key = f"plan_check_run:{env.name}"
+    known = ctx.state.get(key)
+    if known is not None:
+        return int(known)
+    check = ctx.gh.create_check_run(
+        ctx.repo,
+        {
+            "name": f"pipeline-bot / deploy plan: {env.name}"[:100],
+            "head_sha": head_sha,
+            "status": "in_progress",
+            "external_id": ctx.delivery.id,
+            "output": {"title": f"Deploying the plan to {env.name}", "summary": "Starting."},
+        },
+    )
+    ctx.save(**{key: check})
+    return int(check)
 
 
 PLAN_PROGRESS_SECONDS = 3.0
