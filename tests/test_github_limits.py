@@ -116,3 +116,47 @@ def test_a_delivery_that_met_a_limit_is_due_again_at_githubs_time(app, gh):
     assert "rate limit" in row.error
     # not the worker's own backoff of seconds: due when GitHub allows, for whichever replica
     assert before + SECONDARY_WAIT <= app.services.deliveries.next_due() <= time.time() + 60
+
+
+def test_a_limit_one_replica_met_holds_the_other_replicas_back(gh, database_url, monkeypatch):
+    """Two replicas of the App (two GitHubApp objects, as two processes have) sharing the App's
+    database: the second sends nothing for that installation once the first met the limit."""
+    from pipeline_bot.integrations import github_limits
+    from pipeline_bot.integrations.github_holds import SqlHolds
+
+    monkeypatch.setattr(github_limits, "SHARED_READ_SECONDS", 0.0)  # no staleness in a test
+    first = GitHubApp("1", private_key(), api_url=API, holds=SqlHolds(database_url))
+    second = GitHubApp("1", private_key(), api_url=API, holds=SqlHolds(database_url))
+    seen, side_effect = _limited_once(gh, "/check-runs", 403, {"retry-after": "90"})
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(url__startswith=API).mock(side_effect=side_effect)
+        assert second.installation(1).repository("Codertocat/Hello-World")  # before: it sends
+        with pytest.raises(RateLimited) as limited:
+            first.installation(1).create_check_run("Codertocat/Hello-World", {"head_sha": "a" * 40})
+        sent = len(seen)
+        with pytest.raises(RateLimited) as held:  # held back by the first replica's limit
+            second.installation(1).repository("Codertocat/Hello-World")
+        assert len(seen) == sent
+        assert held.value.retry_at == pytest.approx(limited.value.retry_at)
+        # another installation's limits are its own, on every replica
+        assert second.installation(2).repository("Codertocat/Hello-World")["full_name"]
+
+
+@pytest.mark.parametrize(
+    ("writes", "expected"),
+    [
+        ([100.0], 100.0),
+        ([100.0, 50.0], 100.0),  # a shorter hold never shortens a longer one
+        ([50.0, 100.0], 100.0),
+    ],
+)
+def test_shared_holds_keep_the_later_time(database_url, writes, expected):
+    from pipeline_bot.integrations.github_holds import SqlHolds
+
+    holds = SqlHolds(database_url)
+    assert holds.get("installation:1") == 0.0
+    for until in writes:
+        holds.hold("installation:1", until)
+    assert holds.get("installation:1") == expected
+    assert holds.get("installation:2") == 0.0
+    holds.close()

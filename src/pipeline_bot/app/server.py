@@ -89,6 +89,7 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
     from pipeline_bot import wiring
     from pipeline_bot.integrations.deliveries import DeliveryStore
     from pipeline_bot.integrations.github_app import GitHubApp
+    from pipeline_bot.integrations.github_holds import SqlHolds
     from pipeline_bot.integrations.mirror import Mirrors
     from pipeline_bot.integrations.store import default_database_url
     from pipeline_bot.tools import AILimits
@@ -99,7 +100,12 @@ def services_from_settings(settings: Settings) -> tuple[AppServices, bytes]:
             settings.database_url or default_database_url(),
             lease_seconds=settings.queue_lease_seconds,
         ),
-        github=GitHubApp(app_id, key, api_url=settings.github_api_url),
+        github=GitHubApp(
+            app_id,
+            key,
+            api_url=settings.github_api_url,
+            holds=SqlHolds(settings.database_url or default_database_url()),
+        ),
         store=wiring.store(settings),
         stores=(
             wiring.stores(settings, wiring.cluster(settings))

@@ -26,7 +26,12 @@ from githubkit.exception import RequestFailed
 
 from pipeline_bot.errors import IntegrationError
 from pipeline_bot.integrations.github import GitHubActions, _file_change, send
-from pipeline_bot.integrations.github_limits import Backoff, RateLimited, retry_at
+from pipeline_bot.integrations.github_limits import (
+    Backoff,
+    RateLimited,
+    SharedHolds,
+    retry_at,
+)
 from pipeline_bot.integrations.ports import ChangeSource
 from pipeline_bot.models import ChangeSet, Commit, FileChange
 from pipeline_bot.redaction import redact_data
@@ -50,7 +55,14 @@ _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 class GitHubApp:
     """The App: one githubkit client per installation, so each caches its own token."""
 
-    def __init__(self, app_id: str, private_key: str, *, api_url: str | None = None) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        private_key: str,
+        *,
+        api_url: str | None = None,
+        holds: SharedHolds | None = None,
+    ) -> None:
         self.app_id = app_id
         self._key = private_key
         self._api_url = api_url
@@ -60,7 +72,8 @@ class GitHubApp:
         self._lock = threading.Lock()
         # this App's own token cache (githubkit's default one is shared by the whole process)
         self._cache = MemCacheStrategy()
-        self._backoff = Backoff()  # the App's own (JWT) requests
+        self._holds = holds  # rate-limit holds every replica shares (None: this process only)
+        self._backoff = Backoff(holds, "app")  # the App's own (JWT) requests
 
     def _github(self, auth: Any) -> GitHub[Any]:
         # auto_retry off: the App's queue retries a failed delivery with its own backoff, and a
@@ -75,7 +88,8 @@ class GitHubApp:
             client = self._clients.get(installation_id)
             if client is None:
                 auth = AppInstallationAuthStrategy(self.app_id, self._key, installation_id)
-                client = Installation(self._github(auth), Backoff())
+                backoff = Backoff(self._holds, f"installation:{installation_id}")
+                client = Installation(self._github(auth), backoff)
                 self._clients[installation_id] = client
             return client
 

@@ -8,16 +8,20 @@ of these is a permission error, not a limit.
 
 The limits are per installation, so every replica of the App meets the same ones. Each replica
 remembers, per installation, until when GitHub asked it to wait, and sends nothing for that
-installation before then (`Backoff`); a delivery that met a limit goes back to the shared queue
+installation before then (`Backoff`); the holds are also written to the App's database
+(github_holds.py), which every replica reads before sending, so one replica's limit holds the
+others back too; a delivery that met a limit goes back to the shared queue
 due at that time (the worker reads `RateLimited.retry_at`), so whichever replica claims it next
 waits too, rather than spending the installation's requests on retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 from pipeline_bot.errors import IntegrationError
 
@@ -61,16 +65,44 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-class Backoff:
-    """Until when one installation (or the App's own JWT) must not send; shared by its threads."""
+class SharedHolds(Protocol):
+    """Where every replica keeps the holds (github_holds.SqlHolds: the App's database)."""
 
-    def __init__(self) -> None:
+    def get(self, key: str) -> float: ...
+
+    def hold(self, key: str, until: float) -> None: ...
+
+
+SHARED_READ_SECONDS = 1.0
+"""How stale a replica's view of the other replicas' holds may be: one read a second at most."""
+
+
+class Backoff:
+    """Until when one installation (or the App's own JWT) must not send; shared by its threads,
+    and with `shared`, by every replica (key: the installation)."""
+
+    def __init__(self, shared: SharedHolds | None = None, key: str = "") -> None:
         self._until = 0.0
         self._lock = threading.Lock()
+        self._shared = shared
+        self._key = key
+        self._read = float("-inf")
 
     def check(self, what: str) -> None:
-        """Raise RateLimited, sending nothing, while GitHub's last limit holds."""
+        """Raise RateLimited, sending nothing, while GitHub's last limit holds (as this replica
+        or, read at most once a second, another replica met it)."""
         now = time.time()
+        with self._lock:
+            read = self._shared is not None and time.monotonic() - self._read >= SHARED_READ_SECONDS
+            if read:
+                self._read = time.monotonic()
+        if read and self._shared is not None:
+            try:
+                others = self._shared.get(self._key)
+            except IntegrationError:  # the database is down: this replica's own view still holds
+                others = 0.0
+            with self._lock:
+                self._until = max(self._until, others)
         with self._lock:
             until = self._until
         if now < until:
@@ -79,3 +111,6 @@ class Backoff:
     def hold(self, until: float) -> None:
         with self._lock:
             self._until = max(self._until, until)
+        if self._shared is not None:  # unwritten, the others find out from GitHub instead
+            with contextlib.suppress(IntegrationError):
+                self._shared.hold(self._key, until)
