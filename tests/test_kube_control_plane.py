@@ -72,3 +72,35 @@ def test_failure_stages_win_over_the_normal_life_of_a_pod():
         kcp.failure_stage("a", "Unready")["metadata"]["name"]
         != kcp.failure_stage("a", "CrashLoopBackOff")["metadata"]["name"]
     )
+
+
+def test_kubectl_1_33_pins_every_k8s_module_to_one_release():
+    text = (kcp.MODULES / "kubectl-1.33" / "go.mod").read_text()
+    staging = dict(
+        re.findall(r"^\s*(k8s\.io/[\w.-]+) (v0\.\d+\.\d+)(?: // indirect)?$", text, re.M)
+    )
+    for name in ("api", "apimachinery", "client-go", "cli-runtime", "component-base", "kubectl"):
+        assert f"k8s.io/{name}" in staging, staging
+    assert set(staging.values()) == {kcp.versions()["kubectl-1.33"]}
+    assert kcp.versions()["kubectl-1.33"].startswith("v0.33.")
+    assert "replace" not in text  # no local paths, no upstream source
+
+
+def test_kubectl_1_33_is_cached_apart_and_reports_its_release():
+    assert "kubectl-1.33" in kcp.APART
+    assert kcp.release_of("v0.33.13") == "v1.33.13"
+    flags = kcp.component_base_ldflags("v1.33.13").split()
+    assert "k8s.io/component-base/version.gitVersion=v1.33.13" in flags
+    assert "k8s.io/component-base/version.gitMinor=33" in flags
+    with pytest.raises(kcp.ControlPlaneError):
+        kcp.release_of("v1.37.2")
+
+
+def test_a_missing_client_does_not_keep_the_control_plane_from_starting(monkeypatch, tmp_path):
+    if shutil.which("go") is None and os.environ.get("CI") != "true":
+        pytest.skip("go is missing: install Go 1.26 (scripts/kube-control-plane builds with it)")
+    monkeypatch.setenv("PIPELINE_BOT_KUBE_CACHE", str(tmp_path))
+    missing = kcp.missing_binaries()
+    assert "kube-apiserver" in missing
+    assert "kubectl-1.33" not in missing
+    assert kcp.kubectl_skewed().parent.parent.name.startswith("kubectl-1.33-v0.33.")
