@@ -8,7 +8,9 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -321,65 +323,147 @@ def _stream(cmd: list[str], progress: Progress, what: str) -> None:
 
 
 class DockerDaemon:
-    """Builds and pushes through a Docker daemon with the docker SDK (an optional dependency:
-    GitHub-hosted runners have a daemon; `pip install docker`)."""
+    """Builds and pushes through a Docker Engine API (Docker, or Podman's compatible service)
+    with the docker SDK: GitHub-hosted runners have a daemon. Each build or push opens its own
+    connection and closes it; no read timeout there, as a push may print nothing for minutes
+    (Podman's says nothing until the registry has the image)."""
 
     name = "docker"
 
-    def __init__(self, client: Any, credentials: Callable[[str], Credentials | None]) -> None:
-        self._client = client
+    def __init__(self, docker: Any, credentials: Callable[[str], Credentials | None]) -> None:
+        self._docker = docker  # the docker SDK's module
         self._credentials = credentials
 
     @classmethod
     def reachable(cls, credentials: Callable[[str], Credentials | None]) -> DockerDaemon | None:
         try:
-            docker = importlib.import_module("docker")  # optional: `pip install docker`
+            docker = importlib.import_module("docker")
         except ImportError:
             return None
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if host.startswith("unix://") and not _listening(host.removeprefix("unix://")):
+            return None  # asked first: the SDK leaves its socket open when it is refused
         try:
             client = docker.from_env(timeout=5)
+        except Exception:  # noqa: BLE001 - no usable DOCKER_HOST: buildah then
+            return None
+        try:
             client.ping()
         except Exception:  # noqa: BLE001 - any failure means no usable daemon; buildah then
             return None
-        return cls(client, credentials)
+        finally:
+            client.close()
+        return cls(docker, credentials)
+
+    @contextmanager
+    def _api(self, what: str, reference: str, secret: str | None = None) -> Iterator[Any]:
+        """A connection to the daemon for one operation; the SDK's and the connection's
+        failures become IntegrationError naming `what` and the image (never `secret`)."""
+        client = None
+        try:
+            client = self._docker.from_env(timeout=None)
+            yield client.api
+        except (self._docker.errors.DockerException, OSError) as exc:  # requests' are OSError
+            detail = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+            raise IntegrationError(
+                f"{what} of {reference} failed: {_scrub(str(detail), secret)}", service=SERVICE
+            ) from None
+        finally:
+            if client is not None:
+                client.close()
 
     def build(self, spec: BuildSpec, progress: Progress) -> None:
-        stream = self._client.api.build(
-            path=spec.context,
-            dockerfile=spec.dockerfile,
-            tag=spec.reference,
-            buildargs=dict(spec.build_args),
-            labels=dict(spec.labels),
-            decode=True,
-            rm=True,
-        )
-        self._follow(stream, progress, "docker build")
+        with self._api("docker build", spec.reference) as api:
+            stream = api.build(
+                path=spec.context,
+                dockerfile=spec.dockerfile,
+                tag=spec.reference,
+                buildargs=dict(spec.build_args),
+                labels=dict(spec.labels),
+                decode=True,
+                rm=True,
+            )
+            error = _follow(stream, progress)[1]
+        if error is not None:
+            raise IntegrationError(
+                f"docker build of {spec.reference} failed: {error}", service=SERVICE
+            )
 
     def push(self, reference: str, progress: Progress) -> str:
         ref = parse_reference(reference)
         creds = self._credentials(ref.registry)
+        secret = creds.password if creds else None
         auth = {"username": creds.username, "password": creds.password} if creds else None
         name = reference.rsplit(":", 1)[0] if ref.tag and reference.endswith(ref.tag) else reference
-        stream = self._client.api.push(
-            name, tag=ref.tag, stream=True, decode=True, auth_config=auth
-        )
-        digest = self._follow(stream, progress, "docker push")
+        with self._api("docker push", reference, secret) as api:
+            stream = api.push(name, tag=ref.tag, stream=True, decode=True, auth_config=auth)
+            digest, error = _follow(stream, progress)
+        if error is not None:
+            error = _scrub(error, secret)
+            if _REFUSED.search(error):
+                hint = (
+                    f"; check the credentials for {creds.username}"
+                    if creds
+                    else "; no credentials are configured for it"
+                )
+                raise IntegrationError(
+                    f"registry {ref.registry} refused the push of {reference} ({error}){hint}",
+                    service=SERVICE,
+                )
+            raise IntegrationError(
+                f"docker push of {reference} to registry {ref.registry} failed: {error}",
+                service=SERVICE,
+            )
         if not digest:
             raise IntegrationError(f"docker push of {reference} named no digest", service=SERVICE)
         return digest
 
-    @staticmethod
-    def _follow(stream: Any, progress: Progress, what: str) -> str | None:
-        digest = None
-        for chunk in stream:
-            if "error" in chunk:
-                raise IntegrationError(f"{what} failed: {chunk['error']}", service=SERVICE)
-            text = str(chunk.get("stream") or chunk.get("status") or "").strip()
-            if text:
-                progress(text)
-            aux = chunk.get("aux") or {}
-            digest = aux.get("Digest") or digest
-        return digest
+
+# what a daemon says when the registry refuses the credentials (Docker, Podman)
+_REFUSED = re.compile(
+    r"\bunauthori[sz]ed\b|authentication required|\bdenied:|incorrect username or password",
+    re.I,
+)
+# Docker and Podman end a push with the status line `<tag>: digest: sha256:... size: N`;
+# Docker also sends it as aux.Digest, Podman does not
+_PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64})\b")
+
+
+def _follow(stream: Any, progress: Progress) -> tuple[str | None, str | None]:
+    """Read a daemon's JSON message stream to its end: each line a progress line; the digest a
+    push reported, and the error that ended it, if any. Read to the end even after an error,
+    so that the response's connection is released and closed with the client."""
+    digest = error = None
+    for chunk in stream:
+        if error is not None:
+            continue
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            error = str(chunk.get("error") or detail.get("message") or chunk).strip()
+            continue
+        text = str(chunk.get("stream") or chunk.get("status") or "").strip()
+        if text:
+            progress(text)
+            found = _PUSHED_DIGEST.search(text) if chunk.get("status") else None
+            digest = found.group(1) if found else digest
+        aux = chunk.get("aux") or {}
+        digest = aux.get("Digest") or digest
+    return digest, error
+
+
+def _listening(path: str) -> bool:
+    """Whether something accepts connections on the unix socket at `path`."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5)
+            conn.connect(path)
+    except OSError:
+        return False
+    return True
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
 
 
 class RegistryImages:
