@@ -13,6 +13,8 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,23 +47,75 @@ def _need(*tools: str) -> None:
         pytest.skip(message)
 
 
+class SlowRegistry:
+    """A TCP relay to a registry that holds each manifest upload HOLD seconds before passing it
+    on: a registry slow to accept a push (a big image to a far registry), during which
+    Podman's push prints nothing."""
+
+    HOLD = 8  # more than the 5 s read timeout DockerDaemon once kept from its ping
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rsplit(":", 1)
+        self.held = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return  # closed by stop()
+            upstream = socket.create_connection((self.upstream[0], int(self.upstream[1])))
+            self.open += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, hold: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if (
+                    hold
+                    and data.startswith(b"PUT /v2/")
+                    and b"/manifests/" in data.split(b"\r\n")[0]
+                ):
+                    self.held += 1
+                    time.sleep(self.HOLD)  # the slow registry this relay stands for
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.server.close()
+        for conn in self.open:
+            conn.close()
+
+
 @pytest.fixture(scope="module")
 def registries(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Two registries on 127.0.0.1 (none and basic auth), stopped by process id."""
+    """Two registries on 127.0.0.1 (none and basic auth), stopped by process id, and a slow
+    relay to the first."""
     _need("docker-registry", "htpasswd")
     folder = tmp_path_factory.mktemp("docker-registries")
     started: dict[str, Registry] = {}
+    slow = None
     try:
         for auth in ("none", "basic"):
             started[auth] = _start_registry(folder / auth, auth)
-        yield started
+        slow = SlowRegistry(started["none"].host)
+        yield {**started, "slow": slow}
     finally:
+        if slow is not None:
+            slow.stop()
         for registry in started.values():
             stop_process(registry.proc)
 
 
 @pytest.fixture(scope="module")
-def daemon(registries: dict[str, Registry], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def daemon(registries: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Podman's Docker API service on a socket of ours, everything it keeps in a temp folder;
     DOCKER_HOST names it for the module. Builds run with chroot isolation (no namespaces
     here); the local registries are plain HTTP, as Docker treats 127.0.0.0/8."""
@@ -127,7 +181,7 @@ def _context(folder: Path, text: str) -> Path:
 
 
 def _build(
-    registry: Registry, context: Path, tag: str, creds: Credentials | None, lines: list[str]
+    registry: Any, context: Path, tag: str, creds: Credentials | None, lines: list[str]
 ) -> dict[str, Any]:
     images = RegistryImages(lambda _: creds)
     return (
@@ -250,3 +304,13 @@ def test_no_daemon_at_docker_host_is_none_and_leaves_no_socket_open(tmp_path, mo
         assert DockerDaemon.reachable(lambda _: None) is None
         gc.collect()
     assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
+
+
+@pytest.mark.integration
+def test_a_push_the_registry_is_slow_to_accept_still_reports_its_digest(
+    daemon, registries, tmp_path
+):
+    slow = registries["slow"]
+    out = _build(slow, _context(tmp_path, "slow\n"), "4", None, [])
+    assert slow.held  # the manifest's upload was held
+    assert RegistryImages(lambda _: None).resolve(out["image"]).digest == out["digest"]
