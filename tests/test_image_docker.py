@@ -148,12 +148,14 @@ def daemon(registries: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
         "TMPDIR": str(folder / "tmp"),  # build contexts and push digests, else in /var/tmp
     }
     sock = folder / "podman.sock"
-    proc = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = folder / "service.log"  # a file, not a pipe nobody reads while the service runs
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     host = f"unix://{sock}"
 
     def probe() -> None:  # a plain socket: the docker SDK's leaks one when refused
@@ -162,7 +164,10 @@ def daemon(registries: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
 
     mp = pytest.MonkeyPatch()
     try:
-        wait_until_up(proc, probe)
+        try:
+            wait_until_up(proc, probe)
+        except RuntimeError:
+            raise RuntimeError(f"podman system service: {log.read_text()[-2000:]}") from None
         mp.setenv("DOCKER_HOST", host)
         client = docker.DockerClient(base_url=host, timeout=60)
         assert client.ping()
