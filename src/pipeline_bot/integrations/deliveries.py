@@ -1,12 +1,14 @@
 """The App's durable webhook queue, its installations and its GitHub-side bookkeeping, in SQL.
 
 `accept()` writes a delivery under its X-GitHub-Delivery id before the App answers 2xx; a
-redelivery finds the row and is not queued again. Workers `claim()` due rows one at a time, and
-`finish()` them as done, failed or retry-later. A claim is a lease held by this store's `owner`
-until `lease_until`, which the worker renews (`renew()`) while it works: on PostgreSQL, where
-several replicas of the App share the queue, a replica that dies loses its claims when their
-leases run out and another one takes them (queue_claims.py says how, and how lanes keep their
-order). SQLite is served by one process: rows it left `running` go back to `pending` on start.
+redelivery finds the row and is not queued again. Workers `claim_many()` due rows in batches
+(no two of one lane; `claim()` takes one), and `finish_many()` them as done, failed or
+retry-later, several outcomes in one transaction (`finish()` one). A claim is a lease held by
+this store's `owner` until `lease_until`, which the worker renews (`renew()`) while it works:
+on PostgreSQL, where several replicas of the App share the queue, a replica that dies loses its
+claims when their leases run out and another one takes them (queue_claims.py says how, and how
+lanes keep their order). SQLite is served by one process: rows it left `running` go back to
+`pending` on start.
 
 SQLite runs in WAL mode with automatic checkpoints off: a checkpoint costs milliseconds, and it
 must never run on the server's event loop, so the worker thread calls `checkpoint()` instead. The
@@ -31,6 +33,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline_bot.errors import IntegrationError
-from pipeline_bot.integrations.queue_claims import RENEW, migrate_postgresql, migrate_sqlite
+from pipeline_bot.integrations.queue_claims import (
+    CLAIM_MANY,
+    FINISH_MANY,
+    RENEW,
+    migrate_postgresql,
+    migrate_sqlite,
+)
 from pipeline_bot.integrations.store import open_engine, reason
 
 STATUSES = ("pending", "running", "done", "failed", "ignored")
@@ -134,6 +143,19 @@ _COLUMNS = [c.name for c in deliveries.c]
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """How the work of a claimed delivery ended, for `finish_many`: its new status (`pending`
+    to retry it at `retry_at`), the error or outcome to show, and the claim it was worked
+    under (`held_by`: set only if that claim still holds it)."""
+
+    id: str
+    status: str
+    error: str = ""
+    retry_at: float | None = None
+    held_by: str | None = None
+
+
+@dataclass(frozen=True)
 class Delivery:
     id: str
     event: str
@@ -195,6 +217,9 @@ class DeliveryStore:
             (migrate_sqlite if self.sqlite else migrate_postgresql)(conn)
         self._insert = (postgresql if not self.sqlite else sqlite).insert(deliveries)
         self._raw: Any = None  # the intake writer thread's own DBAPI connection
+        self._local = threading.local()  # PostgreSQL: each thread's connection for the queue
+        self._queues: list[Any] = []
+        self._queues_lock = threading.Lock()
         # SQLite: bodies go to append-only segment files, not through the WAL, where every byte
         # would be written twice (once to the log, once by the checkpoint)
         self.segments: Path | None = Path(f"{path}.payloads") if self.sqlite and local else None
@@ -352,32 +377,69 @@ class DeliveryStore:
 
     def claim(self, now: float | None = None) -> Delivery | None:
         """The oldest due delivery whose lane is free, now running under a lease this store
-        holds, or None. Due: pending with its next attempt come, or running under a lease that
-        ran out. `now`: the time to decide at (tests); default the database's clock on
-        PostgreSQL, this machine's on SQLite."""
-        if self.sqlite:
-            full = self._claim_sqlite(time.time() if now is None else now)
-        else:
-            with self._one_statement() as conn:
-                full = conn.execute(
-                    text("SELECT * FROM pipeline_bot_claim_delivery(:owner, :lease, :now)"),
-                    {"owner": self.owner, "lease": self.lease, "now": now},
-                ).first()
-        if full is None:
-            return None
-        delivery = _delivery(full, with_payload=True)
-        if full.body_segment:
-            try:
-                body = self._read(full.body_segment, full.body_offset, full.body_length)
-            except OSError as exc:
-                self.finish(delivery.id, "failed", error=f"its body is gone: {exc.strerror}")
-                return None
-            delivery = dataclasses.replace(delivery, payload=body)
-        return delivery
+        holds, or None: `claim_many(1)`."""
+        claimed = self.claim_many(1, now=now)
+        return claimed[0] if claimed else None
 
-    def _claim_sqlite(self, now: float) -> Any:
-        """One process, several threads: a conditional update only one of them wins, which
-        checks the lane in the same statement (SQLite runs one writer at a time)."""
+    def claim_many(self, limit: int, now: float | None = None) -> list[Delivery]:
+        """Up to `limit` due deliveries, each the oldest due one of a lane that is free and no
+        two of one lane, now running under leases this store holds; oldest first, claimed in
+        one transaction (one round trip on PostgreSQL). Due: pending with its next attempt
+        come, or running under a lease that ran out. `now`: the time to decide at (tests);
+        default the database's clock on PostgreSQL, this machine's on SQLite."""
+        if limit < 1:
+            return []
+        if self.sqlite:
+            rows = self._claim_sqlite(time.time() if now is None else now, limit)
+        else:
+            rows = self._queue_call(CLAIM_MANY, (self.owner, self.lease, limit, now))
+            rows.sort(key=lambda r: (r.received_at, r.id))  # oldest first
+        claimed = []
+        for full in rows:
+            delivery = _delivery(full, with_payload=True)
+            if full.body_segment:
+                try:
+                    body = self._read(full.body_segment, full.body_offset, full.body_length)
+                except OSError as exc:
+                    self.finish(delivery.id, "failed", error=f"its body is gone: {exc.strerror}")
+                    continue
+                delivery = dataclasses.replace(delivery, payload=body)
+            claimed.append(delivery)
+        return claimed
+
+    def _queue_call(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """One statement, its own transaction, on this thread's own connection (PostgreSQL):
+        claims and finishes are the queue's hot path, and a connection taken from the pool
+        and given back costs round trips of its own (isolation level, reset) and several
+        times the statement's time in Python."""
+        from psycopg.rows import namedtuple_row  # the driver a PostgreSQL URL runs on
+
+        raw = getattr(self._local, "queue", None)
+        if raw is None:
+            raw = self.engine.raw_connection()
+            raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+            self._local.queue = raw
+            with self._queues_lock:
+                self._queues.append(raw)
+        try:
+            driver: Any = raw.driver_connection
+            cursor = driver.cursor(row_factory=namedtuple_row)
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            self._local.queue = None
+            with self._queues_lock:
+                self._queues.remove(raw)
+            with contextlib.suppress(Exception):
+                raw.invalidate()
+            raise IntegrationError(
+                f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                service="store",
+            ) from None
+
+    def _claim_sqlite(self, now: float, limit: int) -> list[Any]:
+        """One process, several threads: conditional updates only one of them wins, each of
+        which checks the lane in the same statement (SQLite runs one writer at a time)."""
         due = ((deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)) | (
             (deliveries.c.status == "running") & (func.coalesce(deliveries.c.lease_until, 0) < now)
         )
@@ -390,12 +452,13 @@ class DeliveryStore:
             )
             .scalar_subquery()
         )
+        won: list[str] = []
         with self._begin() as conn:
             candidates = conn.execute(
                 select(deliveries.c.id, deliveries.c.lane)
                 .where(due)
                 .order_by(deliveries.c.received_at, deliveries.c.id)
-                .limit(20)
+                .limit(2 * limit + 20)
             ).all()
             seen: set[str] = set()
             for row in candidates:
@@ -405,7 +468,7 @@ class DeliveryStore:
                 claim = update(deliveries).where(deliveries.c.id == row.id, due)
                 if row.lane is not None:  # one statement: free lane and claim, atomically
                     claim = claim.where(~deliveries.c.lane.in_(held))
-                won = conn.execute(
+                if conn.execute(
                     claim.values(
                         status="running",
                         attempts=deliveries.c.attempts + 1,
@@ -413,10 +476,16 @@ class DeliveryStore:
                         lease_until=now + self.lease,
                         updated_at=now,
                     )
-                ).rowcount
-                if won:
-                    return conn.execute(select(deliveries).where(deliveries.c.id == row.id)).one()
-        return None
+                ).rowcount:
+                    won.append(row.id)
+                    if len(won) >= limit:
+                        break
+            if not won:
+                return []
+            rows = {
+                r.id: r for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(won)))
+            }
+        return [rows[i] for i in won]
 
     def renew(self, ids: set[str] | list[str]) -> set[str]:
         """Extend the leases of these claims of this store's; returns those it still holds (a
@@ -457,20 +526,46 @@ class DeliveryStore:
     ) -> bool:
         """Set a delivery's outcome and end its claim. `held_by`: only if that claim still
         holds it (False when it was lost: its lease ran out and another replica took it)."""
-        values: dict[str, Any] = {
-            "status": status,
-            "error": error[:2000],
-            "updated_at": time.time(),
-            "claimed_by": None,
-            "lease_until": None,
-        }
-        if retry_at is not None:
-            values["next_attempt_at"] = retry_at
-        stmt = update(deliveries).where(deliveries.c.id == delivery_id)
-        if held_by is not None:
-            stmt = stmt.where(deliveries.c.claimed_by == held_by, deliveries.c.status == "running")
-        with self._one_statement() as conn:
-            return bool(conn.execute(stmt.values(**values)).rowcount)
+        return self.finish_many([Outcome(delivery_id, status, error, retry_at, held_by)])[0]
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Set several deliveries' outcomes and end their claims in one transaction, one
+        durable commit for them all (a worker's group commit); for each, whether it was set.
+        An outcome with `held_by` is set only if that claim still holds its delivery: a
+        claim that was lost is refused, that row alone."""
+        if not outcomes:
+            return []
+        now = time.time()
+        if not self.sqlite:
+            params = (
+                now,
+                [o.id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.error[:2000] for o in outcomes],
+                [o.retry_at for o in outcomes],
+                [o.held_by for o in outcomes],
+            )
+            done = {r.id for r in self._queue_call(FINISH_MANY, params)}
+            return [o.id in done for o in outcomes]
+        results = []
+        with self._begin() as conn:
+            for o in outcomes:
+                values: dict[str, Any] = {
+                    "status": o.status,
+                    "error": o.error[:2000],
+                    "updated_at": now,
+                    "claimed_by": None,
+                    "lease_until": None,
+                }
+                if o.retry_at is not None:
+                    values["next_attempt_at"] = o.retry_at
+                stmt = update(deliveries).where(deliveries.c.id == o.id)
+                if o.held_by is not None:
+                    stmt = stmt.where(
+                        deliveries.c.claimed_by == o.held_by, deliveries.c.status == "running"
+                    )
+                results.append(bool(conn.execute(stmt.values(**values)).rowcount))
+        return results
 
     def save_state(self, delivery_id: str, state: dict[str, Any]) -> None:
         """What a handler has done so far, so a retry does not do it twice."""
@@ -702,6 +797,12 @@ class DeliveryStore:
             with contextlib.suppress(Exception):
                 self._raw.close()
             self._raw = None
+        with self._queues_lock:
+            queues, self._queues = self._queues, []
+        for raw in queues:
+            with contextlib.suppress(Exception):
+                raw.close()
+        self._local = threading.local()
         self.engine.dispose()
 
     def _begin(self) -> Any:
