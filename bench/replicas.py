@@ -8,11 +8,17 @@
    2 shared cores: 2 replicas >= 0.9x one, no collapse). `ping` has no GitHub work, so what is
    measured is intake, queue and worker, the part replicas share.
 2. Claims/s the queue sustains: --claims deliveries stored beforehand, then --claimers processes
-   each claim and finish them through DeliveryStore (the worker's calls) until none is left
-   (goal >= 5,000/s): the ceiling every replica shares.
+   each claim and finish them through DeliveryStore until none is left (goal >= 5,000/s): the
+   ceiling every replica shares. Measured for each --batch size the way the App's worker does it
+   (`claim_many` of up to that many, as a worker with that many free threads, then
+   `finish_many` of the batch: one commit), and one at a time (`claim`, `finish`), with the
+   ratio; then each with pgbench, PostgreSQL's own C client running the claim function and one
+   finishing statement: the database's ceiling, without Python's cost per call. A short
+   untimed run of each comes first (a fresh server's caches, the claim function's plans).
 
     python bench/replicas.py [--deliveries 3000] [--lanes 50] [--connections 16]
-                             [--claims 20000] [--claimers 4] [--rounds 3]
+                             [--claims 20000] [--claimers 4] [--batch 4,32] [--rounds 3]
+                             [--only all|deliveries|claims]
 
 Each figure is the median of --rounds runs; the load applied and the machine's load average
 (other people's work shares these cores) are printed with them.
@@ -45,8 +51,15 @@ from sqlalchemy import create_engine, text
 from tests.app_harness import SECRET, private_key
 from tests.replicas import Replica, free_port
 
-from pipeline_bot.integrations.deliveries import DeliveryStore, NewDelivery
+from pipeline_bot.integrations.deliveries import DeliveryStore, NewDelivery, Outcome
 
+# a claim of up to BATCH deliveries, then one statement finishing them
+PGBENCH_SCRIPT = (
+    "SELECT coalesce(string_agg(id, ','), '') AS claimed "
+    "FROM pipeline_bot_claim_deliveries('pgbench', 60, BATCH, NULL) \\gset\n"
+    "UPDATE app_deliveries AS d SET status = 'done', claimed_by = NULL, lease_until = NULL "
+    "FROM unnest(string_to_array(:claimed, ',')) AS o(id) WHERE d.id = o.id;\n"
+)
 TABLES = "app_deliveries, app_installations, app_github_deployments, app_status_comments"
 
 
@@ -187,13 +200,29 @@ def deliveries_per_second(url: str, replicas: int, args: argparse.Namespace, log
 # ----------------------------------------------------------------------- claims/s
 
 
-def claimer(url: str, owner: str, start: Any, counts: Any, index: int) -> None:
+def claimer(url: str, owner: str, batch: int, start: Any, counts: Any, index: int) -> None:
+    """Claim and finish until nothing is left. `batch` > 1: as the App's worker does with that
+    many free threads, a batch claimed in one call and its outcomes written in one commit;
+    1: one delivery at a time (`claim`, `finish`), as before batches."""
     store = DeliveryStore(url, owner=owner)
-    start.wait()
+    store.depth()  # connected
+    start.wait()  # every claimer ready: the clock starts
     done = 0
-    while (claimed := store.claim()) is not None:
-        store.finish(claimed.id, "done", held_by=claimed.claimed_by)
-        done += 1
+    while True:
+        if batch == 1:
+            one = store.claim()
+            claimed = [one] if one is not None else []
+        else:
+            claimed = store.claim_many(batch)
+        if not claimed:
+            if store.depth() == 0:  # none left: not merely held by the other claimers
+                break
+            continue
+        if batch == 1:
+            store.finish(claimed[0].id, "done", held_by=claimed[0].claimed_by)
+        else:
+            store.finish_many([Outcome(d.id, "done", held_by=d.claimed_by) for d in claimed])
+        done += len(claimed)
     counts[index] = done
     store.close()
 
@@ -213,7 +242,7 @@ def fsync_ms(folder: Path) -> float:
     return statistics.median(times) * 1000
 
 
-def claims_per_second(url: str, args: argparse.Namespace) -> float:
+def claims_per_second(url: str, args: argparse.Namespace, batch: int) -> float:
     clean(url)
     store = DeliveryStore(url, owner="bench-seed")
     items = [
@@ -224,17 +253,16 @@ def claims_per_second(url: str, args: argparse.Namespace) -> float:
         store.accept_many(items[i : i + 1000])
     store.close()
     context = multiprocessing.get_context("spawn")
-    start = context.Event()
+    start = context.Barrier(args.claimers + 1)
     counts = context.Array("i", args.claimers)
     procs = [
-        context.Process(target=claimer, args=(url, f"bench-{n}", start, counts, n))
+        context.Process(target=claimer, args=(url, f"bench-{n}", batch, start, counts, n))
         for n in range(args.claimers)
     ]
     for p in procs:
         p.start()
-    time.sleep(3)  # the claimers' imports and connections, before the clock starts
+    start.wait()  # the claimers' imports and connections are done
     begin = time.perf_counter()
-    start.set()
     for p in procs:
         p.join()
     elapsed = time.perf_counter() - begin
@@ -243,10 +271,11 @@ def claims_per_second(url: str, args: argparse.Namespace) -> float:
     return args.claims / elapsed
 
 
-def pgbench_ceiling(url: str, args: argparse.Namespace, root: Path) -> float | None:
-    """Claim-and-finish cycles/s with PostgreSQL's own C client (pgbench, the claim function
-    and the finish statement, --claimers connections for 10 s): the database's ceiling, without
-    Python's cost per call. None when pgbench is not installed."""
+def pgbench_ceiling(url: str, args: argparse.Namespace, root: Path, batch: int) -> float | None:
+    """Claims/s with PostgreSQL's own C client (pgbench, --claimers connections for 10 s), each
+    transaction of the script the claim function for `batch` deliveries, then one finishing
+    statement for them all: the database's ceiling, without Python's cost per call. None when
+    pgbench is not installed."""
     pgbench = next(
         iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)), None
     )
@@ -254,7 +283,7 @@ def pgbench_ceiling(url: str, args: argparse.Namespace, root: Path) -> float | N
         return None
     clean(url)
     store = DeliveryStore(url, owner="bench-seed")
-    total = args.claims * 4  # enough that 10 s never runs out
+    total = args.claims * (4 if batch == 1 else 10)  # enough that 10 s never runs out
     for i in range(0, total, 1000):
         store.accept_many(
             [
@@ -265,12 +294,10 @@ def pgbench_ceiling(url: str, args: argparse.Namespace, root: Path) -> float | N
             ]
         )
     store.close()
-    script = root / "claim.sql"
-    script.write_text(
-        "SELECT id AS claimed FROM pipeline_bot_claim_delivery('pgbench', 60, NULL) \\gset\n"
-        "UPDATE app_deliveries SET status = 'done', claimed_by = NULL, lease_until = NULL "
-        "WHERE id = :claimed;\n"
-    )
+    script = root / f"claim-{batch}.sql"
+    # the finishing statement joins the ids to the table as DeliveryStore.finish_many does
+    # (`id = ANY(...)` lets a prepared statement's generic plan scan the whole table)
+    script.write_text(PGBENCH_SCRIPT.replace("BATCH", str(batch)))
     host, port = url.rsplit("@", 1)[1].split("/", 1)[0].split(":")
     done = subprocess.run(
         [
@@ -281,13 +308,80 @@ def pgbench_ceiling(url: str, args: argparse.Namespace, root: Path) -> float | N
         text=True,
         check=True,
     )
+    tps = transactions = None
     for line in done.stdout.splitlines():
         if line.startswith("tps = "):
-            return float(line.split()[2])
-    return None
+            tps = float(line.split()[2])
+        if line.startswith("number of transactions actually processed:"):
+            transactions = int(line.split(":")[1].split("/")[0])
+    if not (tps and transactions):
+        return None
+    # claims per transaction as they happened (a batch may come short of `batch`)
+    return tps * count_done(url) / transactions
 
 
 # ----------------------------------------------------------------------- main
+
+
+def replicas_section(url: str, args: argparse.Namespace, counts: list[int], logs: Path) -> None:
+    print(
+        f"load: {args.deliveries} signed ping deliveries over {args.lanes} lanes, "
+        f"{args.connections} connections round-robin over the replicas, 4 worker threads "
+        f"each; load average {os.getloadavg()[0]:.1f}"
+    )
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    for _ in range(args.rounds):  # alternating, so the machine's noise falls on all
+        for n in counts:
+            rates[n].append(deliveries_per_second(url, n, args, logs))
+    base = statistics.median(rates[counts[0]])
+    for n in counts:
+        median = statistics.median(rates[n])
+        runs = ", ".join(f"{r:.0f}" for r in rates[n])
+        print(
+            f"{n} replica{'s' if n > 1 else ' '}: {median:7.0f} deliveries/s "
+            f"({median / base:.2f}x one; runs {runs})"
+        )
+
+
+def claims_section(url: str, args: argparse.Namespace, root: Path) -> None:
+    batches = [int(n) for n in args.batch.split(",")]
+    sizes = " and ".join(str(n) for n in batches)
+    print(
+        f"load: {args.claims} stored deliveries over 500 lanes, {args.claimers} claimer "
+        f"processes each claiming and finishing until none is left: in batches of up to {sizes} "
+        "(claim_many + finish_many, as the App's worker with that many free threads, "
+        "PIPELINE_BOT_APP_WORKERS: one call claims a batch, one commit writes its outcomes) and "
+        "one at a time (claim + finish, a commit each); a durable write takes "
+        f"{fsync_ms(root):.1f} ms on this disk (each finishing commit waits for one); load "
+        f"average {os.getloadavg()[0]:.1f}"
+    )
+    rates: dict[int, list[float]] = {n: [] for n in [*batches, 1]}
+    warm = argparse.Namespace(**{**vars(args), "claims": min(args.claims, 2000)})
+    for n in rates:  # a fresh server's caches and the claim function's plans, not timed
+        claims_per_second(url, warm, n)
+    for _ in range(args.rounds):  # alternating, so the machine's noise falls on all
+        for n in rates:
+            rates[n].append(claims_per_second(url, args, n))
+    single = statistics.median(rates[1])
+    for n, runs in rates.items():
+        name = f"in batches of {n}" if n > 1 else "one at a time"
+        listed = ", ".join(f"{c:.0f}" for c in runs)
+        ratio = f"{statistics.median(runs) / single:.1f}x one at a time; " if n > 1 else ""
+        print(
+            f"queue: {statistics.median(runs):7.0f} claims/s {name} (claim + finish; "
+            f"{ratio}runs {listed})"
+        )
+    for n, runs in rates.items():
+        ceiling = pgbench_ceiling(url, args, root, n)
+        if ceiling is None:
+            print("pgbench is not installed: no ceiling measured")
+            return
+        name = f"in batches of {n}" if n > 1 else "one at a time"
+        print(
+            f"pgbench: {ceiling:7.0f} claims/s {name} ({args.claimers} connections, the claim "
+            "function and one finishing statement from PostgreSQL's C client: the database's "
+            f"own ceiling); through DeliveryStore {statistics.median(runs) / ceiling:.2f}x it"
+        )
 
 
 def main() -> None:
@@ -299,6 +393,13 @@ def main() -> None:
     parser.add_argument("--claimers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--replicas", default="1,2,4")
+    parser.add_argument(
+        "--batch",
+        default="4,32",
+        help="batch sizes to measure, comma-separated: deliveries claimed in one call and "
+        "finished in one commit (a worker's free threads; the App's default is 4)",
+    )
+    parser.add_argument("--only", choices=("all", "deliveries", "claims"), default="all")
     args = parser.parse_args()
     counts = [int(n) for n in args.replicas.split(",")]
     root = Path(tempfile.mkdtemp(prefix="pb-bench-replicas-"))
@@ -306,37 +407,11 @@ def main() -> None:
     logs = root / "logs"
     logs.mkdir()
     try:
-        print(
-            f"load: {args.deliveries} signed ping deliveries over {args.lanes} lanes, "
-            f"{args.connections} connections round-robin over the replicas, 4 worker threads "
-            f"each; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
-        )
-        rates: dict[int, list[float]] = {n: [] for n in counts}
-        for _ in range(args.rounds):  # alternating, so the machine's noise falls on all
-            for n in counts:
-                rates[n].append(deliveries_per_second(url, n, args, logs))
-        base = statistics.median(rates[counts[0]])
-        for n in counts:
-            median = statistics.median(rates[n])
-            runs = ", ".join(f"{r:.0f}" for r in rates[n])
-            print(
-                f"{n} replica{'s' if n > 1 else ' '}: {median:7.0f} deliveries/s "
-                f"({median / base:.2f}x one; runs {runs})"
-            )
-        print(
-            f"load: {args.claims} stored deliveries over 500 lanes, {args.claimers} claimer "
-            f"processes each claiming and finishing until none is left; a durable write takes "
-            f"{fsync_ms(root):.1f} ms on this disk (each finish waits for one)"
-        )
-        claims = [claims_per_second(url, args) for _ in range(args.rounds)]
-        runs = ", ".join(f"{c:.0f}" for c in claims)
-        print(f"queue: {statistics.median(claims):7.0f} claims/s (claim + finish; runs {runs})")
-        ceiling = pgbench_ceiling(url, args, root)
-        if ceiling is not None:
-            print(
-                f"queue: {ceiling:7.0f} claims/s with pgbench ({args.claimers} connections, the "
-                "claim function and the finish statement: the database's own ceiling)"
-            )
+        print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+        if args.only in ("all", "deliveries"):
+            replicas_section(url, args, counts, logs)
+        if args.only in ("all", "claims"):
+            claims_section(url, args, root)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         postgres.send_signal(signal.SIGINT)  # fast shutdown: clients are disconnected
