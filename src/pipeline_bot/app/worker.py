@@ -87,14 +87,16 @@ class Worker:
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._threads.append(thread)  # the queue's thread first
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.wake.set()
+        for thread in self._threads[:1]:  # the queue's thread first: nothing claimed after
+            thread.join(timeout)
         for _ in self._workers:  # after what was handed out: free threads have taken it
             self._ready.put(None)
-        for thread in [*self._workers, *self._threads]:
+        for thread in [*self._workers, *self._threads[1:]]:
             thread.join(timeout)
         try:  # what ended while stopping
             self._write()
