@@ -15,6 +15,7 @@ from sqlalchemy import text
 from pipeline_bot.app import worker as worker_module
 from pipeline_bot.app.worker import Worker
 from pipeline_bot.integrations.deliveries import DeliveryStore, NewDelivery, Outcome
+from pipeline_bot.settings import Settings
 
 
 class Spy(DeliveryStore):
@@ -92,6 +93,26 @@ def test_run_once_claims_a_batch_of_free_lanes_and_writes_its_outcomes_together(
         )
     finally:
         store.close()
+
+
+def test_a_configured_batch_caps_the_claims_below_the_free_threads(database_url, recorded):
+    store = Spy(database_url, owner="here")
+    try:
+        store.accept_many([_ping(f"{lane}-0", f"o/r#{lane}") for lane in "abc"])
+        worker = Worker(SimpleNamespace(deliveries=store), threads=4, batch=2)  # type: ignore[arg-type]
+        assert worker.run_once()
+        assert worker.run_once()
+        assert not worker.run_once()
+        assert store.claims == [(2, 2), (2, 1), (2, 0)]
+    finally:
+        store.close()
+
+
+def test_the_setting_names_the_batch(monkeypatch):
+    monkeypatch.setenv("PIPELINE_BOT_QUEUE_CLAIM_BATCH", "8")
+    assert Settings().queue_claim_batch == 8
+    monkeypatch.delenv("PIPELINE_BOT_QUEUE_CLAIM_BATCH")
+    assert Settings().queue_claim_batch == 0  # as many as the worker has free threads
 
 
 def test_the_worker_threads_claim_up_to_their_free_slots_and_keep_retries_and_lane_order(

@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     app_workers: int = Field(
         4, ge=1, le=64, description="Threads the App works deliveries with (deploys run there)."
     )
+    queue_claim_batch: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Most deliveries the App's worker claims from the queue in one call (their "
+        "outcomes are written in one commit too); 0: as many as it has free threads.",
+    )
     delivery_retention_days: float = Field(
         14, gt=0, description="The App keeps done and ignored deliveries this long."
     )

@@ -138,12 +138,14 @@ def create_app(
     start_worker: bool = True,
     retention_days: float = 14,
     workers: int = 4,
+    claim_batch: int = 0,
     http: HttpOptions | None = None,
     webhook_buffer: int = 64 * 1024 * 1024,
 ) -> Any:
     """The App as an ASGI app. /mcp holds every call to `repository`'s (owner/name, the App's
     installation repository) config on its default branch; without one it refuses them.
-    `http`: body limits and the hosts /mcp serves besides loopback (default: none)."""
+    `http`: body limits and the hosts /mcp serves besides loopback (default: none).
+    `claim_batch`: the most deliveries the worker claims in one call (0: its free threads)."""
     http = http or HttpOptions()
     mcp_app: Any = None
     mcp_server: Any = None
@@ -169,7 +171,7 @@ def create_app(
         )
         mcp_app = Guard(inner, http, token=api_token, security=security) if api_token else _Refuse()
 
-    worker = Worker(services, retention_days=retention_days, threads=workers)
+    worker = Worker(services, retention_days=retention_days, threads=workers, batch=claim_batch)
     writer: IntakeWriter | LoopWriter = (
         LoopWriter(services.deliveries, worker.wake.set)
         if services.deliveries.sqlite
@@ -258,6 +260,7 @@ def serve(host: str, port: int, settings: Settings) -> None:
         repository=settings.github_repository,
         retention_days=settings.delivery_retention_days,
         workers=settings.app_workers,
+        claim_batch=settings.queue_claim_batch,
         http=options,
         webhook_buffer=settings.webhook_buffer_bytes,
     )
