@@ -211,7 +211,6 @@ class DeliveryStore:
         )
         self.sqlite = self.engine.dialect.name == "sqlite"
         self.lease = lease_seconds
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.owner = owner or replica_id()
         with self._begin() as conn:
             (migrate_sqlite if self.sqlite else migrate_postgresql)(conn)
@@ -807,11 +806,6 @@ class DeliveryStore:
 
     def _begin(self) -> Any:
         return _Guard(self.engine)
-
-    def _one_statement(self) -> Any:
-        """A connection for one statement that is its own transaction: on PostgreSQL without
-        BEGIN and COMMIT around it, a round trip instead of three (claims and finishes)."""
-        return _Guard(self._autocommit) if not self.sqlite else _Guard(self.engine)
 
 
 class _Checkpointer:
