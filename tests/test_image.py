@@ -3,6 +3,7 @@ debootstrap (no registry can be reached), then `pipeline-bot action` run inside 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -26,6 +27,33 @@ def _need(*tools: str) -> None:
         pytest.skip(message)
 
 
+BASE = ("bookworm", "python3,python3-pip,git,ca-certificates")
+
+
+def debian_base(rootfs: Path) -> None:
+    """Debian's minbase with `BASE`'s packages in `rootfs`: made by debootstrap once per machine
+    and kept as a tar in the cache (the Debian mirror's downloads and the install are most of
+    the image's build time), keyed by the suite and the packages; `PIPELINE_BOT_FRESH_BASE=1`
+    makes it anew."""
+    suite, packages = BASE
+    key = hashlib.sha256(f"{suite} {packages}".encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pipeline-bot"
+    tar = cache / "debootstrap" / f"{suite}-minbase-{key}.tar"
+    rootfs.mkdir(parents=True, exist_ok=True)
+    if tar.exists() and os.environ.get("PIPELINE_BOT_FRESH_BASE") != "1":
+        subprocess.run(["tar", "-C", str(rootfs), "-xf", str(tar)], check=True)
+        return
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(rootfs)],
+        check=True,
+        capture_output=True,
+    )
+    tar.parent.mkdir(parents=True, exist_ok=True)
+    partial = tar.with_suffix(f".{os.getpid()}.part")
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
+    partial.rename(tar)  # whole or not at all
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     if os.geteuid() != 0:
@@ -46,17 +74,7 @@ def image(tmp_path_factory):
             ["buildah", *store, *args], capture_output=True, text=True, check=True, **kw
         )
 
-    subprocess.run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            "--include=python3,python3-pip,git,ca-certificates",
-            "bookworm",
-            str(work / "rootfs"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    debian_base(work / "rootfs")
     ctr = buildah("from", "scratch").stdout.strip()
     buildah("copy", ctr, str(work / "rootfs"), "/")
     buildah("commit", "-q", ctr, "localhost/pb-base:test")
