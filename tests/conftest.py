@@ -698,7 +698,8 @@ def database_url(request, tmp_path):  # type: ignore[no-untyped-def]
         conn.execute(
             text(
                 "DROP TABLE IF EXISTS deployments, locks, app_deliveries, app_installations, "
-                "app_github_deployments, app_status_comments, app_github_holds CASCADE"  # the queue's claim function
+                "app_github_deployments, app_status_comments, app_github_holds "
+                "CASCADE"  # the queue's claim function
             )
         )
     engine.dispose()
