@@ -125,9 +125,18 @@ def test_a_limit_one_replica_met_holds_the_other_replicas_back(gh, database_url,
     from pipeline_bot.integrations.github_holds import SqlHolds
 
     monkeypatch.setattr(github_limits, "SHARED_READ_SECONDS", 0.0)  # no staleness in a test
-    first = GitHubApp("1", private_key(), api_url=API, holds=SqlHolds(database_url))
-    second = GitHubApp("1", private_key(), api_url=API, holds=SqlHolds(database_url))
+    holds = [SqlHolds(database_url), SqlHolds(database_url)]
+    first = GitHubApp("1", private_key(), api_url=API, holds=holds[0])
+    second = GitHubApp("1", private_key(), api_url=API, holds=holds[1])
     seen, side_effect = _limited_once(gh, "/check-runs", 403, {"retry-after": "90"})
+    try:
+        _two_replicas(gh, first, second, seen, side_effect)
+    finally:  # the engines' pooled connections, closed here rather than by the collector
+        for h in holds:
+            h.close()
+
+
+def _two_replicas(gh, first, second, seen, side_effect):  # type: ignore[no-untyped-def]
     with respx.mock(assert_all_called=False) as mock:
         mock.route(url__startswith=API).mock(side_effect=side_effect)
         assert second.installation(1).repository("Codertocat/Hello-World")  # before: it sends
