@@ -137,7 +137,9 @@ def _closed_after(s: socket.socket) -> bool:
     try:
         while s.recv(4096):
             pass
-    except (TimeoutError, ConnectionResetError):
+    except ConnectionResetError:  # closed with bytes of ours unread: a reset, closed all the same
+        return True
+    except TimeoutError:
         return False
     return True
 
