@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,6 +126,46 @@ REAL_COMPONENTS = frozenset(
         "database_url",
     }
 )
+
+
+KUBECTLS = ("1.37", "1.33")  # the venv's (the control plane's release) and the one we build
+
+
+class _OutcomesPerKubectl:
+    """Prints `kubectl 1.33: N passed, N failed` for each kubectl of tests/test_kube_conformance.py
+    at the end of the run (a setup or teardown error counts as a failure, as for the test it
+    belongs to). Registered where the reports meet: the one pytest process, or pytest-xdist's
+    controller (a worker's summary is never printed)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, dict[str, str]] = collections.defaultdict(dict)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        found = re.search(r"test_kube_conformance\.py::.*\[kubectl-([\d.]+)\]", report.nodeid)
+        if not found:
+            return
+        seen = self.outcomes[found.group(1)]
+        if report.failed:
+            seen[report.nodeid] = "failed"
+        elif report.skipped and seen.get(report.nodeid) != "failed":
+            seen[report.nodeid] = "skipped"
+        elif report.when == "call" and report.nodeid not in seen:
+            seen[report.nodeid] = "passed"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for version in KUBECTLS:
+            counts = collections.Counter(self.outcomes.get(version, {}).values())
+            if not counts:
+                continue
+            skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+            terminalreporter.write_line(
+                f"kubectl {version}: {counts['passed']} passed, {counts['failed']} failed{skipped}"
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker
+        config.pluginmanager.register(_OutcomesPerKubectl(), "kube-conformance-per-kubectl")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

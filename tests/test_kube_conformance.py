@@ -13,7 +13,6 @@ the same line for each kubectl."""
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import pytest
 import yaml
 
 from tests import kube_control_plane as kcp
-from tests.conftest import kubectl_binary
+from tests.conftest import KUBECTLS, kubectl_binary
 
 SERVICES = ("web", "api", "worker", "cache", "auth")
 
@@ -137,9 +136,6 @@ def app_manifest(namespace: str, image_tag: str = "1") -> list[dict[str, Any]]:
     return objects
 
 
-KUBECTLS = ("1.37", "1.33")  # the venv's (the control plane's release) and the one we build
-
-
 def kubectl_path(version: str) -> str:
     """The kubectl binary of one of KUBECTLS."""
     if version != "1.33":
@@ -151,43 +147,6 @@ def kubectl_path(version: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(built)
-
-
-class _OutcomesPerKubectl:
-    """Prints `kubectl 1.33: N passed, N failed` for each kubectl at the end of the run (a setup
-    or teardown error counts as a failure, as for the test it belongs to)."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[str, dict[str, str]] = collections.defaultdict(dict)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        found = re.search(r"test_kube_conformance\.py::.*\[kubectl-([\d.]+)\]", report.nodeid)
-        if not found:
-            return
-        seen = self.outcomes[found.group(1)]
-        if report.failed:
-            seen[report.nodeid] = "failed"
-        elif report.skipped and seen.get(report.nodeid) != "failed":
-            seen[report.nodeid] = "skipped"
-        elif report.when == "call" and report.nodeid not in seen:
-            seen[report.nodeid] = "passed"
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        for version in KUBECTLS:
-            counts = collections.Counter(self.outcomes.get(version, {}).values())
-            if not counts:
-                continue
-            skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
-            terminalreporter.write_line(
-                f"kubectl {version}: {counts['passed']} passed, {counts['failed']} failed{skipped}"
-            )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _outcomes_per_kubectl(request: pytest.FixtureRequest) -> None:
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("kube-conformance-per-kubectl"):
-        manager.register(_OutcomesPerKubectl(), "kube-conformance-per-kubectl")
 
 
 class Kubectl:
