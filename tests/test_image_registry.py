@@ -32,6 +32,14 @@ pytestmark = pytest.mark.integration
 USER, PASSWORD = "alice", "s3cret-for-tests"
 
 
+@pytest.fixture(autouse=True)
+def _buildahs_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This module is buildah's path: on a machine where a Docker daemon answers (a GitHub-hosted
+    runner), the default rule would pick the daemon (tests/test_image_docker.py covers it), so
+    the daemon is pointed at a socket nothing listens on."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker-here.sock'}")
+
+
 def _need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
