@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline_bot.core.checkrun import APPROVE_BUTTON, button_digest
 from pipeline_bot.integrations.kubernetes import KubernetesCluster
 from pipeline_bot.repo_config import parse_repo_config
 from pipeline_bot.tools import ToolContext, build_registry
@@ -30,14 +31,14 @@ from tests.conftest import webhook_example
 REPO = "Codertocat/Hello-World"
 
 
-def approval_config(staging: str, production: str) -> str:
+def approval_config(staging: str, production: str, extra: str = "") -> str:
     return (
         "version: 1\n"
         "environments:\n"
         f"  - {{name: staging, order: 1, namespace: {staging}, replicas: 1, strategy: rolling}}\n"
         f"  - {{name: production, order: 2, namespace: {production}, replicas: 1, "
         "strategy: rolling, required_permission: maintain, requires_approval: true, "
-        "approval_expires: 1h}\n"
+        f"approval_expires: 1h{extra}}}\n"
         "services:\n"
         "  - {name: shop, paths: ['src/**'], image: registry.local/shop}\n"
     )
@@ -173,6 +174,46 @@ def test_approve_is_refused_without_permission_where_none_is_required_and_for_un
     assert _stored(kube_api, approvals) is None  # nothing was approved
     reactions = [c.body["content"] for c in gh.made("POST", r"/reactions$")]
     assert reactions.count("rocket") == 0
+
+
+def test_prevent_self_approval_refuses_the_author_and_committers_and_not_others(
+    app, gh, kube, kube_api, approvals, namespace
+):
+    gh.config = approval_config(namespace, approvals, ", prevent_self_approval: true")
+    gh.permissions["author"] = gh.permissions["pusher"] = "maintain"
+    pr = gh.pulls[7]
+    pr.author, pr.commits = "Author", [("author", "web-flow"), (None, "pusher")]
+    # who opened the pull request (logins compared as GitHub does: case aside)
+    app.comment("/approve production", "author")
+    text = app.status_comment()
+    assert "refused" in text
+    assert "production prevents self-approval" in text, text
+    # who committed to it, even without an account matching a commit's author email
+    app.comment("/approve production", "pusher", comment_id=502)
+    assert "production prevents self-approval" in app.status_comment()
+    assert _stored(kube_api, approvals) is None
+    # the check run's button asks the same
+    identifier = APPROVE_BUTTON + button_digest("production", APPROVE_BUTTON)
+    app.deliver("check_run", _button(identifier, "author", HEAD))
+    app.work()
+    assert "production prevents self-approval" in app.status_comment()
+    assert _stored(kube_api, approvals) is None
+    # someone who wrote none of it approves
+    app.comment("/approve production", "maintainer", comment_id=503)
+    assert "approved plan" in app.status_comment()
+    stored = _stored(kube_api, approvals)
+    assert stored is not None
+    assert stored["approved_by"] == "@maintainer"
+    asked = gh.made("GET", r"/pulls/7/commits$")
+    assert asked
+    assert all(c.query.get("per_page") == "100" for c in asked)
+
+
+def test_without_prevent_self_approval_the_author_may_approve(app, gh, kube, kube_api, approvals):
+    gh.pulls[7].author = "maintainer"
+    app.comment("/approve production", "maintainer")
+    assert "approved plan" in app.status_comment()
+    assert not gh.made("GET", r"/pulls/7/commits$")  # not asked: nothing to decide with it
 
 
 def test_help_lists_approve(app, gh, kube):

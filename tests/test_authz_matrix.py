@@ -5,7 +5,7 @@ environment (none; the defaults; `required_permission` at each level; `allowed_u
 `allowed_teams` with the requester listed or not; `requires` met or not; `allow_forks`) x a pull
 request from a fork or not. Each environment row says which gate it sets; the expected decision
 follows the rules in authz's docstring, checked in its order (permission, listing, fork,
-requires), and a refusal must say why.
+requires, approval), and a refusal must say why.
 
 Part two is the MCP transport over HTTP, in process: `mcp_server.http.http_app` (what
 `pipeline-bot mcp --transport http` serves) and the App's /mcp, each asked an MCP `initialize`
@@ -55,6 +55,7 @@ class EnvRow:
     forks: bool = False  # allow_forks
     requires_met: bool = True  # for /deploy: `requires` environments already deployed to
     approval: bool = True  # for /approve: the environment requires approval
+    wrote: bool = False  # the requester opened the pull request or wrote one of its commits
     login: str = "alice"
     teams: frozenset[str] = field(default_factory=frozenset)
     deployed_to: frozenset[str] = field(default_factory=frozenset)
@@ -103,6 +104,9 @@ ENVIRONMENTS = [
     EnvRow("requires staging, never deployed", {"requires": ["staging"]}, requires_met=False),
     EnvRow("allow_forks", {"allow_forks": True}, forks=True),
     EnvRow("requires_approval false", {"requires_approval": False}, approval=False),
+    EnvRow("prevent_self_approval, the author asks", {"prevent_self_approval": True}, wrote=True),
+    EnvRow("prevent_self_approval, someone else asks", {"prevent_self_approval": True}),
+    EnvRow("self-approval allowed (the default), the author asks", {}, wrote=True),
     EnvRow(
         "everything set, all met",
         {
@@ -136,6 +140,8 @@ def expected(command: str, row: EnvRow, permission: str, fork: bool) -> str | No
         return "requires this commit to be deployed"
     if command == "approve" and not row.approval:
         return "does not require approval"
+    if command == "approve" and row.wrote and row.env.get("prevent_self_approval"):
+        return "prevents self-approval"
     return None
 
 
@@ -169,7 +175,9 @@ def test_every_command_permission_environment_and_fork(command, row):
     wrong = []
     for permission in PERMISSIONS:
         for fork in (False, True):
-            who = Requester(row.login, permission, row.teams, from_fork=fork)
+            who = Requester(
+                row.login, permission, row.teams, from_fork=fork, wrote_change=row.wrote
+            )
             decision = authorize(parsed, env, who, deployed_to=row.deployed_to)
             want = expected(command, row, permission, fork)
             if want is None and not decision.allowed:
@@ -194,7 +202,7 @@ def test_a_refusal_names_the_requester_and_never_an_empty_reason():
         parsed = parse_command(COMMANDS[command])
         assert parsed is not None
         env = environment(command, row)
-        who = Requester(row.login, permission, row.teams, from_fork=fork)
+        who = Requester(row.login, permission, row.teams, from_fork=fork, wrote_change=row.wrote)
         decision = authorize(parsed, env, who, deployed_to=row.deployed_to)
         if not decision.allowed:
             assert decision.reason.strip()

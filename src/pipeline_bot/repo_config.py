@@ -72,6 +72,12 @@ class Environment(_Strict):
         description="A promotion (`pipeline-bot promotion run`) stops before this environment "
         "until a person approves the exact commit and plan (`pipeline-bot promotion approve`).",
     )
+    prevent_self_approval: bool = Field(
+        False,
+        description="Refuse an approval (`/approve`, the check run's Approve button) from the "
+        "pull request's author or anyone who authored or committed one of its commits, as "
+        "GitHub's 'Prevent self-review' does for environments.",
+    )
     approval_expires: str = Field(
         "24h",
         min_length=1,

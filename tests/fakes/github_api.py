@@ -34,6 +34,11 @@ class PullRequest:
     head_repo: str = REPO
     changed_files: int = 1
     moves_to: str | None = None  # the head after the first time it is read (a push meanwhile)
+    author: str = "octocat"  # who opened it (GitHub's example's user)
+    # its commits' (author, committer) logins; None for a commit whose email has no account
+    commits: list[tuple[str | None, str | None]] = field(
+        default_factory=lambda: [("octocat", "web-flow")]
+    )
 
 
 @dataclass
@@ -113,9 +118,26 @@ class GitHubApiDouble:
             data["head"]["repo"]["full_name"] = pr.head_repo
             data["base"]["repo"]["full_name"] = REPO
             data["changed_files"] = pr.changed_files
+            data["user"]["login"] = pr.author
             if pr.moves_to:
                 pr.head, pr.moves_to = pr.moves_to, None
             return 200, data
+        if m := re.fullmatch(rf"{r}/pulls/(\d+)/commits", path):
+            pr = self.pulls.get(int(m[1]))
+            if pr is None:
+                return 404, {"message": "Not Found"}
+            page, size = int(query.get("page", 1)), int(query.get("per_page", 30))
+            items = []
+            for i, (author, committer) in enumerate(pr.commits):
+                item = self.example("commit-items")[0]
+                item["sha"] = f"{i + 1:040x}"
+                for role, login in (("author", author), ("committer", committer)):
+                    if login is None:
+                        item[role] = None
+                    else:
+                        item[role]["login"] = login
+                items.append(item)
+            return 200, items[(page - 1) * size : page * size]
         if m := re.fullmatch(rf"{r}/collaborators/([^/]+)/permission", path):
             data = self.example(
                 "repository-collaborator-permission-response-if-user-has-admin-permissions"

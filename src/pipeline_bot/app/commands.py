@@ -81,7 +81,7 @@ def _outcome(
     env = config.environment(command.environment) if command.environment else None
     pr = ctx.gh.pull_request(ctx.repo, number)
     head_sha = str(ctx.state.get("accepted_sha") or sha or pr["head"]["sha"])
-    who = _requester(ctx, env, actor, pr)
+    who = _requester(ctx, env, actor, pr, number, command)
     deployed_to = _deployed_to(ctx, env, head_sha) if command.name == "deploy" else set()
     decision = authorize(command, env, who, deployed_to=deployed_to)
     if not decision.allowed:
@@ -123,7 +123,12 @@ def _outcome(
 
 
 def _requester(
-    ctx: EventContext, env: Environment | None, actor: str, pr: dict[str, Any]
+    ctx: EventContext,
+    env: Environment | None,
+    actor: str,
+    pr: dict[str, Any],
+    number: int,
+    command: Command,
 ) -> Requester:
     permission = ctx.gh.permission(ctx.repo, actor)
     teams: set[str] = set()
@@ -132,7 +137,15 @@ def _requester(
         if slug and ctx.gh.in_team(org, slug, actor):
             teams.add(team)
     head_repo = ((pr.get("head") or {}).get("repo") or {}).get("full_name")
-    return Requester(actor, permission, frozenset(teams), from_fork=head_repo != ctx.repo)
+    wrote = False
+    if command.name == "approve" and env is not None and env.prevent_self_approval:
+        opener = str((pr.get("user") or {}).get("login") or "").lower()
+        wrote = actor.lower() == opener or actor.lower() in ctx.gh.pull_request_people(
+            ctx.repo, number
+        )
+    return Requester(
+        actor, permission, frozenset(teams), from_fork=head_repo != ctx.repo, wrote_change=wrote
+    )
 
 
 def _deployed_to(ctx: EventContext, env: Environment | None, sha: str) -> set[str]:

@@ -4,7 +4,8 @@ Reading needs nothing; anything that changes an environment needs the environmen
 `required_permission` (write by default), membership of `allowed_users` / `allowed_teams` when
 those are set, a pull request from the repository itself unless `allow_forks`, for a deploy,
 a successful deploy of the same commit to every environment in `requires`, and, for an approval,
-an environment that requires one (`requires_approval`).
+an environment that requires one (`requires_approval`) and, where it prevents self-approval
+(`prevent_self_approval`), someone who did not write the change.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Requester:
     permission: str  # the repository permission GitHub reports: admin, maintain, write, ...
     teams: frozenset[str] = frozenset()  # "org/slug", only fetched when an environment names teams
     from_fork: bool = False
+    # opened the pull request, or authored or committed one of its commits (fetched only for
+    # an approval into an environment with prevent_self_approval)
+    wrote_change: bool = False
 
 
 def authorize(
@@ -80,5 +84,12 @@ def authorize(
             False,
             f"{env.name} does not require approval (requires_approval in "
             ".github/pipeline-bot.yml), so there is nothing to approve",
+        )
+    if command.name == "approve" and env.prevent_self_approval and who.wrote_change:
+        return Decision(
+            False,
+            f"@{who.login} wrote this change (opened the pull request or authored or committed "
+            f"one of its commits), and {env.name} prevents self-approval "
+            "(prevent_self_approval in .github/pipeline-bot.yml): someone else must approve",
         )
     return Decision(True)

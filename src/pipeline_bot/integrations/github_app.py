@@ -215,6 +215,28 @@ class Installation:
             "GET", f"/repos/{repo}/pulls/{number}", f"for pull request #{number}"
         )
 
+    def pull_request_people(self, repo: str, number: int) -> set[str]:
+        """The logins (lower case) that authored or committed the pull request's commits; GitHub
+        lists at most 250 of them. A commit whose email matches no account has no login here."""
+        people: set[str] = set()
+        for page in range(1, 4):
+            data = self._do(
+                "GET",
+                f"/repos/{repo}/pulls/{number}/commits",
+                f"for pull request #{number}'s commits",
+                params={"per_page": 100, "page": page},
+            )
+            if not isinstance(data, list):
+                break
+            for commit in data:
+                for role in ("author", "committer"):
+                    login = ((commit or {}).get(role) or {}).get("login")
+                    if login and login != "web-flow":  # GitHub's committer of web-UI commits
+                        people.add(str(login).lower())
+            if len(data) < 100:
+                break
+        return people
+
     def parent(self, repo: str, sha: str) -> str | None:
         """The commit's first parent, None for a root commit."""
         data = self._do("GET", f"/repos/{repo}/commits/{sha}", f"for commit {sha[:12]}")
