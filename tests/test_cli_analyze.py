@@ -247,3 +247,36 @@ def test_installed_entry_point_runs_as_a_process(base_repo):
     )
     assert proc.returncode == 0, proc.stderr
     assert '"risk"' in proc.stdout
+
+
+def test_an_explicit_base_that_moved_on_is_diffed_from_the_fork_point(base_repo, cli):
+    """A pull request's base.sha is the base branch's tip, which may be ahead of where the branch
+    forked: the change is what the branch did since then (GitHub's three-dot diff), as its
+    commits are, not the base branch's newer work undone."""
+    fork = base_repo.git("rev-parse", "HEAD")
+    base_repo.git("checkout", "-q", "-b", "feature")
+    base_repo.commit("docs: explain the cart", {"README.md": "# Shop\n\nHow the cart works.\n"})
+    base_repo.git("checkout", "-q", "main")
+    main_tip = base_repo.commit("add discounts", RISKY)
+    base_repo.git("checkout", "-q", "feature")
+
+    data = cli(
+        "analyze", "--repo", str(base_repo.root), "--base", main_tip, "--format", "json"
+    ).json()
+    assert [c["message"] for c in data["commits"]] == ["docs: explain the cart"]
+    assert data["base"] == fork
+    assert data["stats"]["files"] == 1
+    assert data["findings"] == []
+    assert data["strategy"]["name"] == "none"
+
+
+def test_a_base_ahead_of_head_is_an_empty_change(base_repo, cli):
+    """Base and head swapped: nothing is in head that base lacks, so nothing is analysed as
+    changed (not base's own work reversed)."""
+    old = base_repo.git("rev-parse", "HEAD")
+    new = base_repo.commit("add discounts", RISKY)
+    data = cli(
+        "analyze", "--repo", str(base_repo.root), "--base", new, "--head", old, "--format", "json"
+    ).json()
+    assert data["commits"] == []
+    assert data["stats"]["files"] == 0

@@ -88,7 +88,8 @@ def analyze(
     base: Annotated[
         str | None,
         typer.Option(
-            help="Base ref, exclusive. Default: merge-base with the default branch, else HEAD~1."
+            help="Base ref, exclusive: the change is what head did since it forked from base. "
+            "Default: merge-base with the default branch, else HEAD~1."
         ),
     ] = None,
     head: Annotated[str, typer.Option(help="Head ref, inclusive.")] = "HEAD",

@@ -142,11 +142,21 @@ class GitRepository:
             )
         return EMPTY_TREE  # a root commit: everything in it is new
 
+    def fork_point(self, base_sha: str, head_sha: str) -> str:
+        """Where head's line left base's: the change is what head did since (GitHub's
+        three-dot diff), not base's later work undone. Base itself when it is an ancestor of
+        head, or when they share no commit here (unrelated histories, or a shallow clone)."""
+        out = self._run("merge-base", "--end-of-options", base_sha, head_sha, check=False)
+        return out.strip() or base_sha
+
     # ----------------------------------------------------------------- the change
 
     def read_change(self, base: str | None, head: str = "HEAD") -> ChangeSource:
         head_sha = self.resolve(head)
-        base_sha = self.resolve(base) if base else self.default_base(head_sha)
+        if base:
+            base_sha = self.fork_point(self.resolve(base), head_sha)
+        else:
+            base_sha = self.default_base(head_sha)
         with ThreadPoolExecutor(max_workers=1) as pool:
             commits = pool.submit(self.commits, base_sha, head_sha)
             files = self.diff(base_sha, head_sha)
