@@ -130,6 +130,25 @@ def test_env_example_files_are_not_secrets(base_repo, cli):
     assert "secret-added" not in _rules(_analyze(cli, base_repo))
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "secret"),
+    [
+        ("deploy/.env", ".env", False),  # moved: it was committed before, nothing new leaked
+        ("keys/server.pem", "certs/server.pem", False),
+        (".env.example", ".env", True),  # an example made the real file: a key file appears
+        ("notes.txt", "server.key", True),
+    ],
+)
+def test_a_key_file_moved_from_another_key_file_is_not_a_new_secret(
+    base_repo, cli, old, new, secret
+):
+    content = "SESSION=abc\n" * 8
+    base_repo.commit("add", {old: content})
+    base_repo.commit("move", {old: None, new: content})
+    data = _analyze(cli, base_repo)
+    assert ("secret-added" in _rules(data)) is secret
+
+
 def test_change_metrics_are_reported(base_repo, cli):
     base_repo.commit(
         "spread",

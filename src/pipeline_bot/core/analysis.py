@@ -183,8 +183,14 @@ def _secret_findings(f: FileChange, hits: _Hits) -> None:
         kind = hit.kind.replace("_", " ")
         hits.add("secret-added", _finding(f, "secret-added", kind=kind, lines=(hit.line, hit.line)))
     added = f.status in (FileStatus.ADDED, FileStatus.RENAMED, FileStatus.COPIED)
-    if added and is_key_file(f.path) and not f.path.endswith(_EXAMPLE_SUFFIXES):
+    if f.status is FileStatus.RENAMED and f.old_path and _real_key_file(f.old_path):
+        added = False  # moved: it was committed before under another name, nothing new leaks
+    if added and _real_key_file(f.path):
         hits.add("secret-added", _finding(f, "secret-added", kind="key or environment file"))
+
+
+def _real_key_file(path: str) -> bool:
+    return is_key_file(path) and not path.endswith(_EXAMPLE_SUFFIXES)
 
 
 def _test_findings(f: FileChange, kind: Kind, hits: _Hits) -> None:
