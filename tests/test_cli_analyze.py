@@ -280,3 +280,16 @@ def test_a_base_ahead_of_head_is_an_empty_change(base_repo, cli):
     ).json()
     assert data["commits"] == []
     assert data["stats"]["files"] == 0
+
+
+def test_the_empty_tree_an_analysis_reports_as_base_is_accepted_as_base(repo, cli):
+    """A root commit's analysis says base is the empty tree; given back as --base (a re-run, or
+    a `git diff`-style range from the empty tree), it selects the same change."""
+    repo.commit("initial", {"app.py": "print('hi')\n", "README.md": "hi\n"})
+    first = cli("analyze", "--repo", str(repo.root), "--format", "json").json()
+    again = cli(
+        "analyze", "--repo", str(repo.root), "--base", first["base"], "--format", "json"
+    ).json()
+    assert again["base"] == first["base"] == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    assert again["stats"] == first["stats"]
+    assert [c["sha"] for c in again["commits"]] == [c["sha"] for c in first["commits"]]

@@ -153,7 +153,9 @@ class GitRepository:
 
     def read_change(self, base: str | None, head: str = "HEAD") -> ChangeSource:
         head_sha = self.resolve(head)
-        if base:
+        if base and base.lower() == EMPTY_TREE:  # what a root commit's analysis says its base is
+            base_sha = EMPTY_TREE
+        elif base:
             base_sha = self.fork_point(self.resolve(base), head_sha)
         else:
             base_sha = self.default_base(head_sha)
