@@ -149,6 +149,34 @@ def test_a_key_file_moved_from_another_key_file_is_not_a_new_secret(
     assert ("secret-added" in _rules(data)) is secret
 
 
+DEPLOYMENT = (
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: carts\n  labels:\n"
+    "    app: carts\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: carts\n"
+    "  template:\n    metadata:\n      labels:\n        app: carts\n    spec:\n"
+    "      containers:\n        - name: carts\n          image: shop/carts:0.4.8\n"
+    "          ports:\n            - containerPort: 80\n      nodeSelector:\n"
+    "        beta.kubernetes.io/os: linux\n"
+)
+
+
+def test_a_manifest_edited_far_from_its_kind_line_is_still_a_manifest(base_repo, cli):
+    """The patch's context does not reach `kind:` (line 2) from line 23: the file's head version
+    says what it is, wherever it lives (here not in a k8s/ or manifests/ folder)."""
+    base_repo.commit("add carts", {"sock-shop/base/carts-dep.yaml": DEPLOYMENT})
+    edited = DEPLOYMENT.replace("beta.kubernetes.io/os", "kubernetes.io/os")
+    base_repo.commit("modernize nodeSelector", {"sock-shop/base/carts-dep.yaml": edited})
+    data = _analyze(cli, base_repo)
+    manifest = [f for f in data["findings"] if f["rule"] == "kubernetes-manifest"]
+    assert [(f["path"], f["start_line"]) for f in manifest] == [
+        ("sock-shop/base/carts-dep.yaml", 23)
+    ]
+    assert "(Deployment)" in manifest[0]["message"]
+    # an ordinary YAML file edited the same way stays what it was
+    base_repo.commit("settings", {"conf/app.yaml": "name: x\n" + "a: 1\n" * 20})
+    base_repo.commit("tune", {"conf/app.yaml": "name: x\n" + "a: 1\n" * 19 + "a: 2\n"})
+    assert "kubernetes-manifest" not in _rules(_analyze(cli, base_repo))
+
+
 def test_change_metrics_are_reported(base_repo, cli):
     base_repo.commit(
         "spread",

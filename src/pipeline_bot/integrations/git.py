@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import io
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -18,14 +19,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
+from pipeline_bot.core.classify import Kind, kind_of_path
 from pipeline_bot.core.diffparse import DiffParseError, DiffStreamParser
 from pipeline_bot.errors import GitError, NotARepositoryError, ShallowHistoryError, UnknownRefError
 from pipeline_bot.integrations.ports import ChangeSource
-from pipeline_bot.models import ChangeSet, Commit, FileChange
+from pipeline_bot.models import ChangeSet, Commit, FileChange, FileStatus
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _CHUNK = 1 << 20
 _CONFIG = ("-c", "core.quotePath=false", "-c", "color.ui=never", "-c", "diff.noprefix=false")
+_MAX_KIND_PROBES = 20_000  # YAML files whose head version is searched for `kind:`, at most
+_KIND_PROBES_PER_CALL = 1000
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_KIND_LINE = re.compile(r"kind:[ \t]*([A-Za-z][A-Za-z0-9]*)")
 _SHALLOW_HINT = (
     "the clone is shallow: fetch more history (`git fetch --unshallow`, or `fetch-depth: 0` "
     "in actions/checkout)"
@@ -239,7 +245,47 @@ class GitRepository:
             if proc.wait() != 0:
                 err.seek(0)
                 raise self._error(err.read(), ["diff"])
+        self._kube_kinds_from_head(head, files)
         return files
+
+    def _kube_kinds_from_head(self, head: str, files: list[FileChange]) -> None:
+        """The top-level `kind:` of YAML files whose patch does not show it (a Deployment edited
+        far below line 2), read from their head version with `git grep`: what makes a file
+        a Kubernetes manifest outside the folders that say so. Only files the path leaves
+        unclassified, where the kinds decide."""
+        wanted = {
+            f.path: f
+            for f in files
+            if f.path.endswith((".yaml", ".yml"))
+            and not f.signals.kube_kinds
+            and f.status is not FileStatus.DELETED
+            and not f.binary
+            and "\n" not in f.path
+            and kind_of_path(f.path) is Kind.OTHER
+        }
+        if not wanted or not _SHA.fullmatch(head):  # git grep reads any word before -- as a rev
+            return
+        found: dict[str, set[str]] = {}
+        listed = list(wanted)[:_MAX_KIND_PROBES]
+        for at in range(0, len(listed), _KIND_PROBES_PER_CALL):  # argument lists stay short
+            paths = [f":(literal){p}" for p in listed[at : at + _KIND_PROBES_PER_CALL]]
+            self._grep_kinds(head, paths, found)
+        for path, names in found.items():
+            if path in wanted:
+                f = wanted[path]
+                f.signals = f.signals.model_copy(update={"kube_kinds": sorted(names)})
+
+    def _grep_kinds(self, head: str, paths: list[str], found: dict[str, set[str]]) -> None:
+        pattern = "^kind:[[:space:]]*[A-Za-z][A-Za-z0-9]*"
+        args = ("grep", "-I", "-z", "-H", "-o", "-E", "-e", pattern, head, "--", *paths)
+        done = _run([self.git, *_CONFIG, "-c", "submodule.recurse=false", *args], cwd=self.root)
+        if done.returncode not in (0, 1):  # 1: no file matched
+            raise self._error(done.stderr, args)
+        for line in done.stdout.decode("utf-8", "replace").split("\n"):  # paths hold no newline
+            name, _, rest = line.partition("\0")
+            kind = _KIND_LINE.search(rest.rsplit("\0", 1)[-1])
+            if kind and name.startswith(f"{head}:"):
+                found.setdefault(name.removeprefix(f"{head}:"), set()).add(kind.group(1))
 
 
 def _widen(pipe: io.BufferedReader) -> None:
