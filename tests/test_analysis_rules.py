@@ -149,6 +149,30 @@ def test_a_key_file_moved_from_another_key_file_is_not_a_new_secret(
     assert ("secret-added" in _rules(data)) is secret
 
 
+CERTIFICATE = (
+    "-----BEGIN CERTIFICATE-----\n"
+    + "MIIDUzCCAjsCFAb11im6DYQyGJ0GNQCIehXtegq6MA0GCSqGSIb3DQEBCwUAMGYx\n" * 8
+    + "-----END CERTIFICATE-----\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "secret"),
+    [
+        (CERTIFICATE, False),  # a certificate is public: nothing to rotate
+        (CERTIFICATE + "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n", True),
+        ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n", True),
+    ],
+)
+def test_a_new_pem_file_is_a_secret_only_when_it_holds_a_private_key(
+    base_repo, cli, content, secret
+):
+    """A .pem file is a container: its whole text is in the patch of an added file, and the
+    scan for private keys decides (libgit2's test certificates were critical findings)."""
+    base_repo.commit("certs", {"tests/resources/certs/two.pem": content})
+    assert ("secret-added" in _rules(_analyze(cli, base_repo))) is secret
+
+
 DEPLOYMENT = (
     "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: carts\n  labels:\n"
     "    app: carts\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: carts\n"

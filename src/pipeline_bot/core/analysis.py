@@ -53,6 +53,8 @@ _COMMIT_RULES = (
     ("commit-wip", re.compile(r"^(?:wip\b|fixup!|squash!|amend!)|\bWIP\b|\bdo not merge\b", re.I)),
 )
 _EXAMPLE_SUFFIXES = (".example", ".sample", ".template", ".dist")
+# key files that are text and may hold only certificates, which are public
+_TEXT_KEY_CONTAINERS = (".pem",)
 
 
 @dataclass
@@ -185,6 +187,8 @@ def _secret_findings(f: FileChange, hits: _Hits) -> None:
     added = f.status in (FileStatus.ADDED, FileStatus.RENAMED, FileStatus.COPIED)
     if f.status is FileStatus.RENAMED and f.old_path and _real_key_file(f.old_path):
         added = False  # moved: it was committed before under another name, nothing new leaks
+    if f.status is FileStatus.ADDED and not f.binary and f.path.endswith(_TEXT_KEY_CONTAINERS):
+        added = False  # all its text was scanned: a private key in it is a hit above
     if added and _real_key_file(f.path):
         hits.add("secret-added", _finding(f, "secret-added", kind="key or environment file"))
 
