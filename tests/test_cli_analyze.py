@@ -124,6 +124,18 @@ def test_not_a_repository_exits_2_with_one_line_and_no_traceback(tmp_path, cli):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_a_bare_repository_is_named_as_one_and_how_to_get_a_work_tree(base_repo, cli, tmp_path):
+    """A bare clone (a server's or a mirror's) is a repository, only without a work tree."""
+    bare = tmp_path / "shop.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(base_repo.root), str(bare)], check=True)
+    result = cli("analyze", "--repo", str(bare))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert f"{bare} is a bare repository" in result.stderr
+    assert "git clone" in result.stderr
+    assert "not inside a git repository" not in result.stderr
+
+
 def test_missing_path_exits_2(tmp_path, cli):
     result = cli("analyze", "--repo", str(tmp_path / "nope"))
     assert result.exit_code == 2

@@ -69,6 +69,16 @@ class GitRepository:
             text = proc.stderr.decode("utf-8", "replace")
             if "dubious ownership" in text:
                 raise _not_trusted(path.resolve())
+            bare = _run(
+                [self.git, "rev-parse", "--is-bare-repository", "--absolute-git-dir"], cwd=cwd
+            )
+            flag, _, git_dir = bare.stdout.decode("utf-8", "replace").strip().partition("\n")
+            if flag == "true":
+                raise NotARepositoryError(
+                    f"{git_dir or path} is a bare repository: it has no work tree to analyse",
+                    repo=str(path),
+                    hint=f"clone it and give the clone (`git clone {git_dir or path} FOLDER`)",
+                )
             raise NotARepositoryError(
                 f"{path} is not inside a git repository",
                 repo=str(path),
