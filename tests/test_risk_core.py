@@ -445,6 +445,39 @@ def test_model_risk_scores_the_probability_and_a_repositorys_own_rule_adds_its_w
     assert risk.model.kind == "prior"
 
 
+@pytest.mark.parametrize(
+    ("model", "files", "commits", "scored"),
+    [
+        # base and head hold the same tree: nothing to score, whichever model, commits or not
+        ("prior", [], [], False),
+        ("prior", [], _commits(), False),
+        ("rules", [], _commits(), False),
+        (None, [], [], False),
+        # any file change is scored as before
+        ("prior", _change(), _commits(), True),
+        ("rules", _change(), _commits(), True),
+    ],
+)
+def test_a_change_of_no_files_scores_zero_and_gives_no_factors(model, files, commits, scored):
+    from pipeline_bot.core.analysis import analyze
+    from pipeline_bot.models import ChangeSet
+
+    if model is None:
+        inputs = None
+    else:
+        found = params({"la": 0.5}, intercept=-1.0).model_copy(update={"kind": model})
+        inputs = RiskInputs(found, history=None, lines_before=None)
+    change = ChangeSet(repository="/r", base="b" * 40, head="c" * 40, commits=commits, files=files)
+    risk = analyze(change, RepoConfig(version=1), risk=inputs).risk
+    if scored:
+        assert risk.score > 0
+        assert risk.factors
+    else:
+        assert (risk.score, risk.level, risk.factors) == (0, "low", [])
+        if risk.model is not None:
+            assert "nothing to score" in risk.model.note
+
+
 def test_history_features_missing_from_the_change_are_left_out_not_zero():
     inputs = RiskInputs(params({"la": 0.5, "exp": -1.0}), history=None, lines_before=None)
     vector = scoring.change_vector(_change(), _commits(), inputs)

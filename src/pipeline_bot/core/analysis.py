@@ -110,6 +110,8 @@ def analyze(
         scored = _rules_risk(hits, rules, config, metrics, files)
     else:
         scored = model_risk(files, changes.commits, risk, hits.by_rule, config)
+    if not changes.files:
+        scored = _unchanged(scored)
 
     # docs, tests and CI files never make a service need a deploy, wherever they live
     shipped = [f for f in files if kinds[f.path] not in NOT_DEPLOYABLE]
@@ -281,6 +283,21 @@ def _finding_order(f: Finding) -> tuple[int, str, int]:
 
 
 # --------------------------------------------------------------------------- risk factors
+
+
+def _unchanged(scored: Risk) -> Risk:
+    """Base and head hold the same tree (an empty range, or commits that change no file):
+    nothing can go wrong that was not there before, so no score. The model would otherwise
+    score the author's and files' history features of a change of nothing."""
+    note = "no file changes between base and head: nothing to score"
+    model = scored.model.model_copy(update={"note": note}) if scored.model else None
+    return Risk(
+        score=0,
+        level="low",
+        factors=[],
+        probability=0.0 if scored.probability is not None else None,
+        model=model,
+    )
 
 
 def _rules_risk(
