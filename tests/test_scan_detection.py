@@ -75,6 +75,21 @@ def _added(line: str) -> FileChange:
         ("password = '${DB_PASSWORD}'", None),  # a placeholder
         ("password = 'unterminated", None),
         ("password = get_password()", None),
+        # values that stand for one to fill in: a template's, a docs example's
+        ("password = 'changethis'", None),
+        ('"postgres_password": "changethis"', None),
+        ('DB_PASSWORD: "ChangeMe2024"', None),
+        ("api_key = 'your-api-key-here'", None),
+        ('"secret": "xxxxxxxxxxxx"', None),
+        ("password = '********'", None),
+        ("password = 'password'", None),
+        ("api_key: 'sk_example_0123456789'", None),
+        ("auth_token = 'PLACEHOLDER_TOKEN'", None),
+        # still secrets: a weak one is a committed credential too
+        ("password = 'password123!'", "assignment"),
+        ("password = 'Tr0ub4dor&3'", "assignment"),
+        ("password = 'changeme' secret = 's3cr3t-value'", "assignment"),
+        ('secret = "not a placeholder" token="x" api_key="k3y-abcdefgh"', "assignment"),
     ],
 )
 def test_each_kind_of_secret_is_found_on_the_added_line(line, kind):

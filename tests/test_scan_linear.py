@@ -51,6 +51,8 @@ _CHILD = textwrap.dedent(
     files += parser.close()
     signals = files[0].signals
     found = len(signals.secrets) if status != b"D" else signals.removed_tests
+    if len(sys.argv) > 4:  # placeholders only: every attempt fails, and still in linear time
+        expect = count = int(sys.argv[4])
     assert found == (expect or count), (found, expect, count)
     redact(data[: 4 << 20].decode())
     print(found)
@@ -59,26 +61,29 @@ _CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("shape", "unit", "size"),
+    ("shape", "unit", "size", "hits"),
     [
-        ("one-line", "-----BEGIN PRIVATE KEY-----", 24 * MIB),
-        ("one-line", "secret='aaaaaaaa' ", 24 * MIB),
-        ("lines", "+-----BEGIN PRIVATE KEY-----", 2 * MIB),
-        ("lines", "+password='abcdefghij'", 2 * MIB),
-        ("lines", "-def test_removed():", 2 * MIB),
-        ("hunks", "api_key = 'abcdefghij'", 2 * MIB),
+        ("one-line", "-----BEGIN PRIVATE KEY-----", 24 * MIB, None),
+        ("one-line", "secret='abcdefgh' ", 24 * MIB, None),
+        ("one-line", "secret='xxxxxxxx' ", 24 * MIB, 0),  # placeholders: no hit at all
+        ("lines", "+-----BEGIN PRIVATE KEY-----", 2 * MIB, None),
+        ("lines", "+password='abcdefghij'", 2 * MIB, None),
+        ("lines", "+password='changethis'", 2 * MIB, 0),
+        ("lines", "-def test_removed():", 2 * MIB, None),
+        ("hunks", "api_key = 'abcdefghij'", 2 * MIB, None),
     ],
 )
-def test_hostile_patches_are_scanned_far_within_a_generous_deadline(shape, unit, size):
+def test_hostile_patches_are_scanned_far_within_a_generous_deadline(shape, unit, size, hits):
+    extra = [] if hits is None else [str(hits)]
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, shape, unit, str(size)],
+        [sys.executable, "-c", _CHILD, shape, unit, str(size), *extra],
         capture_output=True,
         text=True,
         timeout=60,  # the fixed scan takes about a second; before the fix, minutes
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert int(done.stdout) > 0
+    assert int(done.stdout) > 0 if hits is None else int(done.stdout) == hits
 
 
 # ---------------------------------------------------------------------------- counted work

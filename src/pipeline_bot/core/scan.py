@@ -94,6 +94,7 @@ def _kind_hits(data: bytes, lower: bytes, order: int) -> Iterator[tuple[int, int
     """(line start, match start, order) of the first match of a kind on each line."""
     search, match = SECRET_KINDS[order].finder.search, SECRET_KINDS[order].pattern.match
     prefixes = SECRET_KINDS[order].prefixes
+    assignment = SECRET_KINDS[order].kind == "assignment"
     ends = bytes({word[-1] for word in prefixes if word})  # what a word before `at` can end in
     pos = line_start = known = 0  # known: data[:known] has been searched for newlines
     while found := search(lower, pos):
@@ -102,7 +103,8 @@ def _kind_hits(data: bytes, lower: bytes, order: int) -> Iterator[tuple[int, int
             pos = at + 1
             continue
         start = _start(lower, at, prefixes)
-        if start < 0 or match(data, at) is None:
+        found_at = match(data, at) if start >= 0 else None
+        if found_at is None or (assignment and _placeholder(found_at.group(0))):
             pos = at + 1
             continue
         newline = data.rfind(b"\n", known, start)
@@ -113,6 +115,45 @@ def _kind_hits(data: bytes, lower: bytes, order: int) -> Iterator[tuple[int, int
         if end < 0:
             return
         pos = known = line_start = end + 1
+
+
+# Values of a `password = "..."` assignment that stand for one to be filled in: a template's
+# `changethis`, a docs example's `your-api-key-here`. What a committed default like that deserves
+# is a review comment, not a critical finding that picks the deploy strategy.
+_PLACEHOLDER_WORDS = (
+    b"changeme",
+    b"change_me",
+    b"change-me",
+    b"changethis",
+    b"change_this",
+    b"change-this",
+    b"changeit",
+    b"replaceme",
+    b"replace_me",
+    b"replace-me",
+    b"placeholder",
+    b"example",
+    b"dummy",
+    b"redacted",
+    b"notasecret",
+    b"not_a_secret",
+    b"not-a-secret",
+    b"xxxx",
+    b"****",
+)
+_PLACEHOLDER_VALUES = frozenset({b"password", b"passw0rd", b"secret", b"apikey", b"api_key"})
+
+
+def _placeholder(assignment: bytes) -> bool:
+    """Whether an assignment's quoted value (its last quoted run) is a placeholder."""
+    opening = max(assignment.rfind(b'"', 0, -1), assignment.rfind(b"'", 0, -1))
+    value = assignment[opening + 1 : -1].lower()
+    return (
+        len(set(value)) == 1
+        or value in _PLACEHOLDER_VALUES
+        or value.startswith(b"your")  # your-api-key-here, yourpassword
+        or any(word in value for word in _PLACEHOLDER_WORDS)
+    )
 
 
 def _start(lower: bytes, at: int, prefixes: tuple[bytes, ...]) -> int:
