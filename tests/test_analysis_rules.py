@@ -44,6 +44,18 @@ def test_rule_fires_for_the_change_it_describes(base_repo, cli, files, rule):
     assert rule in _rules(_analyze(cli, base_repo))
 
 
+def test_a_submodule_bump_is_a_dependency_change(base_repo, cli):
+    """A gitlink (mode 160000) moved to another commit: two lines of patch, a whole other
+    repository's changes (riscv-gnu-toolchain's 'Bump GCC' had no finding)."""
+    for sha in ("a" * 40, "b" * 40):
+        base_repo.git("update-index", "--add", "--cacheinfo", f"160000,{sha},vendor/gcc")
+        base_repo.git("commit", "-q", "-m", f"gcc at {sha[:4]}")
+    data = _analyze(cli, base_repo)
+    finding = next(f for f in data["findings"] if f["rule"] == "dependency-manifest")
+    assert finding["path"] == "vendor/gcc"
+    assert data["stats"]["files"] == 1
+
+
 def test_a_docs_change_fires_no_rule(base_repo, cli):
     base_repo.commit("docs", {"docs/guide.md": "# Guide\n", "CHANGELOG.md": "- x\n"})
     data = _analyze(cli, base_repo)

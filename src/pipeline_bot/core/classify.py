@@ -309,8 +309,15 @@ _FOLDER_KIND_SUFFIXES = {
 }
 
 
+GITLINK = "160000"  # git's mode of a submodule entry: a commit of another repository
+
+
 def kind_of(change: FileChange) -> Kind:
-    """The one kind a changed file counts as; content signals refine what the path says."""
+    """The one kind a changed file counts as; content signals refine what the path says. A
+    submodule moved to another commit is a dependency change: its two-line patch ("Subproject
+    commit ...") stands for all that changed in the other repository."""
+    if GITLINK in (change.new_mode, change.old_mode):
+        return Kind.DEPENDENCY
     kind = kind_of_path(change.path)
     if (
         kind is Kind.OTHER
