@@ -56,6 +56,29 @@ def test_a_submodule_bump_is_a_dependency_change(base_repo, cli):
     assert data["stats"]["files"] == 1
 
 
+@pytest.mark.parametrize(
+    "path", ["alembic/versions/.keep", "shop/migrations/__init__.py", "db/migrate/.gitkeep"]
+)
+def test_a_migrations_folders_marker_file_is_no_migration(base_repo, cli, path):
+    base_repo.commit("start the migrations folder", {path: ""})
+    assert "migration" not in _rules(_analyze(cli, base_repo))
+
+
+@pytest.mark.parametrize(
+    ("path", "deleted"),
+    [
+        ("tests/allowlist/known.log", False),  # a test's data: lines that look like tests
+        ("tests/fixtures/cases.txt", False),
+        ("tests/test_cart.py", True),
+    ],
+)
+def test_tests_are_deleted_only_from_test_code(base_repo, cli, path, deleted):
+    lines = "def test_a(): pass\ndef test_b(): pass\ntest(one)\n"
+    base_repo.commit("add", {path: lines})
+    base_repo.commit("trim", {path: "def test_a(): pass\n"})
+    assert ("tests-deleted" in _rules(_analyze(cli, base_repo))) is deleted
+
+
 def test_a_docs_change_fires_no_rule(base_repo, cli):
     base_repo.commit("docs", {"docs/guide.md": "# Guide\n", "CHANGELOG.md": "- x\n"})
     data = _analyze(cli, base_repo)

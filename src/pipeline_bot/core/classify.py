@@ -309,6 +309,9 @@ _FOLDER_KIND_SUFFIXES = {
 }
 
 
+# files that live in a migrations folder without being a migration (the path still counts them
+# as one for the risk model's features, which were learned that way)
+_NOT_MIGRATIONS = frozenset({".keep", ".gitkeep", ".gitignore", "__init__.py", "README"})
 GITLINK = "160000"  # git's mode of a submodule entry: a commit of another repository
 
 
@@ -319,6 +322,8 @@ def kind_of(change: FileChange) -> Kind:
     if GITLINK in (change.new_mode, change.old_mode):
         return Kind.DEPENDENCY
     kind = kind_of_path(change.path)
+    if kind is Kind.MIGRATION and change.path.rsplit("/", 1)[-1] in _NOT_MIGRATIONS:
+        return Kind.OTHER  # a migrations folder's keep file or package marker runs nothing
     if (
         kind is Kind.OTHER
         and change.path.endswith((".yaml", ".yml", ".json"))
@@ -352,8 +357,10 @@ def _named_file(kind: Kind, path: str) -> bool:
     return kind is Kind.HELM and name in ("Chart.yaml", ".helmignore")
 
 
-def is_test_path(path: str) -> bool:
-    return _TESTS(path)
+def is_test_code(path: str) -> bool:
+    """A test path holding code: where test definitions can be written (not a test's data,
+    logs or snapshots)."""
+    return suffix(path) in _CODE_SUFFIXES and _TESTS(path)
 
 
 def suffix(path: str) -> str:

@@ -18,7 +18,7 @@ import re
 from bisect import bisect_left, bisect_right
 from typing import NamedTuple
 
-from pipeline_bot.core.classify import is_test_path
+from pipeline_bot.core.classify import is_test_code
 from pipeline_bot.core.scan import (
     ADDED_TEST,
     KUBE_KIND,
@@ -315,7 +315,7 @@ def _scan(
     path = entry.path
     yaml = path.endswith(_YAML)
     big = added >= GENERATED_MIN_LINES
-    tests = removed > 0 and is_test_path(path)
+    tests = removed > 0 and is_test_code(path)
     if kinds or tests or yaml or big:
         body = bytes(memoryview(buf)[first + 1 : end])
         shifted = [(at - first - 1, h) for at, h in hunk_at]
