@@ -237,6 +237,36 @@ def test_a_manifest_edited_far_from_its_kind_line_is_still_a_manifest(base_repo,
     assert "kubernetes-manifest" not in _rules(_analyze(cli, base_repo))
 
 
+JSON_DEPLOYMENT = (
+    '{\n  "apiVersion": "apps/v1",\n  "kind": "Deployment",\n  "metadata": {"name": "web"},\n'
+    '  "spec": {\n    "replicas": 1,\n    "selector": {"matchLabels": {"app": "web"}},\n'
+    '    "template": {\n      "metadata": {"labels": {"app": "web"}},\n      "spec": {\n'
+    '        "containers": [\n          {\n            "name": "web",\n'
+    '            "image": "shop/web:1"\n          }\n        ]\n      }\n    }\n  }\n}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "manifest"),
+    [
+        (JSON_DEPLOYMENT, True),
+        ('{\n  "name": "web",\n  "version": "1.0.0"\n}\n', False),
+        ('{\n  "kind": "discovery#restDescription"\n}\n', False),  # not a Kubernetes kind
+    ],
+)
+def test_a_json_manifest_is_recognised_by_its_kind_wherever_it_lives(
+    base_repo, cli, text, manifest
+):
+    base_repo.commit("add", {"deploy-json/web.json": text})
+    assert ("kubernetes-manifest" in _rules(_analyze(cli, base_repo))) is manifest
+    if manifest:  # edited far below "kind": the head version says what it is
+        base_repo.commit("bump", {"deploy-json/web.json": text.replace("web:1", "web:2")})
+        found = _analyze(cli, base_repo)["findings"]
+        assert [f["path"] for f in found if f["rule"] == "kubernetes-manifest"] == [
+            "deploy-json/web.json"
+        ]
+
+
 def test_change_metrics_are_reported(base_repo, cli):
     base_repo.commit(
         "spread",

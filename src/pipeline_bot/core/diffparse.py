@@ -22,6 +22,7 @@ from pipeline_bot.core.classify import is_test_code
 from pipeline_bot.core.scan import (
     ADDED_TEST,
     KUBE_KIND,
+    KUBE_KIND_JSON,
     REMOVED_TEST,
     SECRET_FINDERS,
     LineCursor,
@@ -83,6 +84,7 @@ _STATUS_BYTES = {letter.encode(): status for letter, status in _STATUS.items()}
 _ADDED, _DELETED = FileStatus.ADDED, FileStatus.DELETED
 _SINGLE_HUNK = (_ADDED, _DELETED)
 _YAML = (".yaml", ".yml")
+_JSON_LOCKS = ("-lock.json", "shrinkwrap.json", ".lock.json")
 
 
 class RawEntry(NamedTuple):
@@ -313,13 +315,15 @@ def _scan(
     signals = _NO_SIGNALS
     kinds = _kinds_between(markers, first, end) if added and markers else _NO_KINDS
     path = entry.path
-    yaml = path.endswith(_YAML)
+    manifest = KUBE_KIND if path.endswith(_YAML) else None
+    if path.endswith(".json") and not path.endswith(_JSON_LOCKS):  # lockfiles: megabytes, no kind
+        manifest = KUBE_KIND_JSON
     big = added >= GENERATED_MIN_LINES
     tests = removed > 0 and is_test_code(path)
-    if kinds or tests or yaml or big:
+    if kinds or tests or manifest or big:
         body = bytes(memoryview(buf)[first + 1 : end])
         shifted = [(at - first - 1, h) for at, h in hunk_at]
-        signals = _signals(body, shifted, secrets=kinds, tests=tests, yaml=yaml, big=big)
+        signals = _signals(body, shifted, secrets=kinds, tests=tests, manifest=manifest, big=big)
     return _file(entry, added, removed, False, hunks, signals)
 
 
@@ -423,14 +427,15 @@ def _signals(
     *,
     secrets: frozenset[int],
     tests: bool,
-    yaml: bool,
+    manifest: re.Pattern[bytes] | None,
     big: bool,
 ) -> ContentSignals:
     removed: list[int] = []
     if tests:
         lines = LineCursor(body, hunks)
         removed = [lines.line(m.start() + 1) for m in REMOVED_TEST.finditer(body)]
-    kinds = sorted({m.group(1).decode("ascii") for m in KUBE_KIND.finditer(body)}) if yaml else []
+    found = manifest.finditer(body) if manifest else ()
+    kinds = sorted({m.group(1).decode("ascii") for m in found})
     return ContentSignals(
         secrets=_secrets(body, hunks, secrets) if secrets else [],
         removed_tests=len(removed),

@@ -177,6 +177,9 @@ _TEST_DEF = (
 REMOVED_TEST = re.compile(rb"\n-" + _TEST_DEF)
 ADDED_TEST = re.compile(rb"\n\+" + _TEST_DEF)
 KUBE_KIND = re.compile(rb"\n[+ ]kind:[ \t]*+([A-Za-z][A-Za-z0-9]*+)")
+# a JSON manifest's "kind" is indented inside its object; nested ones (roleRef, ownerReferences)
+# name Kubernetes kinds too, which still makes the file a manifest
+KUBE_KIND_JSON = re.compile(rb'\n[+ ][ \t]*+"kind"[ \t]*+:[ \t]*+"([A-Za-z][A-Za-z0-9]*+)"')
 
 
 class LineCursor:

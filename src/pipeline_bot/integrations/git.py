@@ -31,7 +31,7 @@ _CONFIG = ("-c", "core.quotePath=false", "-c", "color.ui=never", "-c", "diff.nop
 _MAX_KIND_PROBES = 20_000  # YAML files whose head version is searched for `kind:`, at most
 _KIND_PROBES_PER_CALL = 1000
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-_KIND_LINE = re.compile(r"kind:[ \t]*([A-Za-z][A-Za-z0-9]*)")
+_KIND_LINE = re.compile(r"""kind"?:[ \t]*"?([A-Za-z][A-Za-z0-9]*)""")
 _SHALLOW_HINT = (
     "the clone is shallow: fetch more history (`git fetch --unshallow`, or `fetch-depth: 0` "
     "in actions/checkout)"
@@ -259,14 +259,14 @@ class GitRepository:
         return files
 
     def _kube_kinds_from_head(self, head: str, files: list[FileChange]) -> None:
-        """The top-level `kind:` of YAML files whose patch does not show it (a Deployment edited
-        far below line 2), read from their head version with `git grep`: what makes a file
-        a Kubernetes manifest outside the folders that say so. Only files the path leaves
-        unclassified, where the kinds decide."""
+        """The top-level `kind:` of YAML (and JSON) files whose patch does not show it (a
+        Deployment edited far below line 2), read from their head version with `git grep`:
+        what makes a file a Kubernetes manifest outside the folders that say so. Only files
+        the path leaves unclassified, where the kinds decide."""
         wanted = {
             f.path: f
             for f in files
-            if f.path.endswith((".yaml", ".yml"))
+            if f.path.endswith((".yaml", ".yml", ".json"))
             and not f.signals.kube_kinds
             and f.status is not FileStatus.DELETED
             and not f.binary
@@ -286,8 +286,9 @@ class GitRepository:
                 f.signals = f.signals.model_copy(update={"kube_kinds": sorted(names)})
 
     def _grep_kinds(self, head: str, paths: list[str], found: dict[str, set[str]]) -> None:
-        pattern = "^kind:[[:space:]]*[A-Za-z][A-Za-z0-9]*"
-        args = ("grep", "-I", "-z", "-H", "-o", "-E", "-e", pattern, head, "--", *paths)
+        yaml = "^kind:[[:space:]]*[A-Za-z][A-Za-z0-9]*"
+        json = '^[[:space:]]*"kind"[[:space:]]*:[[:space:]]*"[A-Za-z][A-Za-z0-9]*"'
+        args = ("grep", "-I", "-z", "-H", "-o", "-E", "-e", yaml, "-e", json, head, "--", *paths)
         done = _run([self.git, *_CONFIG, "-c", "submodule.recurse=false", *args], cwd=self.root)
         if done.returncode not in (0, 1):  # 1: no file matched
             raise self._error(done.stderr, args)
