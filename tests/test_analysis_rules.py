@@ -79,6 +79,27 @@ def test_tests_are_deleted_only_from_test_code(base_repo, cli, path, deleted):
     assert ("tests-deleted" in _rules(_analyze(cli, base_repo))) is deleted
 
 
+def _lfs(oid: str, size: int) -> str:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid * 64}\nsize {size}\n"
+
+
+def test_a_git_lfs_pointer_is_a_binary_file(base_repo, cli):
+    """What a checkout without LFS sees: a three-line pointer; the change is a binary one."""
+    base_repo.commit("add the model", {"assets/model.bin": _lfs("a", 1000)})
+    data = _analyze(cli, base_repo)
+    assert [f["path"] for f in data["findings"] if f["rule"] == "binary-file"] == [
+        "assets/model.bin"
+    ]
+    base_repo.commit("retrain", {"assets/model.bin": _lfs("b", 2000)})  # version line: context
+    data = _analyze(cli, base_repo, "--base", "HEAD~1")
+    assert [f["path"] for f in data["findings"] if f["rule"] == "binary-file"] == [
+        "assets/model.bin"
+    ]
+    # a text file that only mentions the spec is text
+    base_repo.commit("notes", {"notes.txt": "see\nversion https://git-lfs.github.com/spec/v1\n"})
+    assert "binary-file" not in _rules(_analyze(cli, base_repo, "--base", "HEAD~1"))
+
+
 def test_a_docs_change_fires_no_rule(base_repo, cli):
     base_repo.commit("docs", {"docs/guide.md": "# Guide\n", "CHANGELOG.md": "- x\n"})
     data = _analyze(cli, base_repo)

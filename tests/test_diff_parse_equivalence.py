@@ -7,7 +7,8 @@ files with several hunks, added, deleted, renamed with edits, type changes both 
 change, binary, names with a newline, a tab, quotes and non-ASCII, every kind of secret on added
 lines, removed tests, Kubernetes kinds, a generated file, no newline at the end, a patch inside a
 file. multi_file.expected.json is what the parser before the rewrite (commit bf32e15) gave for
-it, but for the two files named after a kind of secret, which it missed (see below).
+it, but for the two files named after a kind of secret, which it missed (see below), and with
+the `lfs_pointer` signal added since (false for every file: none is a Git LFS pointer).
 """
 
 from __future__ import annotations

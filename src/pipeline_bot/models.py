@@ -109,6 +109,9 @@ class ContentSignals(_Model):
     generated_marker: bool = Field(
         False, description="a generated-file marker near the top (looked for from 500 added lines)"
     )
+    lfs_pointer: bool = Field(
+        False, description="the new version is a Git LFS pointer: the content is a binary elsewhere"
+    )
 
 
 class FileChange(_Model):

@@ -174,8 +174,8 @@ def _file_rules(files: Sequence[FileChange], kinds: dict[str, Kind], hits: _Hits
             hits.add("auth-sensitive", _finding(f, "auth-sensitive"))
         _secret_findings(f, hits)
         _test_findings(f, kind, hits)
-        if f.binary and f.status is not FileStatus.DELETED:
-            hits.add("binary-file", _finding(f, "binary-file"))
+        if (f.binary or f.signals.lfs_pointer) and f.status is not FileStatus.DELETED:
+            hits.add("binary-file", _finding(f, "binary-file"))  # an LFS pointer stands for one
         if f.signals.generated_marker and f.additions >= weights.GENERATED_MIN_LINES:
             hits.add("generated-file", _finding(f, "generated-file"))
         elif kind is Kind.CODE and not tests_changed and f.status is not FileStatus.DELETED:

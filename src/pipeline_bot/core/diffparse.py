@@ -84,6 +84,8 @@ _STATUS_BYTES = {letter.encode(): status for letter, status in _STATUS.items()}
 _ADDED, _DELETED = FileStatus.ADDED, FileStatus.DELETED
 _SINGLE_HUNK = (_ADDED, _DELETED)
 _YAML = (".yaml", ".yml")
+# the first line of a Git LFS pointer (three lines: version, oid, size)
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
 _JSON_LOCKS = ("-lock.json", "shrinkwrap.json", ".lock.json")
 
 
@@ -324,6 +326,8 @@ def _scan(
         body = bytes(memoryview(buf)[first + 1 : end])
         shifted = [(at - first - 1, h) for at, h in hunk_at]
         signals = _signals(body, shifted, secrets=kinds, tests=tests, manifest=manifest, big=big)
+    if 0 < added <= 3 and _lfs_pointer(buf, first, end):
+        signals = signals.model_copy(update={"lfs_pointer": True})
     return _file(entry, added, removed, False, hunks, signals)
 
 
@@ -419,6 +423,15 @@ def _hunk(m: re.Match[bytes]) -> Hunk:
             "changed_end": max(last, new, 1),
         },
     )
+
+
+def _lfs_pointer(buf: bytearray | bytes, first: int, end: int) -> bool:
+    """Whether the new version is a Git LFS pointer: its version line added (a new pointer) or
+    kept as context (another object's oid and size)."""
+    at = buf.find(_LFS_POINTER, first, end)
+    if at < 2 or buf[at - 2 : at] not in (b"\n+", b"\n "):
+        return False
+    return buf.find(b"\n+oid sha256:", at, end) >= 0
 
 
 def _signals(
