@@ -144,3 +144,38 @@ def test_execute_says_what_a_workflow_run_needs(app, gh, actions, body, says):
     assert answer.status_code == 422
     assert says in answer.text
     assert not gh.made("POST", r"/dispatches$")
+
+
+def test_a_retry_after_the_dispatch_never_dispatches_the_workflow_again(app, gh, actions):
+    """GitHub took the dispatch (and named the run), then reading the run failed: the job's
+    retries (the queue's backoff) must not start the workflow a second time."""
+    _installed(app)
+    app.client.app.state.worker._backoff = lambda attempts: 0.0
+    gh.fail[r"/actions/runs/\d+$"] = 502  # the run's own state, read after the dispatch
+    body = {"repository": REPO, "workflow": "deploy.yml", "branch": "main"}
+    queued = app.client.post("/pipeline/execute", json=body, headers=AUTH)
+    assert queued.status_code == 202, queued.text
+    app.work()  # every retry the queue allows, back to back
+    assert len(gh.made("POST", r"/dispatches$")) == 1
+    gh.fail.clear()
+    data = _status(app, queued.json()["id"])
+    assert data["run"]["id"] not in (7001, 7002)  # the run the one dispatch started
+    assert data["run"]["html_url"].endswith(f"/actions/runs/{data['run']['id']}")
+
+
+def test_a_retry_after_a_dispatch_whose_run_was_not_found_fails_without_dispatching(
+    app, gh, actions
+):
+    """GitHub Enterprise Server names no run with the dispatch; looking for it failed: the job
+    fails, saying so, rather than starting the workflow again."""
+    _installed(app)
+    actions.run_details = False
+    app.client.app.state.worker._backoff = lambda attempts: 0.0
+    gh.fail[r"/runs$"] = 502  # the list of runs the dispatch's run is looked for in
+    body = {"repository": REPO, "workflow": "deploy.yml", "branch": "main"}
+    job_id = app.client.post("/pipeline/execute", json=body, headers=AUTH).json()["id"]
+    app.work()
+    assert len(gh.made("POST", r"/dispatches$")) == 1
+    data = _status(app, job_id)
+    assert data["status"] == "failed"
+    assert "not dispatched again" in data["outcome"]
