@@ -24,7 +24,9 @@ RISKY = {
 CRITICAL = {
     **RISKY,
     "deploy/server.pem": (
-        "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n"
+        "-----BEGIN RSA PRIVATE KEY-----\n"
+        + "MIIEowIBAAKCAQEA"
+        + "x4lfake\n-----END RSA PRIVATE KEY-----\n"
     ),
 }
 KUBECONFIG_SECRET = "apiVersion: v1\nusers:\n- name: ci\n  user: {token: kube-very-secret-token}\n"

@@ -86,7 +86,11 @@ def test_fail_on_high_exits_1_for_a_high_risk_change_and_0_for_a_low_one(base_re
     low = cli("analyze", "--repo", str(base_repo.root), "--fail-on", "high")
     assert low.exit_code == 0, low.stderr
     # a leaked secret fails whatever the model's probability
-    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n"
+    key = (
+        "-----BEGIN RSA PRIVATE KEY-----\n"
+        + "MIIEowIBAAKCAQEA"
+        + "x4lfake\n-----END RSA PRIVATE KEY-----\n"
+    )
     base_repo.commit("add a key", {"deploy/server.pem": key})
     high = cli("analyze", "--repo", str(base_repo.root), "--fail-on", "high")
     assert high.exit_code == 1

@@ -8,7 +8,9 @@ change, binary, names with a newline, a tab, quotes and non-ASCII, every kind of
 lines, removed tests, Kubernetes kinds, a generated file, no newline at the end, a patch inside a
 file. multi_file.expected.json is what the parser before the rewrite (commit bf32e15) gave for
 it, but for the two files named after a kind of secret, which it missed (see below), and with
-the `lfs_pointer` signal added since (false for every file: none is a Git LFS pointer).
+the `lfs_pointer` signal added since (false for every file: none is a Git LFS pointer), and
+without src/a.py's private key hit: its `-----BEGIN RSA PRIVATE KEY-----` line has no key
+material after it, which a private key needs since.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ GH_FINE = "github_pat_" + "b1_" * 20
 SLACK = "xoxb-" + "1234567890"
 OPENAI = "sk-" + "c" * 32
 GOOGLE = "AIza" + "d" * 35
+KEY_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"  # a line of key material (base64)
 
 
 def _diff(path: str, hunks: list[tuple[str, list[str]]], status: str = "M") -> bytes:
@@ -38,7 +39,10 @@ def _parse(data: bytes, chunk: int = 1 << 20) -> FileChange:
 
 
 def _added(line: str) -> FileChange:
-    return _parse(_diff("app/settings.py", [("@@ -0,0 +1,2 @@", ["+x = 1", "+" + line])], "A"))
+    """`line` (lines, when it holds newlines) added to a file after a first line."""
+    lines = ["+" + part for part in line.split("\n")]
+    header = f"@@ -0,0 +1,{1 + len(lines)} @@"
+    return _parse(_diff("app/settings.py", [(header, ["+x = 1", *lines])], "A"))
 
 
 @pytest.mark.parametrize(
@@ -52,9 +56,20 @@ def _added(line: str) -> FileChange:
         (f"token: {GH}", "github"),
         (f"pat = {GH_FINE}", "github"),  # alone in its file: the old prefilter missed it
         ("token: ghp_short", None),
-        ("-----BEGIN PRIVATE KEY-----", "private_key"),
-        ("-----BEGIN RSA PRIVATE KEY-----", "private_key"),
-        ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "private_key"),
+        (f"-----BEGIN PRIVATE KEY-----\n{KEY_BODY}", "private_key"),
+        (
+            f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----",
+            "private_key",
+        ),
+        (f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{KEY_BODY}", "private_key"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED", "private_key"),
+        (f'{{"private_key": "-----BEGIN PRIVATE KEY-----\\n{KEY_BODY}\\n"}}', "private_key"),
+        (f"-----BEGIN OPENSSH PRIVATE KEY----- {KEY_BODY}", "private_key"),  # newlines lost
+        # a header without key material: code that parses keys, a test's string, documentation
+        ("-----BEGIN PRIVATE KEY-----", None),
+        ('if line == "-----BEGIN PRIVATE KEY-----":\n    return parse(data)', None),
+        ('HEADER = "-----BEGIN RSA PRIVATE KEY-----"\nprivateKeyContentBytes := load()', None),
+        ("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----", None),
         ("-----BEGIN PUBLIC KEY-----", None),
         (f"SLACK = '{SLACK}'", "slack"),
         ("SLACK = 'xoxb-123'", None),
@@ -138,7 +153,7 @@ def test_secret_lines_are_head_lines_across_hunks_removed_lines_and_context():
             f"+{SLACK} {OPENAI}",  # line 23, one hit for the line
             " context",
         ]),
-        ("@@ -90 +92 @@", [f"-{GOOGLE}", "+-----BEGIN PRIVATE KEY-----"]),  # line 92
+        ("@@ -90 +92,2 @@", [f"-{GOOGLE}", "+-----BEGIN PRIVATE KEY-----", f"+{KEY_BODY}"]),  # 92
     ]  # fmt: skip
     f = _parse(_diff("src/app.py", hunks))
     assert [(s.line, s.kind) for s in f.signals.secrets] == [

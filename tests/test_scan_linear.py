@@ -18,6 +18,7 @@ from pipeline_bot.core import diffparse, scan
 from pipeline_bot.core.diffparse import DiffStreamParser
 
 MIB = 1 << 20
+KEY = '"MIIEvQIBADANBgkq"'  # key material after a header, quoted as in a one-line string
 
 # Run in a child, so a regression fails on the deadline instead of hanging the suite.
 _CHILD = textwrap.dedent(
@@ -63,10 +64,12 @@ _CHILD = textwrap.dedent(
 @pytest.mark.parametrize(
     ("shape", "unit", "size", "hits"),
     [
-        ("one-line", "-----BEGIN PRIVATE KEY-----", 24 * MIB, None),
+        ("one-line", "-----BEGIN PRIVATE KEY-----", 24 * MIB, 0),  # headers without a key: none
+        ("one-line", "-----BEGIN PRIVATE KEY-----" + KEY + " ", 24 * MIB, None),
         ("one-line", "secret='abcdefgh' ", 24 * MIB, None),
         ("one-line", "secret='xxxxxxxx' ", 24 * MIB, 0),  # placeholders: no hit at all
-        ("lines", "+-----BEGIN PRIVATE KEY-----", 2 * MIB, None),
+        ("lines", "+-----BEGIN PRIVATE KEY-----", 2 * MIB, 0),
+        ("lines", "+-----BEGIN PRIVATE KEY-----\n+" + KEY, 2 * MIB, None),
         ("lines", "+password='abcdefghij'", 2 * MIB, None),
         ("lines", "+password='changethis'", 2 * MIB, 0),
         ("lines", "-def test_removed():", 2 * MIB, None),

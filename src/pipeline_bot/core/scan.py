@@ -24,7 +24,8 @@ from pipeline_bot.models import Hunk
 
 # ---------------------------------------------------------------------------- secrets
 
-# What each kind matches is what the single alternation in diffparse._SECRET matches. A kind is
+# What each kind matches is what the single alternation in diffparse._SECRET matches (which
+# redacts text that leaves the process, so there a key's header alone is enough). A kind is
 # found by `finder` in a lower-cased copy (a literal first, which the regex engine searches at
 # C speed, then a bounded check), and confirmed by `pattern`, anchored there and case-sensitive,
 # which only decides whether a match starts there: `{36,}` becomes `{36}` (nothing follows), and
@@ -32,6 +33,17 @@ from pipeline_bot.models import Hunk
 # left are possessive and stop at a character that cannot start the next attempt.
 # `(?i:access[_-]?|auth[_-]?)token` is found from "token" and the word before it.
 _TAIL = rb"""["']?+[ \t]*+[:=][ \t]*+["'][^"'\s$<>{}]{8,}+["']"""
+
+
+# A private key is its header followed by key material: the next line (an added or context line
+# of the patch, or after a `\n` escape in a one-line string, or after a space) runs base64 to its
+# end or to a quote or escape, or starts an encrypted key's `Proc-Type:`. A header alone is code
+# that parses keys, a test's string or documentation, not a key (libgit2's and this project's
+# own tests were critical findings).
+_KEY_BODY = (
+    rb"""(?:\\r)?+(?:\\n|\r?+\n[+ ]?+)?+[ \t"']*+"""
+    rb"""(?:Proc-Type:|[A-Za-z0-9+/]{8,}+={0,2}+(?:[\r\n"'\\]|$))"""
+)
 
 
 class SecretKind(NamedTuple):
@@ -50,7 +62,7 @@ SECRET_KINDS: tuple[SecretKind, ...] = (
     _kind("aws", rb"asia[0-9a-z]{16}", rb"\bASIA[0-9A-Z]{16}\b"),
     _kind("github", rb"gh[pousr]_[a-z0-9]{36}", rb"\bgh[pousr]_[A-Za-z0-9]{36}"),
     _kind("github", rb"github_pat_[a-z0-9_]{60}", rb"\bgithub_pat_[A-Za-z0-9_]{60}"),
-    _kind("private_key", rb"-----begin ", rb"-----BEGIN (?:[A-Z]++ )?PRIVATE KEY-----"),
+    _kind("private_key", rb"-----begin ", rb"-----BEGIN (?:[A-Z]++ )?PRIVATE KEY-----" + _KEY_BODY),
     _kind("slack", rb"xox[abprs]-[a-z0-9-]{10}", rb"\bxox[abprs]-[A-Za-z0-9-]{10}"),
     _kind("openai", rb"sk-[a-z0-9_-]{32}", rb"\bsk-[A-Za-z0-9_-]{32}"),
     _kind("google", rb"aiza[0-9a-z_-]{35}", rb"\bAIza[0-9A-Za-z_-]{35}"),
