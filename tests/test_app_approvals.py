@@ -209,6 +209,37 @@ def test_prevent_self_approval_refuses_the_author_and_committers_and_not_others(
     assert all(c.query.get("per_page") == "100" for c in asked)
 
 
+def test_prevent_self_approval_refuses_a_commit_whose_authors_cannot_be_told(
+    app, gh, kube, kube_api, approvals, namespace
+):
+    """Who wrote a commit is read from the pull request's commits, as GitHub lists them now: an
+    Approve button for an older head (pushed over, perhaps force-pushed away with its author's
+    commits) and a pull request with more commits than GitHub lists (250) cannot show that the
+    approver wrote none of it, so the approval is refused."""
+    gh.config = approval_config(namespace, approvals, ", prevent_self_approval: true")
+    gh.permissions["mallory"] = "maintain"
+    identifier = APPROVE_BUTTON + button_digest("production", APPROVE_BUTTON)
+    # mallory's commit was the head the check run analysed; the branch was then force-pushed
+    # to commits of others only
+    app.deliver("check_run", _button(identifier, "mallory", "d" * 40))
+    app.work()
+    text = app.status_comment()
+    assert "refused" in text, text
+    assert "cannot tell who wrote" in text, text
+    assert _stored(kube_api, approvals) is None
+    # mallory's commit is the 251st: GitHub's list of the pull request's commits stops before it
+    gh.pulls[7].commits = [("octocat", "web-flow")] * 250 + [("mallory", "mallory")]
+    app.comment("/approve production", "mallory", comment_id=502)
+    assert "cannot tell who wrote" in app.status_comment()
+    assert _stored(kube_api, approvals) is None
+    # the button for the current head, by someone who wrote none of it, still approves
+    gh.pulls[7].commits = [("octocat", "web-flow")]
+    app.deliver("check_run", _button(identifier, "maintainer", HEAD))
+    app.work()
+    assert "approved plan" in app.status_comment()
+    assert _stored(kube_api, approvals) is not None
+
+
 def test_without_prevent_self_approval_the_author_may_approve(app, gh, kube, kube_api, approvals):
     gh.pulls[7].author = "maintainer"
     app.comment("/approve production", "maintainer")

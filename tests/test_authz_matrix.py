@@ -55,7 +55,8 @@ class EnvRow:
     forks: bool = False  # allow_forks
     requires_met: bool = True  # for /deploy: `requires` environments already deployed to
     approval: bool = True  # for /approve: the environment requires approval
-    wrote: bool = False  # the requester opened the pull request or wrote one of its commits
+    # the requester opened the pull request or wrote one of its commits; None: cannot be told
+    wrote: bool | None = False
     login: str = "alice"
     teams: frozenset[str] = field(default_factory=frozenset)
     deployed_to: frozenset[str] = field(default_factory=frozenset)
@@ -107,6 +108,12 @@ ENVIRONMENTS = [
     EnvRow("prevent_self_approval, the author asks", {"prevent_self_approval": True}, wrote=True),
     EnvRow("prevent_self_approval, someone else asks", {"prevent_self_approval": True}),
     EnvRow("self-approval allowed (the default), the author asks", {}, wrote=True),
+    # who wrote the commit to approve is unknown (an older head's button, a pull request with
+    # more commits than GitHub lists): refused where self-approval is, allowed where it is not
+    EnvRow(
+        "prevent_self_approval, who wrote it unknown", {"prevent_self_approval": True}, wrote=None
+    ),
+    EnvRow("self-approval allowed (the default), who wrote it unknown", {}, wrote=None),
     EnvRow(
         "everything set, all met",
         {
@@ -140,6 +147,8 @@ def expected(command: str, row: EnvRow, permission: str, fork: bool) -> str | No
         return "requires this commit to be deployed"
     if command == "approve" and not row.approval:
         return "does not require approval"
+    if command == "approve" and row.wrote is None and row.env.get("prevent_self_approval"):
+        return "cannot tell who wrote"
     if command == "approve" and row.wrote and row.env.get("prevent_self_approval"):
         return "prevents self-approval"
     return None

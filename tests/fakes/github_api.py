@@ -119,6 +119,7 @@ class GitHubApiDouble:
             data["base"]["repo"]["full_name"] = REPO
             data["changed_files"] = pr.changed_files
             data["user"]["login"] = pr.author
+            data["commits"] = len(pr.commits)
             if pr.moves_to:
                 pr.head, pr.moves_to = pr.moves_to, None
             return 200, data
@@ -128,7 +129,8 @@ class GitHubApiDouble:
                 return 404, {"message": "Not Found"}
             page, size = int(query.get("page", 1)), int(query.get("per_page", 30))
             items = []
-            for i, (author, committer) in enumerate(pr.commits):
+            # GitHub lists a pull request's first 250 commits only
+            for i, (author, committer) in enumerate(pr.commits[:250]):
                 item = self.example("commit-items")[0]
                 item["sha"] = f"{i + 1:040x}"
                 for role, login in (("author", author), ("committer", committer)):

@@ -31,6 +31,7 @@ from pipeline_bot.repo_config import Environment, RepoConfig
 from pipeline_bot.tools.plans import plan_for
 
 LOCK_TTL = 7 * 24 * 3600.0  # a /lock holds for a week unless /unlock ends it sooner
+PEOPLE_LISTED = 250  # GitHub lists a pull request's first 250 commits, no more
 
 
 def run_command(
@@ -81,7 +82,7 @@ def _outcome(
     env = config.environment(command.environment) if command.environment else None
     pr = ctx.gh.pull_request(ctx.repo, number)
     head_sha = str(ctx.state.get("accepted_sha") or sha or pr["head"]["sha"])
-    who = _requester(ctx, env, actor, pr, number, command)
+    who = _requester(ctx, env, actor, pr, number, command, head_sha)
     deployed_to = _deployed_to(ctx, env, head_sha) if command.name == "deploy" else set()
     decision = authorize(command, env, who, deployed_to=deployed_to)
     if not decision.allowed:
@@ -129,6 +130,7 @@ def _requester(
     pr: dict[str, Any],
     number: int,
     command: Command,
+    head_sha: str,
 ) -> Requester:
     permission = ctx.gh.permission(ctx.repo, actor)
     teams: set[str] = set()
@@ -137,12 +139,18 @@ def _requester(
         if slug and ctx.gh.in_team(org, slug, actor):
             teams.add(team)
     head_repo = ((pr.get("head") or {}).get("repo") or {}).get("full_name")
-    wrote = False
+    wrote: bool | None = False
     if command.name == "approve" and env is not None and env.prevent_self_approval:
         opener = str((pr.get("user") or {}).get("login") or "").lower()
         wrote = actor.lower() == opener or actor.lower() in ctx.gh.pull_request_people(
             ctx.repo, number
         )
+        # the people are those of the pull request's commits as GitHub lists them now (its
+        # first PEOPLE_LISTED): they vouch for its head only, and only when that is all of them
+        unlisted = int(pr.get("commits") or 0) > PEOPLE_LISTED
+        moved = head_sha != pr["head"]["sha"] and "approval" not in ctx.state
+        if not wrote and (unlisted or moved):
+            wrote = None
     return Requester(
         actor, permission, frozenset(teams), from_fork=head_repo != ctx.repo, wrote_change=wrote
     )

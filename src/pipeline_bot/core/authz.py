@@ -32,8 +32,9 @@ class Requester:
     teams: frozenset[str] = frozenset()  # "org/slug", only fetched when an environment names teams
     from_fork: bool = False
     # opened the pull request, or authored or committed one of its commits (fetched only for
-    # an approval into an environment with prevent_self_approval)
-    wrote_change: bool = False
+    # an approval into an environment with prevent_self_approval); None: cannot be told (the
+    # commit is not the pull request's head, or GitHub does not list all of its commits)
+    wrote_change: bool | None = False
 
 
 def authorize(
@@ -84,6 +85,14 @@ def authorize(
             False,
             f"{env.name} does not require approval (requires_approval in "
             ".github/pipeline-bot.yml), so there is nothing to approve",
+        )
+    if command.name == "approve" and env.prevent_self_approval and who.wrote_change is None:
+        return Decision(
+            False,
+            f"{env.name} prevents self-approval (prevent_self_approval in "
+            ".github/pipeline-bot.yml), and pipeline-bot cannot tell who wrote this commit (it "
+            "is not the pull request's head, or the pull request has more commits than GitHub "
+            "lists): approve the current head, in a pull request of at most 250 commits",
         )
     if command.name == "approve" and env.prevent_self_approval and who.wrote_change:
         return Decision(
