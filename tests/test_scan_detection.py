@@ -62,7 +62,7 @@ def _added(line: str) -> FileChange:
             "private_key",
         ),
         (f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{KEY_BODY}", "private_key"),
-        ("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED", "private_key"),
+        ("-----BEGIN RSA PRIVATE KEY-----\n" + "Proc-Type: 4,ENCRYPTED", "private_key"),
         (f'{{"private_key": "-----BEGIN PRIVATE KEY-----\\n{KEY_BODY}\\n"}}', "private_key"),
         (f"-----BEGIN OPENSSH PRIVATE KEY----- {KEY_BODY}", "private_key"),  # newlines lost
         # a header without key material: code that parses keys, a test's string, documentation
