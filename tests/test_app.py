@@ -278,6 +278,7 @@ def test_the_deploy_button_is_the_deploy_command_under_the_same_rules(app, gh, k
     payload = webhook_example("check_run", action="requested_action")
     payload["repository"] = webhook_example("pull_request", action="opened")["repository"]
     payload["check_run"]["name"] = "pipeline-bot / analysis"
+    payload["check_run"]["head_sha"] = HEAD  # the analysis of the pull request's head
     payload["check_run"]["pull_requests"][0]["number"] = 7
     payload["requested_action"]["identifier"] = "deploy:staging"
     payload["sender"]["login"] = "reader"

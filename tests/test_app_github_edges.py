@@ -38,10 +38,12 @@ def _environments(namespace: str, first: str, second: str) -> str:
     )
 
 
-def _press(app: Harness, identifier: str, login: str = "writer") -> None:
+def _press(app: Harness, identifier: str, login: str = "writer", head_sha: str = HEAD) -> None:
+    """A button of the analysis check run on `head_sha` (the pull request's head by default)."""
     payload = webhook_example("check_run", action="requested_action")
     payload["repository"] = webhook_example("pull_request", action="opened")["repository"]
     payload["check_run"]["name"] = "pipeline-bot / analysis"
+    payload["check_run"]["head_sha"] = head_sha
     payload["check_run"]["pull_requests"][0]["number"] = 7
     payload["requested_action"]["identifier"] = identifier
     payload["sender"]["login"] = login
@@ -76,6 +78,19 @@ def test_the_deploy_button_deploys_to_exactly_its_environment_never_a_prefix(
     created = gh.made("POST", r"/deployments$")
     assert [c.body["environment"] for c in created] == ["preproduction-eu"]
     assert "**succeeded**" in app.status_comment()
+
+
+def test_a_deploy_button_of_an_older_head_deploys_nothing(app, gh, kube, namespace):
+    """The button deploys the commit its check run analysed, or nothing: never a head pushed
+    after the analysis that the one pressing it has not seen."""
+    gh.config = _environments(namespace, "preproduction-eu", "preproduction")
+    button = _deploy_button(app, gh)
+    gh.pulls[7].head = "c" * 40  # pushed after the analysis of HEAD
+    _press(app, button["identifier"], head_sha=HEAD)
+    assert gh.made("POST", r"/deployments$") == []
+    text = app.status_comment()
+    assert f"moved from `{HEAD[:12]}`" in text, text
+    assert f"to `{'c' * 12}`" in text, text
 
 
 def test_a_deploy_button_that_no_longer_matches_the_config_is_refused(app, gh, kube, namespace):

@@ -44,8 +44,9 @@ def run_command(
     syntax_error: CommandSyntaxError | None = None,
     sha: str | None = None,
 ) -> str:
-    """`sha`: the commit the command acts on (a check run's button: the check run's head);
-    None: the pull request's head."""
+    """`sha`: the commit the command acts on (a check run's button: the check run's head; a
+    deploy of it is refused once the pull request's head is another); None: the pull request's
+    head."""
     if comment_id is not None and not ctx.state.get("eyes"):
         ctx.gh.react(ctx.repo, comment_id, "eyes")
         ctx.save(eyes=True)

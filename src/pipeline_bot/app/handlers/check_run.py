@@ -2,7 +2,8 @@
 
 A button press is the same as the matching comment command, under the same authorisation; a
 deploy or approve button names its environment exactly (see `core/checkrun.py`). An approve
-button approves the check run's own commit (its head_sha), which the button was shown for.
+button approves the check run's own commit (its head_sha), which the button was shown for; a
+deploy button deploys that commit, and nothing once the pull request's head has moved on.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def handle(ctx: EventContext) -> str:
         command = parse_command(f"/{kind} {_environment(ctx, kind, target)}")
     except CommandSyntaxError as exc:
         return run_command(ctx, None, number=number, actor=actor, syntax_error=exc)
-    sha = str(run["head_sha"]) if kind == "approve" and run.get("head_sha") else None
+    # the commit the button was shown for: an approval approves it, a deploy deploys it only
+    # while it is still the pull request's head (never a head pushed since the analysis)
+    sha = str(run["head_sha"]) if kind in ("approve", "deploy") and run.get("head_sha") else None
     return run_command(ctx, command, number=number, actor=actor, sha=sha)
 
 
