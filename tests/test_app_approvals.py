@@ -240,6 +240,37 @@ def test_prevent_self_approval_refuses_a_commit_whose_authors_cannot_be_told(
     assert _stored(kube_api, approvals) is not None
 
 
+def test_deploy_into_an_environment_that_requires_approval_needs_this_commits_approval(
+    app, gh, kube, kube_api, approvals, namespace
+):
+    """`/deploy production` is no way round production's approval (nor its
+    prevent_self_approval): it needs a current approval of the head commit and its plan."""
+    gh.config = approval_config(namespace, approvals, ", prevent_self_approval: true")
+    gh.permissions["author"] = "maintain"
+    gh.pulls[7].author = "author"
+    app.comment("/approve production", "author")
+    assert "prevents self-approval" in app.status_comment()
+    app.comment("/deploy production", "author", comment_id=502)
+    text = app.status_comment()
+    assert "refused" in text, text
+    assert "production requires approval" in text, text
+    assert gh.made("POST", r"/deployments$") == []
+    # an approval of another commit is none for this one
+    gh.pulls[7].head = "c" * 40
+    app.comment("/approve production", "maintainer", comment_id=503)
+    assert "approved plan" in app.status_comment()
+    gh.pulls[7].head = HEAD
+    app.comment("/deploy production", "author", comment_id=504)
+    assert "is for commit cccccccccccc" in app.status_comment()
+    assert gh.made("POST", r"/deployments$") == []
+    # someone else approves this head: the author may deploy it
+    app.comment("/approve production", "maintainer", comment_id=505)
+    assert "approved plan" in app.status_comment()
+    app.comment("/deploy production", "author", comment_id=506)
+    assert "**succeeded**" in app.status_comment()
+    assert [c.body["environment"] for c in gh.made("POST", r"/deployments$")] == ["production"]
+
+
 def test_without_prevent_self_approval_the_author_may_approve(app, gh, kube, kube_api, approvals):
     gh.pulls[7].author = "maintainer"
     app.comment("/approve production", "maintainer")

@@ -57,6 +57,8 @@ class EnvRow:
     approval: bool = True  # for /approve: the environment requires approval
     # the requester opened the pull request or wrote one of its commits; None: cannot be told
     wrote: bool | None = False
+    # for /deploy into an environment that requires approval: why there is no current approval
+    unapproved: str | None = None
     login: str = "alice"
     teams: frozenset[str] = field(default_factory=frozenset)
     deployed_to: frozenset[str] = field(default_factory=frozenset)
@@ -104,6 +106,12 @@ ENVIRONMENTS = [
     ),
     EnvRow("requires staging, never deployed", {"requires": ["staging"]}, requires_met=False),
     EnvRow("allow_forks", {"allow_forks": True}, forks=True),
+    EnvRow("requires_approval, this commit and plan approved", {"requires_approval": True}),
+    EnvRow(
+        "requires_approval, not approved",
+        {"requires_approval": True},
+        unapproved="the approval is for commit cccccccccccc",
+    ),
     EnvRow("requires_approval false", {"requires_approval": False}, approval=False),
     EnvRow("prevent_self_approval, the author asks", {"prevent_self_approval": True}, wrote=True),
     EnvRow("prevent_self_approval, someone else asks", {"prevent_self_approval": True}),
@@ -145,6 +153,8 @@ def expected(command: str, row: EnvRow, permission: str, fork: bool) -> str | No
         return "comes from a fork"
     if command == "deploy" and not row.requires_met:
         return "requires this commit to be deployed"
+    if command == "deploy" and row.env.get("requires_approval") and row.unapproved:
+        return "requires approval"
     if command == "approve" and not row.approval:
         return "does not require approval"
     if command == "approve" and row.wrote is None and row.env.get("prevent_self_approval"):
@@ -187,7 +197,9 @@ def test_every_command_permission_environment_and_fork(command, row):
             who = Requester(
                 row.login, permission, row.teams, from_fork=fork, wrote_change=row.wrote
             )
-            decision = authorize(parsed, env, who, deployed_to=row.deployed_to)
+            decision = authorize(
+                parsed, env, who, deployed_to=row.deployed_to, unapproved=row.unapproved
+            )
             want = expected(command, row, permission, fork)
             if want is None and not decision.allowed:
                 wrong.append(f"{permission}, fork={fork}: refused ({decision.reason})")
@@ -212,7 +224,9 @@ def test_a_refusal_names_the_requester_and_never_an_empty_reason():
         assert parsed is not None
         env = environment(command, row)
         who = Requester(row.login, permission, row.teams, from_fork=fork, wrote_change=row.wrote)
-        decision = authorize(parsed, env, who, deployed_to=row.deployed_to)
+        decision = authorize(
+            parsed, env, who, deployed_to=row.deployed_to, unapproved=row.unapproved
+        )
         if not decision.allowed:
             assert decision.reason.strip()
             assert "\n" not in decision.reason

@@ -70,7 +70,8 @@ class Environment(_Strict):
     requires_approval: bool = Field(
         False,
         description="A promotion (`pipeline-bot promotion run`) stops before this environment "
-        "until a person approves the exact commit and plan (`pipeline-bot promotion approve`).",
+        "until a person approves the exact commit and plan (`pipeline-bot promotion approve`), "
+        "and the App's `/deploy` into it needs that approval too.",
     )
     prevent_self_approval: bool = Field(
         False,

@@ -29,6 +29,7 @@ from pipeline_bot.errors import ConfigError, LockedError, PipelineBotError
 from pipeline_bot.models import AIReview, DeploymentStatus, DeployResult
 from pipeline_bot.repo_config import Environment, RepoConfig
 from pipeline_bot.tools.plans import plan_for
+from pipeline_bot.tools.promotion import deploy_approval
 
 LOCK_TTL = 7 * 24 * 3600.0  # a /lock holds for a week unless /unlock ends it sooner
 PEOPLE_LISTED = 250  # GitHub lists a pull request's first 250 commits, no more
@@ -85,7 +86,11 @@ def _outcome(
     head_sha = str(ctx.state.get("accepted_sha") or sha or pr["head"]["sha"])
     who = _requester(ctx, env, actor, pr, number, command, head_sha)
     deployed_to = _deployed_to(ctx, env, head_sha) if command.name == "deploy" else set()
-    decision = authorize(command, env, who, deployed_to=deployed_to)
+    unapproved = None
+    if command.name == "deploy" and env is not None and env.requires_approval:
+        check = deploy_approval(ctx.tools(config), config, env, head_sha, command.image or head_sha)
+        unapproved = None if check.verdict == "approved" else check.reason
+    decision = authorize(command, env, who, deployed_to=deployed_to, unapproved=unapproved)
     if not decision.allowed:
         return False, replies.refused(actor, command, decision.reason)
     if "accepted_sha" not in ctx.state:

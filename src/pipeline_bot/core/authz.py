@@ -3,7 +3,8 @@
 Reading needs nothing; anything that changes an environment needs the environment's
 `required_permission` (write by default), membership of `allowed_users` / `allowed_teams` when
 those are set, a pull request from the repository itself unless `allow_forks`, for a deploy,
-a successful deploy of the same commit to every environment in `requires`, and, for an approval,
+a successful deploy of the same commit to every environment in `requires` and, where the
+environment requires approval, a current approval of the commit and its plan, and, for an approval,
 an environment that requires one (`requires_approval`) and, where it prevents self-approval
 (`prevent_self_approval`), someone who did not write the change.
 """
@@ -43,8 +44,11 @@ def authorize(
     who: Requester,
     *,
     deployed_to: Collection[str] = (),
+    unapproved: str | None = None,
 ) -> Decision:
-    """`deployed_to`: environments where this commit has a successful deploy."""
+    """`deployed_to`: environments where this commit has a successful deploy; `unapproved`:
+    for a deploy into an environment that requires approval, why this commit and plan have no
+    current approval (None: they have one)."""
     if not command.changes_environment:
         if PERMISSION_RANK.get(who.permission, 0) < PERMISSION_RANK["read"]:
             return Decision(False, f"@{who.login} cannot read this repository")
@@ -80,6 +84,12 @@ def authorize(
                 False,
                 f"{env.name} requires this commit to be deployed to {', '.join(missing)} first",
             )
+    if command.name == "deploy" and env.requires_approval and unapproved is not None:
+        return Decision(
+            False,
+            f"{env.name} requires approval (requires_approval in .github/pipeline-bot.yml) of "
+            f"this commit and plan before a deploy: {unapproved}",
+        )
     if command.name == "approve" and not env.requires_approval:
         return Decision(
             False,

@@ -18,6 +18,7 @@ from pipeline_bot.core.durations import parse_duration
 from pipeline_bot.core.plan import MAX_PARALLEL_DEFAULT
 from pipeline_bot.core.promotion import (
     Approval,
+    ApprovalCheck,
     EnvironmentStep,
     PromotionResult,
     check_approval,
@@ -88,6 +89,23 @@ def read_approval(ctx: ToolContext, env: Environment) -> tuple[Approval | None, 
         return Approval.model_validate(json.loads((obj.get("data") or {})["approval"])), obj
     except (KeyError, ValueError, ValidationError):
         return None, obj
+
+
+def deploy_approval(
+    ctx: ToolContext, config: RepoConfig, env: Environment, commit_sha: str, image_tag: str
+) -> ApprovalCheck:
+    """Whether `env`'s approval lets `commit_sha`'s plan (each service's image tagged
+    `image_tag`) in now: what a deploy into an environment that requires approval needs, as a
+    promotion does (the App's /deploy)."""
+    args = ApproveInput(environment=env.name, image_tag=image_tag, commit_sha=commit_sha)
+    approval, _ = read_approval(ctx, env)
+    return check_approval(
+        approval,
+        environment=env.name,
+        commit_sha=commit_sha,
+        digest=_digest(config, env, args),
+        now=datetime.now(UTC),
+    )
 
 
 def approve_promotion(args: ApproveInput, ctx: ToolContext) -> Approval:
