@@ -86,11 +86,14 @@ def _outcome(
     head_sha = str(ctx.state.get("accepted_sha") or sha or pr["head"]["sha"])
     who = _requester(ctx, env, actor, pr, number, command, head_sha)
     deployed_to = _deployed_to(ctx, env, head_sha) if command.name == "deploy" else set()
-    unapproved = None
-    if command.name == "deploy" and env is not None and env.requires_approval:
+    decision = authorize(command, env, who, deployed_to=deployed_to)
+    if decision.allowed and command.name == "deploy" and env is not None and env.requires_approval:
+        # read from the cluster only for someone otherwise allowed to deploy
         check = deploy_approval(ctx.tools(config), config, env, head_sha, command.image or head_sha)
-        unapproved = None if check.verdict == "approved" else check.reason
-    decision = authorize(command, env, who, deployed_to=deployed_to, unapproved=unapproved)
+        if check.verdict != "approved":
+            decision = authorize(
+                command, env, who, deployed_to=deployed_to, unapproved=check.reason
+            )
     if not decision.allowed:
         return False, replies.refused(actor, command, decision.reason)
     if "accepted_sha" not in ctx.state:
