@@ -203,6 +203,27 @@ def test_negatives_only_once_old_enough_to_have_been_found_out(age_days, positiv
 # --------------------------------------------------------------------------- features
 
 
+@pytest.mark.parametrize(
+    ("message", "deps"),
+    [
+        ("Bump requests to 2.32", 1),
+        ("chore(deps): update dependency x", 1),
+        ("Update deps", 1),
+        ("Upgrade the dependencies", 1),
+        ("update golang.org/x/net from 0.17.0 to 0.23.0", 1),
+        # words that only start with "dep" (the prior before 12-06 was mined with them matching)
+        ("Deploy docs to the website", 0),
+        ("Deprecate the old flag", 0),
+        ("Fix the clone depth", 0),
+    ],
+)
+def test_the_dependency_message_signal(message, deps):
+    f = features.change_features(
+        [FileStat("a.py", 1, 0)], [message], size_before=0, merge=False, bot=False
+    )
+    assert f["msg_deps"] == deps
+
+
 def test_change_features_count_size_spread_kinds_and_message_signals():
     files = [
         FileStat("db/migrations/0002.sql", 3, 0),

@@ -218,7 +218,7 @@ _MSG = {
         re.I,
     ),
     "msg_deps": re.compile(
-        r"\b(?:bump(?:s|ed)?|upgrade[sd]?|dependabot|renovate|deps?|dependenc(?:y|ies)|"
+        r"\b(?:bump(?:s|ed)?|upgrade[sd]?|dependabot|renovate|deps?\b|dependenc(?:y|ies)|"
         r"update .+ (?:from|to) v?\d)",
         re.I,
     ),

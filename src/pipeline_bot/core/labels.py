@@ -43,6 +43,16 @@ _BLAMED_KINDS = frozenset(
         Kind.DEPENDENCY,
     }
 )
+# a routine dependency update, as bots and release chores title it: SZZ would otherwise take
+# Renovate's `fix(deps): update module x to v1.2` for a fix and blame the previous bump
+_ROUTINE_DEP_UPDATE = re.compile(
+    r"\b(?:bump|update|upgrade)(?:s|d|ed)?\b.*\b(?:to|from)\s+v?\d"
+    r"|\b(?:renovate|dependabot)\b"
+    r"|^\w+\(deps(?:-dev)?\)!?:\s*(?:bump|update|upgrade)"
+    r"|\block ?file maintenance\b",
+    re.IGNORECASE,
+)
+_DEPENDENCY_KINDS = frozenset({Kind.DEPENDENCY, Kind.LOCKFILE})
 _COMMENT = re.compile(r"^\s*(?://|#|/\*|\*|\*/|--|;|<!--)")
 
 MAX_FIX_FILES = 20
@@ -80,9 +90,21 @@ def is_szz_fix(record: CommitRecord) -> bool:
         record.title
     ):
         return False
+    if is_dependency_update(record):
+        return False
     changed = sum(f.added + f.deleted for f in record.files)
     blamable = [f for f in record.files if kind_of_path(f.path) in _BLAMED_KINDS]
     return bool(blamable) and len(record.files) <= MAX_FIX_FILES and changed <= MAX_FIX_LINES
+
+
+def is_dependency_update(record: CommitRecord) -> bool:
+    """Only manifests and lockfiles changed, and the title reads as a routine version update (a
+    bot's or a chore's), not as a fix of something a dependency broke."""
+    return (
+        bool(record.files)
+        and all(kind_of_path(f.path) in _DEPENDENCY_KINDS for f in record.files)
+        and _ROUTINE_DEP_UPDATE.search(record.title) is not None
+    )
 
 
 def is_blamable_path(path: str) -> bool:
