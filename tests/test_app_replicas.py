@@ -102,15 +102,8 @@ def _until(condition: Any, what: str, seconds: float = 180) -> None:
         time.sleep(0.1)  # polling other processes' database rows, with a deadline
 
 
-@pytest.mark.parametrize("count", [2, 4])
-def test_replicas_behind_a_round_robin_work_every_delivery_exactly_once(
-    database_url, stand_in, tmp_path, count
-):
-    double, github_url = stand_in
-    # GitHub answers no check run until a second replica has claimed work: a replica holds at
-    # most its 4 workers' deliveries (one per lane of 8), so the rest wait for the others, and
-    # the spread below holds on a loaded machine too (when GitHub answered at once, one replica
-    # could finish the whole load before another woke: CI saw it at load ~15, and under xdist)
+def _hold_check_runs(double: GitHubApiDouble) -> threading.Event:
+    """GitHub (the double) answers no check run creation until the returned event is set."""
     gate = threading.Event()
     answer = double.answer
 
@@ -120,6 +113,19 @@ def test_replicas_behind_a_round_robin_work_every_delivery_exactly_once(
         return answer(method, path, query, body)
 
     double.answer = held  # type: ignore[method-assign]
+    return gate
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_replicas_behind_a_round_robin_work_every_delivery_exactly_once(
+    database_url, stand_in, tmp_path, count
+):
+    double, github_url = stand_in
+    # GitHub answers no check run until a second replica has claimed work: a replica holds at
+    # most its 4 workers' deliveries (one per lane of 8), so the rest wait for the others, and
+    # the spread below holds on a loaded machine too (when GitHub answered at once, one replica
+    # could finish the whole load before another woke: CI saw it at load ~15, and under xdist)
+    gate = _hold_check_runs(double)
     load = _load(16, lanes=8)
     env = _env(database_url, github_url, tmp_path, workers=4)
     with replicas(count, env, tmp_path) as cluster:
@@ -157,15 +163,7 @@ def test_a_replica_killed_with_claimed_work_loses_it_to_the_others_after_its_lea
     database_url, stand_in, tmp_path
 ):
     double, github_url = stand_in
-    gate = threading.Event()  # GitHub answers no check run until the test opens it
-    answer = double.answer
-
-    def held(method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        if method == "POST" and path.endswith("/check-runs"):
-            gate.wait(300)
-        return answer(method, path, query, body)
-
-    double.answer = held  # type: ignore[method-assign]
+    gate = _hold_check_runs(double)
     load = _load(6, lanes=6)
     with replicas(3, _env(database_url, github_url, tmp_path), tmp_path) as cluster:
         front = RoundRobin([r.url for r in cluster])
